@@ -1,0 +1,42 @@
+"""captum_clipspan: CLIP's image representation decomposed into text-readable parts, for Captum.
+
+Implements "Interpreting CLIP's Image Representation via Text-Based Decomposition" (Gandelsman,
+Efros, Steinhardt, ICLR 2024). Names are imported lazily: importing transformer_lens and captum
+takes seconds, so ``import captum_clipspan`` stays fast until a class is used.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+# Bound eagerly: the function shares its name with its module (torch is needed anyway).
+from .decompose import Decomposition, decompose
+
+__version__ = "0.1.0"
+
+_EXPORTS = {
+    "HookedCLIP": "hooked.clip",
+    "HookedViT": "hooked.vit",
+    "HeadContribution": "attr.heads",
+    "LayerContribution": "attr.heads",
+    "PatchContribution": "attr.patches",
+    "ClipSpanAttribution": "attr.base",
+    "ZeroShotClassifier": "text",
+    "text_bank": "text",
+    "prompt_templates": "text",
+}
+
+__all__ = sorted([*_EXPORTS, "Decomposition", "decompose"])
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _EXPORTS:
+        raise AttributeError(f"module 'captum_clipspan' has no attribute {name!r}")
+    value = getattr(importlib.import_module(f".{_EXPORTS[name]}", __name__), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_EXPORTS))

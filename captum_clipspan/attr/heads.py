@@ -1,0 +1,102 @@
+"""Direct effects of attention heads and of whole layers on the image-text similarity."""
+
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+import torch
+from captum.log import log_usage
+from torch import Tensor
+
+from ..decompose import resolve_layers
+from ..hooked.clip import HookedCLIP
+from .base import ClipSpanAttribution, TargetType
+
+
+class HeadContribution(ClipSpanAttribution):
+    """Direct effect of every attention head on the image embedding (the paper's ``c_head``).
+
+    Each head's term is a vector in the joint image-text space; against a unit text embedding it
+    is that head's share of the image-text cosine similarity. Together with the MLP, embedding and
+    (``"centered"``) bias terms they sum exactly to the similarity; ``return_convergence_delta``
+    reports that sum minus the similarity.
+
+    Args:
+        clip: a :class:`~captum_clipspan.HookedCLIP`.
+        layers: layer indices to report (``None``: all; negative indices count from the end).
+        convention: ``"reference"`` (the paper's code) or ``"centered"``.
+
+    Examples::
+
+        >>> heads = cs.HeadContribution(clip, layers=[-4, -3, -2, -1])
+        >>> scores, delta = heads.attribute(images, target=["a dog", "a cat"],
+        ...                                 return_convergence_delta=True)
+        >>> scores.shape   # [B, 4, H, 2]
+    """
+
+    def __init__(self, clip: HookedCLIP, layers: Sequence[int] | None = None,
+                 convention: str = "reference") -> None:
+        super().__init__(clip, convention)
+        self.layers = resolve_layers(layers, clip.visual.n_layers)
+
+    @log_usage(part_of_slo=True)
+    def attribute(self, inputs: Tensor, target: TargetType = None, classifier: Any = None,
+                  return_convergence_delta: bool = False) -> Tensor | tuple[Tensor, Tensor]:
+        """Per-head direct effects.
+
+        Args:
+            inputs: ``[B, 3, H, W]`` preprocessed images.
+            target: text embeddings ``[T, E]``/``[E]``, string(s), class indices with
+                ``classifier``, or ``None`` for joint-space vectors.
+            classifier: a :class:`~captum_clipspan.ZeroShotClassifier` for class-index targets.
+            return_convergence_delta: also return the completeness error ``[B, T]``.
+
+        Returns:
+            ``[B, L_s, H, T]`` scores (``T = 1`` for class targets), or ``[B, L_s, H, E]``
+            vectors when ``target`` is ``None``; and the delta when asked.
+        """
+        parts, resolved = self.decompose(inputs, target, classifier, "head", self.layers)
+        return self.output(parts.heads, parts, resolved, return_convergence_delta)
+
+
+class LayerContribution(ClipSpanAttribution):
+    """Direct effect of the embedding term and of every MSA and MLP layer.
+
+    Rows follow the residual stream: ``embed, attn_0, mlp_0, attn_1, mlp_1, ...`` (``2L + 1``
+    rows); with ``convention="centered"`` a last row holds ``ln_post``'s bias term, so the rows
+    always sum to the image-text similarity. :meth:`row_names` labels them.
+
+    Examples::
+
+        >>> layers = cs.LayerContribution(clip)
+        >>> scores = layers.attribute(images, target=texts)   # [B, 2L + 1, T]
+        >>> dict(zip(layers.row_names(), scores[0, :, 0].tolist()))
+    """
+
+    @log_usage(part_of_slo=True)
+    def attribute(self, inputs: Tensor, target: TargetType = None, classifier: Any = None,
+                  return_convergence_delta: bool = False) -> Tensor | tuple[Tensor, Tensor]:
+        """Per-layer direct effects.
+
+        Args:
+            inputs: ``[B, 3, H, W]`` preprocessed images.
+            target: as for :class:`HeadContribution`.
+            classifier: a :class:`~captum_clipspan.ZeroShotClassifier` for class-index targets.
+            return_convergence_delta: also return the completeness error ``[B, T]``.
+
+        Returns:
+            ``[B, R, T]`` (or ``[B, R, E]`` without target), ``R = len(self.row_names())``.
+        """
+        parts, resolved = self.decompose(inputs, target, classifier, "layer")
+        interleaved = torch.stack([parts.attns, parts.mlps], dim=2).flatten(1, 2)
+        rows = [parts.embed[:, None], interleaved]
+        if parts.ln_bias is not None:
+            rows.append(parts.ln_bias[:, None])
+        return self.output(torch.cat(rows, dim=1), parts, resolved, return_convergence_delta)
+
+    def row_names(self) -> list[str]:
+        """Names of the output rows: ``["embed", "attn.0", "mlp.0", ...]``."""
+        names = ["embed"]
+        for layer in range(self.clip.visual.n_layers):
+            names += [f"attn.{layer}", f"mlp.{layer}"]
+        return names + (["ln_post.bias"] if self.convention == "centered" else [])

@@ -1,0 +1,107 @@
+"""Text banks, prompt templates and the zero-shot classifier built from them."""
+
+from __future__ import annotations
+
+from importlib import resources
+from pathlib import Path
+from typing import Sequence
+
+import torch
+from torch import Tensor
+
+from .hooked.clip import HookedCLIP, check_texts
+
+BANKS = ("general", "words")
+
+
+def _read_lines(text: str) -> list[str]:
+    return [line.strip() for line in text.splitlines() if line.strip()]
+
+
+def _packaged(name: str) -> str:
+    return resources.files("captum_clipspan").joinpath("text_banks", name).read_text("utf-8")
+
+
+def text_bank(name: str | Path = "general") -> list[str]:
+    """A list of short descriptions for TextSpan.
+
+    Args:
+        name: ``"general"`` (image descriptions: colors, textures, places, styles, objects, ...),
+            ``"words"`` (common concrete English words), or the path of a UTF-8 text file with
+            one description per line (blank lines are skipped).
+
+    Returns:
+        The descriptions, in file order.
+
+    Examples::
+
+        >>> bank = cs.text_bank("general")
+        >>> len(bank) >= 2000
+        True
+    """
+    if isinstance(name, str) and name in BANKS:
+        return _read_lines(_packaged(f"{name}.txt"))
+    path = Path(name)
+    if not path.is_file():
+        raise ValueError(f"unknown text bank {str(name)!r}: use one of {BANKS} or the path of a "
+                         "text file with one description per line.")
+    texts = _read_lines(path.read_text("utf-8"))
+    if not texts:
+        raise ValueError(f"the text bank file {path} has no non-empty lines.")
+    return texts
+
+
+def prompt_templates() -> list[str]:
+    """The project's zero-shot prompt templates, each with one ``{}`` for the class name."""
+    return _read_lines(_packaged("templates.txt"))
+
+
+class ZeroShotClassifier:
+    """Template-averaged class embeddings, usable as a classifier and as ``target=`` by index.
+
+    Each class name is put into every template, the unit text embeddings are averaged and the
+    mean is normalized again (CLIP's prompt ensembling).
+
+    Args:
+        clip: a :class:`~captum_clipspan.HookedCLIP`.
+        classnames: the class names, in label order.
+        templates: format strings with one ``{}`` (default: :func:`prompt_templates`), or ``["{}"]``
+            to use the names as they are.
+
+    Attributes:
+        class_embeddings: ``[C, E]`` unit-norm class embeddings.
+
+    Examples::
+
+        >>> zs = cs.ZeroShotClassifier(clip, ["dog", "cat"])
+        >>> zs.predict(images)                      # [B] class indices
+        >>> cs.HeadContribution(clip).attribute(images, target=labels, classifier=zs)
+    """
+
+    def __init__(self, clip: HookedCLIP, classnames: Sequence[str],
+                 templates: Sequence[str] | None = None) -> None:
+        self.classnames = check_texts(list(classnames))
+        self.templates = list(templates) if templates is not None else prompt_templates()
+        bad = [t for t in self.templates if t.count("{}") != 1]
+        if not self.templates or bad:
+            raise ValueError(f"templates must be a non-empty list of strings with exactly one "
+                             f"'{{}}' each; these are not: {bad[:3]}.")
+        prompts = [t.format(name) for name in self.classnames for t in self.templates]
+        per_prompt = clip.encode_text(prompts).float()
+        mean = per_prompt.reshape(len(self.classnames), len(self.templates), -1).mean(dim=1)
+        self.class_embeddings = torch.nn.functional.normalize(mean, dim=-1)
+
+    def __len__(self) -> int:
+        return len(self.classnames)
+
+    def logits(self, image_embeddings: Tensor) -> Tensor:
+        """Cosine similarities ``[B, C]`` of (any-norm) image embeddings ``[B, E]``."""
+        image_embeddings = torch.nn.functional.normalize(image_embeddings.float(), dim=-1)
+        return image_embeddings @ self.class_embeddings.to(image_embeddings.device).T
+
+    def predict(self, images: Tensor, clip: HookedCLIP | None = None) -> Tensor:
+        """Class indices ``[B]``; ``images`` are embeddings ``[B, E]``, or images with ``clip``."""
+        if clip is not None:
+            with torch.no_grad():
+                images = clip.encode_image(images)
+        return self.logits(images).argmax(dim=-1)
