@@ -20,8 +20,9 @@ Only the pooled query rows of the attention patterns are computed; the paper's c
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, fields
-from typing import TYPE_CHECKING, Any, Sequence
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import Tensor
@@ -156,7 +157,7 @@ def head_output_maps(out_proj_weight: Tensor, layer_scale: Tensor, joint_matrix:
 
 
 def token_terms(pooled_pattern: Tensor, values: Tensor, head_maps: Tensor) -> Tensor:
-    """Per (token, head) terms ``a_i * v_i @ W``: ``[B, H, N]``, ``[B, N, H, d]`` -> ``[B, N, H, X]``.
+    """Per (token, head) terms ``a_i v_i W``: ``[B, H, N]``, ``[B, N, H, d]`` -> ``[B, N, H, X]``.
 
     Args:
         pooled_pattern: ``[B, H, N]`` the pooled query row of each head's attention pattern.
@@ -192,7 +193,7 @@ def pool_rows(omega: Tensor, rows: Tensor) -> Tensor:
 
 
 def reference_constant(mean_z_hat: Tensor, n_terms: int, joint: JointSpaceMap) -> Tensor:
-    """The paper's share of LayerNorm mean and bias for one of ``n_terms`` residual terms ``[B, X]``.
+    """The paper's share of LN mean and bias for one of ``n_terms`` residual terms, ``[B, X]``.
 
     ``mean_z_hat`` ``[B]`` is the feature mean of the scaled pooled stream; with equal shares the
     constants of all ``2L + 1`` terms add up to ``-mean * gamma@proj + beta@proj``.
@@ -289,7 +290,9 @@ def resolve_layers(layers: int | Sequence[int] | None, n_layers: int) -> tuple[i
     try:
         chosen = [int(layer) for layer in layers]
     except (TypeError, ValueError):
-        raise TypeError(f"layers must be None, an int or a sequence of ints, got {layers!r}.") from None
+        raise TypeError(
+            f"layers must be None, an int or a sequence of ints, got {layers!r}."
+        ) from None
     if not chosen:
         raise ValueError("layers must not be empty; pass None for all layers.")
     bad = [layer for layer in chosen if not -n_layers <= layer < n_layers]

@@ -42,7 +42,7 @@ def randomize_(module: torch.nn.Module, seed: int = 0) -> torch.nn.Module:
     return module
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _named_model(name: str) -> CLIP:
     torch.manual_seed(0)
     if name == "CLIPA-style":

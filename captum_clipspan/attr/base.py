@@ -14,8 +14,9 @@ indices; pass texts to a noise tunnel as a *tuple* of strings, which it leaves a
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Sequence, Union
+from typing import Any
 
 import torch
 from captum.attr import Attribution
@@ -24,7 +25,7 @@ from torch import Tensor
 from ..decompose import CONVENTIONS, Decomposition, check_text_embeddings, decompose
 from ..hooked.clip import HookedCLIP
 
-TargetType = Union[None, int, str, Sequence[int], Sequence[str], Tensor]
+TargetType = None | int | str | Sequence[int] | Sequence[str] | Tensor
 
 
 @dataclass
@@ -79,8 +80,8 @@ def _class_target(target: int | Sequence[int] | Tensor, n_examples: int,
         raise ValueError(f"class indices must be in 0..{n_classes - 1} for this classifier, got "
                          f"{indices.min().item()}..{indices.max().item()}.")
     unique, columns = torch.unique(indices, return_inverse=True)
-    return ResolvedTarget(classifier.class_embeddings[unique.to(classifier.class_embeddings.device)],
-                          columns)
+    class_embeddings = classifier.class_embeddings
+    return ResolvedTarget(class_embeddings[unique.to(class_embeddings.device)], columns)
 
 
 class ClipSpanAttribution(Attribution):

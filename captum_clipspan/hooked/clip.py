@@ -1,9 +1,10 @@
-"""``HookedCLIP``: a hooked image tower next to open_clip's own text tower, tokenizer and transform."""
+"""``HookedCLIP``: a hooked image tower beside open_clip's text tower, tokenizer and transform."""
 
 from __future__ import annotations
 
 import warnings
-from typing import Any, Callable, Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -82,7 +83,7 @@ class HookedCLIP(nn.Module):
         model, _, preprocess = open_clip.create_model_and_transforms(
             model_name, pretrained=pretrained, device=device, precision=precision, **kwargs
         )
-        return cls(model, preprocess=preprocess, model_name=model_name)
+        return cls(model.eval(), preprocess=preprocess, model_name=model_name)
 
     @property
     def tokenizer(self) -> Callable:

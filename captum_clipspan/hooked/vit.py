@@ -129,7 +129,7 @@ class HookedAttention(nn.Module):
         )
 
     def forward(self, x: Tensor) -> Tensor:
-        """Map the ``ln_1`` output ``[B, N, D]`` to the block's attention output after LayerScale."""
+        """Map the ``ln_1`` output ``[B, N, D]`` to the attention output after LayerScale."""
         block = self.block
         if not self.is_hooked():
             return block.ls_1(block.attention(q_x=x))
@@ -158,7 +158,7 @@ class HookedAttention(nn.Module):
 
 
 class HookedMLP(nn.Module):
-    """Hook points of one open_clip MLP (``hook_pre``: after ``c_fc``; ``hook_post``: after GELU)."""
+    """Hook points of one open_clip MLP (``hook_pre`` after ``c_fc``, ``hook_post`` after GELU)."""
 
     def __init__(self, mlp: nn.Module) -> None:
         super().__init__()
@@ -240,7 +240,7 @@ class HookedViT(HookedRootModule):
         self.setup()
 
     def setup(self) -> None:
-        """Name our own modules and hook points only; the wrapped open_clip modules stay untouched."""
+        """Name our own modules and hook points only; open_clip's modules stay untouched."""
         self.mod_dict, self.hook_dict = {}, {}
         for name, module in self.named_modules():
             if name in ("", "model") or name.startswith("model."):

@@ -1,0 +1,141 @@
+"""The Captum attribution classes report the decomposition's numbers in Captum's conventions."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from captum.attr import LayerIntegratedGradients, NoiseTunnel
+from captum.attr import visualization as viz
+from conftest import images_for
+
+import captum_clipspan as cs
+
+TEXTS = ["a photo of a dog", "a red circle", "a striped background"]
+
+
+def test_head_scores_equal_brute_force_dot_products(clip64):
+    images = images_for(clip64)
+    texts = clip64.encode_text(TEXTS)
+    scores, delta = cs.HeadContribution(clip64).attribute(images, target=texts,
+                                                          return_convergence_delta=True)
+    vectors = cs.decompose(clip64, images, granularity="head").heads
+    assert scores.shape == (2, 3, 4, 3)
+    assert torch.allclose(scores, vectors @ texts.T, atol=1e-12)
+    assert delta.shape == (2, 3) and delta.abs().max() < 1e-12
+
+
+def test_string_targets_are_encoded_with_the_tokenizer(clip64):
+    images = images_for(clip64)
+    heads = cs.HeadContribution(clip64, layers=[-1])
+    by_string = heads.attribute(images, target=TEXTS)
+    by_embedding = heads.attribute(images, target=clip64.encode_text(TEXTS))
+    assert by_string.shape == (2, 1, 4, 3)
+    assert torch.allclose(by_string, by_embedding)
+    single = heads.attribute(images, target="a red circle")
+    assert torch.allclose(single[..., 0], by_string[..., 1])
+
+
+def test_class_index_targets_pick_each_examples_class(clip64):
+    images = images_for(clip64, batch=3)
+    classifier = cs.ZeroShotClassifier(clip64, ["dog", "cat", "bird"], templates=["a {}."])
+    labels = [2, 0, 2]
+    scores = cs.HeadContribution(clip64).attribute(images, target=labels, classifier=classifier)
+    everything = cs.HeadContribution(clip64).attribute(images,
+                                                       target=classifier.class_embeddings)
+    assert scores.shape == (3, 3, 4, 1)
+    for example, label in enumerate(labels):
+        assert torch.allclose(scores[example, ..., 0], everything[example, ..., label])
+
+
+def test_layer_rows_sum_to_the_cosine_in_both_conventions(clip64):
+    images = images_for(clip64)
+    texts = clip64.encode_text(TEXTS)
+    cosine = F.normalize(clip64.model.encode_image(images), dim=-1) @ texts.T
+    for convention, n_rows in [("reference", 7), ("centered", 8)]:
+        layers = cs.LayerContribution(clip64, convention=convention)
+        rows = layers.attribute(images, target=texts)
+        assert rows.shape == (2, n_rows, 3) and len(layers.row_names()) == n_rows
+        assert torch.allclose(rows.sum(dim=1), cosine, atol=1e-12)
+    parts = cs.decompose(clip64, images, granularity="layer", text_embeddings=texts)
+    rows = cs.LayerContribution(clip64).attribute(images, target=texts)
+    assert torch.allclose(rows[:, 3], parts.attns[:, 1])
+    assert torch.allclose(rows[:, 6], parts.mlps[:, 2])
+
+
+def test_patch_maps_are_token_terms_on_the_grid(clip64):
+    images = images_for(clip64)
+    texts = clip64.encode_text(TEXTS[:2])
+    maps = cs.PatchContribution(clip64, layers=[1, 2], heads=[0, 3]).attribute(images,
+                                                                               target=texts)
+    tokens = cs.decompose(clip64, images, granularity="token", text_embeddings=texts).tokens
+    expected = tokens[:, 1:, 1:][:, :, :, [0, 3]].sum(dim=(1, 3))  # drop the class token
+    assert maps.shape == (2, 2, 4, 4)
+    assert torch.allclose(maps.flatten(2), expected.permute(0, 2, 1), atol=1e-12)
+    pairs = cs.PatchContribution(clip64, heads=[(2, 1)]).attribute(images, target=texts)
+    assert torch.allclose(pairs.flatten(2), tokens[:, 2, 1:, 1].permute(0, 2, 1), atol=1e-12)
+
+
+def test_patch_map_of_all_heads_and_layers_plus_class_token_is_the_attention_total(clip64):
+    images = images_for(clip64)
+    text = clip64.encode_text("a dog")
+    maps = cs.PatchContribution(clip64).attribute(images, target=text)
+    parts = cs.decompose(clip64, images, granularity="token", text_embeddings=text)
+    class_token = parts.tokens[:, :, 0].sum(dim=(1, 2))
+    assert torch.allclose(maps.sum(dim=(2, 3)) + class_token, parts.attns.sum(1), atol=1e-12)
+
+
+def test_interpolated_maps_have_input_size_and_feed_captum_visualization(clip32):
+    images = images_for(clip32)
+    maps = cs.PatchContribution(clip32).attribute(images, target="a dog", interpolate=True)
+    assert maps.shape == (2, 1, 32, 32)
+    image = np.random.default_rng(0).random((32, 32, 3))
+    fig, _ = viz.visualize_image_attr(maps[0].permute(1, 2, 0).numpy(), image,
+                                      "blended_heat_map", sign="all", use_pyplot=False)
+    assert fig is not None
+
+
+def test_noise_tunnel_averages_head_contributions(clip32):
+    images = images_for(clip32)
+    tunnel = NoiseTunnel(cs.HeadContribution(clip32, layers=[-1]))
+    smoothed = tunnel.attribute(images, nt_samples=3, stdevs=0.1, target=tuple(TEXTS))
+    assert smoothed.shape == (2, 1, 4, 3)
+    assert torch.isfinite(smoothed).all()
+    labels = torch.tensor([0, 1])
+    classifier = cs.ZeroShotClassifier(clip32, ["dog", "cat"], templates=["{}"])
+    per_class = tunnel.attribute(images, nt_samples=2, stdevs=0.0, target=labels,
+                                 classifier=classifier)
+    plain = cs.HeadContribution(clip32, layers=[-1]).attribute(images, target=labels,
+                                                               classifier=classifier)
+    assert torch.allclose(per_class, plain, atol=1e-5)
+
+
+def test_layer_integrated_gradients_on_a_hook_point(clip32):
+    images = images_for(clip32)
+    texts = clip32.encode_text(TEXTS)
+    layer = clip32.visual.mod_dict["blocks.1.hook_resid_post"]
+    lig = LayerIntegratedGradients(clip32, layer)
+    attributions, delta = lig.attribute(images, baselines=torch.zeros_like(images), target=1,
+                                        additional_forward_args=(texts,), n_steps=8,
+                                        return_convergence_delta=True)
+    assert attributions.shape == (2, clip32.visual.n_tokens, clip32.visual.d_model)
+    assert torch.isfinite(attributions).all() and delta.shape == (2,)
+    assert clip32.visual.list_hooks() == {} and not any(m._forward_hooks for m in clip32.modules())
+
+
+def test_attributions_subclass_captum_and_report_properties(clip32):
+    from captum.attr import Attribution, LayerAttribution
+
+    heads = cs.HeadContribution(clip32)
+    assert isinstance(heads, Attribution) and heads.has_convergence_delta()
+    assert not heads.multiplies_by_inputs
+    assert isinstance(cs.PatchContribution(clip32), LayerAttribution)
+    assert hasattr(cs.HeadContribution.attribute, "__wrapped__")
+
+
+def test_joint_space_vectors_without_target(clip64):
+    images = images_for(clip64)
+    vectors, delta = cs.HeadContribution(clip64).attribute(images, return_convergence_delta=True)
+    assert vectors.shape == (2, 3, 4, 24) and delta.shape == (2, 24)
+    maps = cs.PatchContribution(clip64).attribute(images)
+    assert maps.shape == (2, 24, 4, 4)
