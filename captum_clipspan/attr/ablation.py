@@ -1,0 +1,413 @@
+"""Mean-ablation: which components matter (the paper's Sec. 3.2, Figure 2 and Table 1).
+
+A component is ablated by replacing its output with its mean over a reference set. ``"direct"``
+mode replaces only its direct term in the decomposition, without re-running the model; ``"total"``
+mode re-runs the model with the component's output replaced inside the network (hooks), which also
+captures its indirect effects through later layers.
+
+Components are named ``"embed"``, ``"msa.{l}"``, ``"mlp.{l}"`` and ``"head.{l}.{h}"``.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+from captum.attr import PerturbationAttribution
+from captum.log import log_usage
+from torch import Tensor
+
+from ..data import DecompositionCache, ImageSource, iterate_batches
+from ..decompose import CONVENTIONS, compute_dtype, decompose, resolve_layers
+from ..hooked.clip import HookedCLIP
+from .base import ResolvedTarget, TargetType, resolve_target
+
+COMPONENT = re.compile(r"^(embed|msa\.(\d+)|mlp\.(\d+)|head\.(\d+)\.(\d+))$")
+
+
+@dataclass
+class ComponentMeans:
+    """Means of every component over a reference set.
+
+    Attributes:
+        direct: joint-space means of the normalized direct terms: ``embed`` ``[E]``, ``attns``
+            ``[L, E]``, ``mlps`` ``[L, E]``, ``heads`` ``[L_s, H, E]`` (and the ``"centered"``
+            biases). Used by ``"direct"`` mode.
+        residual: residual-space means per token: ``embed`` ``[N, D]``, ``attn_out`` and
+            ``mlp_out`` ``[L, N, D]``, ``z`` ``[L, N, H, d_head]``. Used by ``"total"`` mode;
+            empty when the means came from a :class:`~captum_clipspan.DecompositionCache`.
+        layers: the layers of ``direct["heads"]``.
+        convention: the decomposition convention of ``direct``.
+        count: how many images were averaged.
+    """
+
+    direct: dict[str, Tensor]
+    layers: tuple[int, ...]
+    convention: str
+    count: int
+    residual: dict[str, Tensor] = field(default_factory=dict)
+
+    @classmethod
+    def from_cache(cls, cache: DecompositionCache, chunk: int = 4096) -> ComponentMeans:
+        """Direct-term means of a cache, read in chunks (memory bounded by ``chunk`` rows)."""
+        names = ["embed", "attns", "mlps", "heads", "attn_biases", "ln_bias"]
+        arrays = {n: getattr(cache, n) for n in names if getattr(cache, n) is not None}
+        sums = {n: torch.zeros(a.shape[1:], dtype=torch.float64) for n, a in arrays.items()}
+        for start in range(0, len(cache), chunk):
+            for name, array in arrays.items():
+                sums[name] += torch.from_numpy(array[start:start + chunk].astype("float64")).sum(0)
+        direct = {n: (s / len(cache)).float() for n, s in sums.items()}
+        return cls(direct, cache.layers, cache.convention, len(cache))
+
+
+def component_means(clip: HookedCLIP, images: ImageSource, layers: Sequence[int] | None = None,
+                    convention: str = "reference", batch_size: int = 64,
+                    show_progress: bool = True) -> ComponentMeans:
+    """Average every component over a reference set in one pass, for both ablation modes.
+
+    Args:
+        clip: a :class:`~captum_clipspan.HookedCLIP`.
+        images: an image folder, a tensor ``[N, 3, H, W]``, a Dataset or a DataLoader.
+        layers: layers whose heads get direct means (``None``: all).
+        convention: decomposition convention of the direct means.
+        batch_size: images per forward pass.
+        show_progress: show a progress bar.
+
+    Examples::
+
+        >>> means = cs.component_means(clip, reference_loader)
+        >>> drop = cs.MeanAblation(clip, means).attribute(images, target=labels, classifier=zs)
+    """
+    from tqdm.auto import tqdm
+
+    chosen = resolve_layers(layers, clip.visual.n_layers)
+    sums: dict[str, Tensor] = {}
+    count = 0
+
+    def accumulate(key: str, value: Tensor) -> None:
+        value = value.detach().double().sum(0)
+        sums[key] = sums[key] + value if key in sums else value
+
+    def residual_hook(key: str) -> Callable:
+        return lambda tensor, hook: accumulate(key, tensor)
+
+    hooks = [("hook_embed", residual_hook("residual.embed"))]
+    for layer in range(clip.visual.n_layers):
+        hooks += [(f"blocks.{layer}.hook_attn_out", residual_hook(f"residual.attn_out.{layer}")),
+                  (f"blocks.{layer}.hook_mlp_out", residual_hook(f"residual.mlp_out.{layer}")),
+                  (f"blocks.{layer}.attn.hook_z", residual_hook(f"residual.z.{layer}"))]
+    with tqdm(desc="component means", unit="img", disable=not show_progress) as progress:
+        for batch, _ in iterate_batches(clip, images, batch_size):
+            with clip.visual.hooks(fwd_hooks=hooks):
+                parts = decompose(clip, batch, granularity="head", convention=convention,
+                                  layers=chosen)
+            for name in ["embed", "attns", "mlps", "heads", "attn_biases", "ln_bias"]:
+                if getattr(parts, name) is not None:
+                    accumulate(f"direct.{name}", getattr(parts, name))
+            count += batch.shape[0]
+            progress.update(batch.shape[0])
+    if count == 0:
+        raise ValueError("the reference set is empty.")
+    direct_dtype = compute_dtype(clip.dtype)
+    means = {k: (v / count).to(clip.dtype if k.startswith("residual") else direct_dtype)
+             for k, v in sums.items()}
+    n_layers = clip.visual.n_layers
+    residual = {"embed": means["residual.embed"]}
+    for name in ["attn_out", "mlp_out", "z"]:
+        residual[name] = torch.stack([means[f"residual.{name}.{l}"] for l in range(n_layers)])
+    direct = {k.split(".", 1)[1]: v for k, v in means.items() if k.startswith("direct.")}
+    return ComponentMeans(direct, chosen, convention, count, residual)
+
+
+def parse_components(spec: str | Sequence[str] | Mapping[str, Sequence[str]], n_layers: int,
+                     head_layers: Sequence[int], n_heads: int) -> dict[str, list[str]]:
+    """Groups of component names from a preset, a list of names or ``{group: [names]}``.
+
+    Presets: ``"heads"`` (every head of the mean's layers), ``"msa"``, ``"mlp"``, ``"layers"``
+    (``embed``, then MSA and MLP layers in residual order).
+    """
+    presets = {
+        "heads": [f"head.{l}.{h}" for l in head_layers for h in range(n_heads)],
+        "msa": [f"msa.{l}" for l in range(n_layers)],
+        "mlp": [f"mlp.{l}" for l in range(n_layers)],
+        "layers": ["embed"] + [f"{k}.{l}" for l in range(n_layers) for k in ("msa", "mlp")],
+    }
+    if isinstance(spec, str):
+        if spec not in presets:
+            spec = [spec]
+        else:
+            return {name: [name] for name in presets[spec]}
+    groups = dict(spec) if isinstance(spec, Mapping) else {name: [name] for name in spec}
+    if not groups:
+        raise ValueError("no components given.")
+    for members in groups.values():
+        for name in members:
+            match = COMPONENT.match(name)
+            numbers = [int(g) for g in match.groups()[1:] if g is not None] if match else []
+            if not match or any(n >= n_layers for n in numbers[:1]) or (
+                    name.startswith("head") and (numbers[0] not in head_layers
+                                                 or numbers[1] >= n_heads)):
+                raise ValueError(
+                    f"unknown component {name!r}: use 'embed', 'msa.L', 'mlp.L' (L < {n_layers}), "
+                    f"'head.L.H' (L in {list(head_layers)}, H < {n_heads}), or a preset "
+                    f"{sorted(presets)}.")
+    return groups
+
+
+def direct_term(parts: Any, name: str, head_layers: Sequence[int]) -> Tensor:
+    """One component's direct term from a decomposition or a means dict (``[..., X]``)."""
+    get = parts.get if isinstance(parts, Mapping) else lambda key: getattr(parts, key)
+    kind, *numbers = name.split(".")
+    if kind == "embed":
+        return get("embed")
+    if kind in ("msa", "mlp"):
+        return get("attns" if kind == "msa" else "mlps")[..., int(numbers[0]), :]
+    layer, head = int(numbers[0]), int(numbers[1])
+    return get("heads")[..., list(head_layers).index(layer), head, :]
+
+
+class MeanAblation(PerturbationAttribution):
+    """Change of the image-text score when components are replaced by their mean.
+
+    Args:
+        clip: a :class:`~captum_clipspan.HookedCLIP`.
+        means: :class:`ComponentMeans` from :func:`component_means` (both modes) or
+            ``ComponentMeans.from_cache(cache)`` (direct mode only).
+        mode: ``"direct"`` (replace the direct term; no re-run) or ``"total"`` (re-run with the
+            component's output replaced inside the network).
+
+    Examples::
+
+        >>> ablation = cs.MeanAblation(clip, cs.component_means(clip, loader))
+        >>> drop = ablation.attribute(images, target=labels, classifier=zs, components="msa")
+        >>> drop.shape    # [B, L, 1]: change of each image's own class score per MSA layer
+        >>> study = ablation.study(loader, zs)    # accuracy table and accumulated-layers curve
+    """
+
+    def __init__(self, clip: HookedCLIP, means: ComponentMeans, mode: str = "direct") -> None:
+        if not isinstance(clip, HookedCLIP):
+            raise TypeError(f"expected a HookedCLIP, got {type(clip).__name__}.")
+        if not isinstance(means, ComponentMeans):
+            raise TypeError("means must be ComponentMeans (cs.component_means(clip, data) or "
+                            f"ComponentMeans.from_cache(cache)), got {type(means).__name__}.")
+        if mode not in ("direct", "total"):
+            raise ValueError(f"mode must be 'direct' or 'total', got {mode!r}.")
+        if mode == "total" and not means.residual:
+            raise ValueError("total mode needs residual-space means: compute them with "
+                             "cs.component_means(clip, data); means from a cache hold only "
+                             "direct terms.")
+        if means.convention not in CONVENTIONS:
+            raise ValueError(f"unknown convention {means.convention!r} in means.")
+        PerturbationAttribution.__init__(self, clip)
+        self.clip, self.means, self.mode = clip, means, mode
+
+    @property
+    def multiplies_by_inputs(self) -> bool:
+        return False
+
+    @log_usage(part_of_slo=True)
+    def attribute(self, inputs: Tensor, target: TargetType = None, classifier: Any = None,
+                  components: str | Sequence[str] | Mapping[str, Sequence[str]] = "heads",
+                  ) -> Tensor:
+        """Score change per component (group) when it alone is mean-ablated.
+
+        Args:
+            inputs: ``[B, 3, H, W]`` preprocessed images.
+            target: text embeddings, string(s), class indices with ``classifier``, or ``None``
+                (then the change of the normalized embedding itself, ``[..., E]``).
+            classifier: a :class:`~captum_clipspan.ZeroShotClassifier` for class targets.
+            components: ``"heads"`` (``[B, L_s, H, T]``), ``"msa"``/``"mlp"`` (``[B, L, T]``),
+                ``"layers"`` (``[B, 2L + 1, T]``), a list of component names (``[B, C, T]``) or
+                ``{group: [names]}`` (``[B, G, T]``: each group ablated together).
+
+        Returns:
+            Ablated score minus original score (negative: the component supported the target).
+        """
+        vit = self.clip.visual
+        groups = parse_components(components, vit.n_layers, self.means.layers, vit.n_heads)
+        resolved = resolve_target(self.clip, target, inputs.shape[0], classifier)
+        if self.mode == "direct":
+            changes = self._direct_changes(inputs, resolved, groups)
+        else:
+            changes = self._total_changes(inputs, resolved, groups)
+        changes = resolved.select(changes)
+        if isinstance(components, str) and components == "heads":
+            return changes.reshape(changes.shape[0], len(self.means.layers), vit.n_heads, -1)
+        return changes
+
+    def _direct_changes(self, inputs: Tensor, resolved: ResolvedTarget,
+                        groups: dict[str, list[str]]) -> Tensor:
+        parts = decompose(self.clip, inputs, granularity="head", convention=self.means.convention,
+                          layers=self.means.layers, text_embeddings=resolved.text_embeddings)
+        means = self.means.direct
+        if resolved.text_embeddings is not None:
+            texts = resolved.text_embeddings.to(parts.embed.dtype)
+            means = {k: v.to(parts.embed) @ texts.T for k, v in means.items()}
+        layers = self.means.layers
+        changes = [sum(direct_term(means, name, layers).to(parts.embed)
+                       - direct_term(parts, name, layers) for name in members)
+                   for members in groups.values()]
+        return torch.stack(changes, dim=1)
+
+    def _total_changes(self, inputs: Tensor, resolved: ResolvedTarget,
+                       groups: dict[str, list[str]]) -> Tensor:
+        self.clip.visual.check_images(inputs)
+        texts = resolved.text_embeddings
+        with torch.no_grad():
+            clean = self.clip(inputs, texts)
+            changes = []
+            for members in groups.values():
+                with self.clip.visual.hooks(fwd_hooks=self.replacement_hooks(members)):
+                    changes.append(self.clip(inputs, texts) - clean)
+        return torch.stack(changes, dim=1)
+
+    def replacement_hooks(self, names: Sequence[str]) -> list[tuple[str, Callable]]:
+        """Forward hooks that replace the named components' outputs by their residual means."""
+        residual = self.means.residual
+        hooks = []
+        for name in names:
+            kind, *numbers = name.split(".")
+            if kind == "embed":
+                hooks.append(("hook_embed", _replace_with(residual["embed"])))
+            elif kind in ("msa", "mlp"):
+                layer = int(numbers[0])
+                key = "attn_out" if kind == "msa" else "mlp_out"
+                hook_name = f"blocks.{layer}.hook_{key}"
+                hooks.append((hook_name, _replace_with(residual[key][layer])))
+            else:
+                layer, head = int(numbers[0]), int(numbers[1])
+                hooks.append((f"blocks.{layer}.attn.hook_z",
+                              _replace_with(residual["z"][layer][:, head], head=head)))
+        return hooks
+
+    def study(self, data: ImageSource | DecompositionCache, classifier: Any,
+              batch_size: int = 64, show_progress: bool = True) -> AblationStudy:
+        """Zero-shot accuracy with all MLPs, all MSAs, and MSA layers ``0..l`` mean-ablated.
+
+        ``data`` must carry labels (class sub-folders, ``(image, label)`` items, or a cache with
+        labels). ``"direct"`` mode reads a :class:`~captum_clipspan.DecompositionCache` without
+        any forward pass (or decomposes the images); ``"total"`` re-runs the model for each of
+        the ``L + 3`` settings.
+        """
+        from tqdm.auto import tqdm
+
+        n_layers = self.clip.visual.n_layers
+        settings = {"baseline": [], "mlps ablated": [f"mlp.{l}" for l in range(n_layers)],
+                    "msa ablated": [f"msa.{l}" for l in range(n_layers)]}
+        for layer in range(n_layers):
+            settings[f"msa 0..{layer} ablated"] = [f"msa.{l}" for l in range(layer + 1)]
+        correct = torch.zeros(len(settings), dtype=torch.long)
+        total = 0
+        class_embeddings = classifier.class_embeddings
+        with tqdm(desc=f"{self.mode} ablation study", unit="img",
+                  disable=not show_progress) as progress:
+            for terms, labels in self._study_batches(data, batch_size):
+                if (labels < 0).any():
+                    raise ValueError("the ablation study needs labels for every image; this "
+                                     "data has none (use class sub-folders or (image, label)).")
+                for index, members in enumerate(settings.values()):
+                    embeddings = terms(members)
+                    predictions = self._predict(embeddings, class_embeddings)
+                    correct[index] += (predictions == labels.to(predictions.device)).sum()
+                total += labels.shape[0]
+                progress.update(labels.shape[0])
+        accuracy = (correct.double() / max(total, 1)).tolist()
+        values = dict(zip(settings, accuracy, strict=True))
+        return AblationStudy(values["baseline"], values["mlps ablated"], values["msa ablated"],
+                             accuracy[3:], total, self.mode)
+
+    @staticmethod
+    def _predict(embeddings: Tensor, class_embeddings: Tensor) -> Tensor:
+        return (embeddings.float() @ class_embeddings.to(embeddings.device).float().T).argmax(-1)
+
+    def _study_batches(self, data: Any, batch_size: int):
+        """Yield ``(embedding_with(names), labels)`` per batch for the study's settings."""
+        means = self.means.direct
+        if isinstance(data, DecompositionCache):
+            if self.mode == "total":
+                raise ValueError("total mode re-runs the model: pass images, not a cache.")
+            data.check_model(self.clip)
+            for start in range(0, len(data), batch_size):
+                rows = slice(start, start + batch_size)
+                parts = {n: torch.from_numpy(getattr(data, n)[rows].astype("float32"))
+                         for n in ["embed", "attns", "mlps"]}
+                full = torch.from_numpy(data.image_embeds[rows].astype("float32"))
+                labels = torch.from_numpy(np.array(data.labels[rows]))
+                yield _direct_embedding(parts, means, full), labels
+            return
+        for images, labels in iterate_batches(self.clip, data, batch_size):
+            if self.mode == "direct":
+                parts = decompose(self.clip, images, granularity="layer",
+                                  convention=self.means.convention)
+                yield _direct_embedding(vars(parts), means, parts.image_embed), labels
+            else:
+                yield self._total_embedding(images), labels
+
+    def _total_embedding(self, images: Tensor) -> Callable[[Sequence[str]], Tensor]:
+        def embedding(names: Sequence[str]) -> Tensor:
+            with torch.no_grad(), self.clip.visual.hooks(fwd_hooks=self.replacement_hooks(names)):
+                return self.clip(images)
+        return embedding
+
+
+def _direct_embedding(parts: Mapping[str, Tensor], means: Mapping[str, Tensor],
+                      full: Tensor) -> Callable[[Sequence[str]], Tensor]:
+    """``names -> full + sum(mean - term)`` over the named whole-layer components."""
+    def embedding(names: Sequence[str]) -> Tensor:
+        result = full.clone().float()
+        for name in names:
+            result += (direct_term(means, name, ()).to(result)
+                       - direct_term(parts, name, ()).to(result))
+        return result
+    return embedding
+
+
+def _replace_with(mean: Tensor, head: int | None = None) -> Callable:
+    def hook(tensor: Tensor, hook: Any) -> Tensor:
+        tensor = tensor.clone()
+        value = mean.to(tensor)
+        if head is None:
+            tensor[:] = value
+        else:
+            tensor[:, :, head] = value
+        return tensor
+    return hook
+
+
+@dataclass
+class AblationStudy:
+    """Zero-shot accuracies of a mean-ablation study (the paper's Table 1 and Figure 2).
+
+    Attributes:
+        baseline: accuracy of the unablated model.
+        mlps_ablated: accuracy with every MLP layer mean-ablated.
+        msa_ablated: accuracy with every MSA layer mean-ablated.
+        accumulated: ``[L]``: accuracy with MSA layers ``0..l`` mean-ablated.
+        count: images evaluated.
+        mode: ``"direct"`` or ``"total"``.
+    """
+
+    baseline: float
+    mlps_ablated: float
+    msa_ablated: float
+    accumulated: list[float]
+    count: int
+    mode: str
+
+    def table(self) -> dict[str, float]:
+        """``{"baseline": ..., "MLPs ablated": ..., "MSAs ablated": ...}`` (Table 1)."""
+        return {"baseline": self.baseline, "MLPs ablated": self.mlps_ablated,
+                "MSAs ablated": self.msa_ablated}
+
+    def to_frame(self) -> Any:
+        """A DataFrame: the Table 1 rows, then one row per accumulated layer."""
+        import pandas as pd
+
+        rows = [(name, value) for name, value in self.table().items()]
+        rows += [(f"MSA 0..{layer} ablated", value) for layer, value in
+                 enumerate(self.accumulated)]
+        return pd.DataFrame(rows, columns=["setting", "accuracy"]).set_index("setting")

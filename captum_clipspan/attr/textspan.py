@@ -1,0 +1,240 @@
+"""TextSpan over a whole model: label every head with the texts that span its outputs (Sec. 4).
+
+The math of one head is :func:`~captum_clipspan.attr.textspan_core.textspan`; this module runs it
+for every cached head, collects the results in a :class:`TextSpanReport`, and evaluates them the
+way the paper does: zero-shot accuracy when the chosen layers' heads are replaced by their
+projections on the TextSpan basis and everything else is mean-ablated (Table 2/3).
+"""
+
+from __future__ import annotations
+
+import tempfile
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+from captum.attr import Attribution
+from captum.log import log_usage
+from torch import Tensor
+
+from ..data import DecompositionCache, ImageSource, cache_decomposition
+from ..decompose import check_text_embeddings
+from ..hooked.clip import HookedCLIP, check_texts
+from ..text import text_bank
+from .textspan_core import TextSpanResult, textspan
+
+
+def _head_matrix(cache: DecompositionCache, layer: int, head: int) -> Tensor:
+    return torch.from_numpy(cache.head(layer, head).astype("float32"))
+
+
+class TextSpanReport:
+    """TextSpan results of many heads: ``results[(layer, head)]`` is a :class:`TextSpanResult`.
+
+    Results hold no per-image reconstruction (it would be ``[K, E]`` per head); recompute it with
+    :meth:`reconstruct` from the cache.
+    """
+
+    def __init__(self, results: dict[tuple[int, int], TextSpanResult]) -> None:
+        self.results = dict(sorted(results.items()))
+
+    def __getitem__(self, key: tuple[int, int]) -> TextSpanResult:
+        if key not in self.results:
+            raise KeyError(f"no TextSpan result for (layer, head) = {key}; "
+                           f"available: {list(self.results)[:8]}...")
+        return self.results[key]
+
+    def __len__(self) -> int:
+        return len(self.results)
+
+    def describe(self, layer: int, head: int, max_texts: int | None = None) -> str:
+        """The texts chosen for one head, with cumulative variance explained, as a table."""
+        result = self[(layer, head)]
+        rows = list(zip(result.texts, result.variance_explained.tolist(), strict=True))[:max_texts]
+        lines = [f"layer {layer}, head {head} (rank {result.rank})",
+                 "  step  var. explained  text"]
+        lines += [f"  {i:>4}  {v:>14.3f}  {t}" for i, (t, v) in enumerate(rows, start=1)]
+        return "\n".join(lines)
+
+    def to_frame(self) -> Any:
+        """A DataFrame over all heads: layer, head, step, text, index, score, variance_explained."""
+        import pandas as pd
+
+        frames = []
+        for (layer, head), result in self.results.items():
+            frame = result.to_frame()
+            frame.insert(0, "head", head)
+            frame.insert(0, "layer", layer)
+            frames.append(frame)
+        return pd.concat(frames, ignore_index=True)
+
+    def plot(self, **kwargs: Any) -> Any:
+        """:func:`~captum_clipspan.visualization.plot_textspan` of every head."""
+        from ..visualization import plot_textspan
+
+        return plot_textspan(self.results, **kwargs)
+
+    def save(self, path: str | Path) -> None:
+        """Write all results to one file (``torch.save`` of plain tensors, lists and ints)."""
+        payload = {f"{layer}.{head}": {k: v for k, v in vars(result).items()}
+                   for (layer, head), result in self.results.items()}
+        torch.save(payload, path)
+
+    @classmethod
+    def load(cls, path: str | Path) -> TextSpanReport:
+        """Read a report written by :meth:`save`."""
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+        results = {}
+        for key, values in payload.items():
+            layer, head = (int(part) for part in key.split("."))
+            results[(layer, head)] = TextSpanResult(**values)
+        return cls(results)
+
+    def reconstruct(self, head_outputs: Tensor, layer: int, head: int,
+                    m: int | None = None) -> Tensor:
+        """A head's outputs ``[K, E]`` projected on its first ``m`` basis texts, plus the mean."""
+        result = self[(layer, head)]
+        basis = result.basis[:m].to(head_outputs)
+        mean = result.mean.to(head_outputs)
+        return mean + ((head_outputs - mean) @ basis.T) @ basis
+
+    def accuracy(self, cache: DecompositionCache, classifier: Any,
+                 m_values: Sequence[int] | None = None, chunk: int = 2048) -> dict[str, float]:
+        """Zero-shot accuracy with the report's heads replaced by their TextSpan projections.
+
+        Every other component is mean-ablated: image ``i`` gets
+        ``mean(embedding) + sum_heads proj_m(c_i - mean_head)``. Also reports the heads kept
+        whole (``"heads, no projection"``) and the whole model (``"baseline"``).
+
+        Returns:
+            ``{"baseline": ..., "heads, no projection": ..., "m=1": ..., ...}``.
+        """
+        m_max = min(len(r.texts) for r in self.results.values())
+        m_values = list(m_values) if m_values is not None else list(range(1, m_max + 1))
+        if any(not 1 <= m <= m_max for m in m_values):
+            raise ValueError(f"m values must be in 1..{m_max} (the fewest texts of any head).")
+        labels = torch.from_numpy(cache.labels[:].copy())
+        if (labels < 0).any():
+            raise ValueError("the cache has images without labels; accuracy needs labels.")
+        embeds = cache.image_embeds
+        mean_embedding = torch.from_numpy(embeds[:].astype("float64").mean(0)).float()
+        class_embeddings = classifier.class_embeddings.float().cpu()
+        names = ["baseline", "heads, no projection"] + [f"m={m}" for m in m_values]
+        correct = dict.fromkeys(names, 0)
+        for start in range(0, len(cache), chunk):
+            rows = slice(start, start + chunk)
+            settings = {"baseline": torch.from_numpy(embeds[rows].astype("float32"))}
+            whole = mean_embedding.expand_as(settings["baseline"]).clone()
+            projected = {m: whole.clone() for m in m_values}
+            for (layer, head), result in self.results.items():
+                outputs = torch.from_numpy(cache.head(layer, head)[rows].astype("float32"))
+                whole += outputs - result.mean.float()
+                for m in m_values:
+                    projected[m] += self.reconstruct(outputs, layer, head, m) - result.mean.float()
+            settings["heads, no projection"] = whole
+            settings.update({f"m={m}": value for m, value in projected.items()})
+            for name, embedding in settings.items():
+                predictions = (embedding @ class_embeddings.T).argmax(-1)
+                correct[name] += int((predictions == labels[rows]).sum())
+        return {name: value / len(cache) for name, value in correct.items()}
+
+
+class TextSpan(Attribution):
+    """TextSpan (the paper's Algorithm 1) for every head of the chosen layers.
+
+    Args:
+        clip: a :class:`~captum_clipspan.HookedCLIP`.
+        texts: a text bank: a list of descriptions, a bank name (``"general"``, ``"words"``) or a
+            text file with one description per line.
+        text_embeddings: optional precomputed ``[M, E]`` embeddings of ``texts``.
+
+    Examples::
+
+        >>> span = cs.TextSpan(clip, texts=cs.text_bank("general"))
+        >>> report = span.attribute(loader, layers=[-4, -3, -2, -1], m=10, cache_path="cache/")
+        >>> print(report.describe(layer=11, head=3))
+        >>> report.to_frame().to_csv("heads.csv")
+    """
+
+    def __init__(self, clip: HookedCLIP, texts: str | Path | Sequence[str] = "general",
+                 text_embeddings: Tensor | None = None) -> None:
+        if not isinstance(clip, HookedCLIP):
+            raise TypeError(f"expected a HookedCLIP, got {type(clip).__name__}.")
+        Attribution.__init__(self, clip)
+        self.clip = clip
+        self.texts = text_bank(texts) if isinstance(texts, (str, Path)) else check_texts(texts)
+        if text_embeddings is not None:
+            text_embeddings = check_text_embeddings(text_embeddings, clip.embed_dim)
+            if text_embeddings.shape[0] != len(self.texts):
+                raise ValueError(f"got {text_embeddings.shape[0]} text embeddings for "
+                                 f"{len(self.texts)} texts.")
+        self._text_embeddings = text_embeddings
+
+    @property
+    def text_embeddings(self) -> Tensor:
+        """``[M, E]`` unit-norm embeddings of the bank (encoded on first use)."""
+        if self._text_embeddings is None:
+            self._text_embeddings = self.clip.encode_text(self.texts).float()
+        return self._text_embeddings
+
+    def has_convergence_delta(self) -> bool:
+        return False
+
+    @log_usage(part_of_slo=True)
+    def attribute(self, inputs: DecompositionCache | ImageSource,
+                  layers: Sequence[int] | None = None, heads: Sequence[int] | None = None,
+                  m: int = 10, rank: int | None = None, normalize_scoring: bool = True,
+                  cache_path: str | Path | None = None, batch_size: int = 64,
+                  show_progress: bool = True) -> TextSpanReport:
+        """Run TextSpan on every chosen head.
+
+        Args:
+            inputs: a :class:`~captum_clipspan.DecompositionCache` of this model, or images (a
+                folder, tensor, Dataset or DataLoader) to cache first.
+            layers: layers to explain (``None``: every cached layer).
+            heads: head indices to explain in each layer (``None``: all).
+            m: texts per head.
+            rank: restrict the bank to the top-``rank`` principal directions of each head
+                (``None``: the numerical rank).
+            normalize_scoring: score by variance along unit text directions (``True``) or
+                along the projected, unnormalized vectors as the paper's code does (``False``).
+            cache_path: where to cache images (default: a temporary folder, removed after).
+            batch_size: images per forward pass when caching.
+            show_progress: progress bars.
+
+        Returns:
+            A :class:`TextSpanReport`.
+        """
+        from tqdm.auto import tqdm
+
+        if not isinstance(m, int) or not 1 <= m <= len(self.texts):
+            raise ValueError(f"m must be an int in 1..{len(self.texts)} (the bank size), "
+                             f"got {m!r}.")
+        with tempfile.TemporaryDirectory() as scratch:
+            cache = inputs if isinstance(inputs, DecompositionCache) else cache_decomposition(
+                self.clip, inputs, cache_path or Path(scratch) / "cache", layers=layers,
+                batch_size=batch_size, show_progress=show_progress)
+            cache.check_model(self.clip)
+            chosen = cache.layers if layers is None else [
+                layer % self.clip.visual.n_layers for layer in layers]
+            missing = [layer for layer in chosen if layer not in cache.layers]
+            if missing:
+                raise ValueError(f"layers {missing} are not in the cache (cached: "
+                                 f"{list(cache.layers)}).")
+            head_ids = range(cache.n_heads) if heads is None else heads
+            keys = [(layer, head) for layer in chosen for head in head_ids]
+            results = {}
+            for layer, head in tqdm(keys, desc="TextSpan", unit="head",
+                                    disable=not show_progress):
+                result = textspan(_head_matrix(cache, layer, head), self.text_embeddings,
+                                  self.texts, m, rank=rank, normalize_scoring=normalize_scoring)
+                result.reconstruction = None  # [K, E] per head: recompute with reconstruct()
+                results[(layer, head)] = result
+        return TextSpanReport(results)
+
+
+def random_bank(size: int, width: int, seed: int = 0) -> Tensor:
+    """``[size, width]`` random unit vectors: the baseline bank of the paper's evaluation."""
+    generator = torch.Generator().manual_seed(seed)
+    return torch.nn.functional.normalize(torch.randn(size, width, generator=generator), dim=-1)
