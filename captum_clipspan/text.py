@@ -11,7 +11,7 @@ from torch import Tensor
 
 from .hooked.clip import HookedCLIP, check_texts
 
-BANKS = ("general", "words")
+BANKS = ("general", "words", "toy")
 
 
 def _read_lines(text: str) -> list[str]:
@@ -27,8 +27,9 @@ def text_bank(name: str | Path = "general") -> list[str]:
 
     Args:
         name: ``"general"`` (image descriptions: colors, textures, places, styles, objects, ...),
-            ``"words"`` (common concrete English words), or the path of a UTF-8 text file with
-            one description per line (blank lines are skipped).
+            ``"words"`` (common concrete English words), ``"toy"`` (the attribute phrases of
+            the synthetic scenes, for the toy model), or the path of a UTF-8 text file with one
+            description per line (blank lines are skipped).
 
     Returns:
         The descriptions, in file order.
@@ -39,6 +40,8 @@ def text_bank(name: str | Path = "general") -> list[str]:
         >>> len(bank) >= 2000
         True
     """
+    if name == "toy":
+        return toy_bank()[0]
     if isinstance(name, str) and name in BANKS:
         return _read_lines(_packaged(f"{name}.txt"))
     path = Path(name)
@@ -49,6 +52,19 @@ def text_bank(name: str | Path = "general") -> list[str]:
     if not texts:
         raise ValueError(f"the text bank file {path} has no non-empty lines.")
     return texts
+
+
+def toy_bank() -> tuple[list[str], list[str]]:
+    """The toy model's bank: every attribute phrase of the synthetic scenes, and its family."""
+    from .datasets import ATTRIBUTES, zero_shot_prompts
+
+    texts, families = [], []
+    for family, values in ATTRIBUTES.items():
+        for value in values:
+            prompts = zero_shot_prompts(family, value)
+            texts += prompts
+            families += [family] * len(prompts)
+    return texts, families
 
 
 def prompt_templates() -> list[str]:
@@ -86,10 +102,21 @@ class ZeroShotClassifier:
         if not self.templates or bad:
             raise ValueError(f"templates must be a non-empty list of strings with exactly one "
                              f"'{{}}' each; these are not: {bad[:3]}.")
-        prompts = [t.format(name) for name in self.classnames for t in self.templates]
-        per_prompt = clip.encode_text(prompts).float()
-        mean = per_prompt.reshape(len(self.classnames), len(self.templates), -1).mean(dim=1)
-        self.class_embeddings = torch.nn.functional.normalize(mean, dim=-1)
+        self.class_embeddings = _class_embeddings(
+            clip, {name: [t.format(name) for t in self.templates] for name in self.classnames}
+        )
+
+    @classmethod
+    def from_prompts(cls, clip: HookedCLIP, prompts: dict[str, Sequence[str]]
+                     ) -> ZeroShotClassifier:
+        """Classes from explicit prompts: ``{classname: [prompt, ...]}`` (averaged per class)."""
+        if not prompts:
+            raise ValueError("prompts must map at least one class name to its prompts.")
+        classifier = cls.__new__(cls)
+        classifier.classnames = check_texts(list(prompts))
+        classifier.templates = []
+        classifier.class_embeddings = _class_embeddings(clip, prompts)
+        return classifier
 
     def __len__(self) -> int:
         return len(self.classnames)
@@ -105,3 +132,13 @@ class ZeroShotClassifier:
             with torch.no_grad():
                 images = clip.encode_image(images)
         return self.logits(images).argmax(dim=-1)
+
+
+def _class_embeddings(clip: HookedCLIP, prompts: dict[str, Sequence[str]]) -> Tensor:
+    """Average each class's unit prompt embeddings and normalize again: ``[C, E]``."""
+    names = list(prompts)
+    flat = [prompt for name in names for prompt in check_texts(list(prompts[name]))]
+    embeddings = clip.encode_text(flat).float()
+    owner = torch.tensor([i for i, name in enumerate(names) for _ in prompts[name]])
+    sums = torch.zeros(len(names), embeddings.shape[1]).index_add_(0, owner, embeddings.cpu())
+    return torch.nn.functional.normalize(sums, dim=-1).to(embeddings.device)

@@ -285,13 +285,14 @@ class MeanAblation(PerturbationAttribution):
         return hooks
 
     def study(self, data: ImageSource | DecompositionCache, classifier: Any,
-              batch_size: int = 64, show_progress: bool = True) -> AblationStudy:
+              labels: Any = None, batch_size: int = 64,
+              show_progress: bool = True) -> AblationStudy:
         """Zero-shot accuracy with all MLPs, all MSAs, and MSA layers ``0..l`` mean-ablated.
 
         ``data`` must carry labels (class sub-folders, ``(image, label)`` items, or a cache with
-        labels). ``"direct"`` mode reads a :class:`~captum_clipspan.DecompositionCache` without
-        any forward pass (or decomposes the images); ``"total"`` re-runs the model for each of
-        the ``L + 3`` settings.
+        labels), or ``labels`` gives them (``[N]`` class indices). ``"direct"`` mode reads a
+        :class:`~captum_clipspan.DecompositionCache` without any forward pass (or decomposes the
+        images); ``"total"`` re-runs the model for each of the ``L + 3`` settings.
         """
         from tqdm.auto import tqdm
 
@@ -305,16 +306,19 @@ class MeanAblation(PerturbationAttribution):
         class_embeddings = classifier.class_embeddings
         with tqdm(desc=f"{self.mode} ablation study", unit="img",
                   disable=not show_progress) as progress:
-            for terms, labels in self._study_batches(data, batch_size):
-                if (labels < 0).any():
+            override = None if labels is None else torch.as_tensor(np.asarray(labels)).long()
+            for terms, batch_labels in self._study_batches(data, batch_size):
+                if override is not None:
+                    batch_labels = override[total:total + batch_labels.shape[0]]
+                if (batch_labels < 0).any():
                     raise ValueError("the ablation study needs labels for every image; this "
                                      "data has none (use class sub-folders or (image, label)).")
                 for index, members in enumerate(settings.values()):
                     embeddings = terms(members)
                     predictions = self._predict(embeddings, class_embeddings)
-                    correct[index] += (predictions == labels.to(predictions.device)).sum()
-                total += labels.shape[0]
-                progress.update(labels.shape[0])
+                    correct[index] += (predictions == batch_labels.to(predictions.device)).sum()
+                total += batch_labels.shape[0]
+                progress.update(batch_labels.shape[0])
         accuracy = (correct.double() / max(total, 1)).tolist()
         values = dict(zip(settings, accuracy, strict=True))
         return AblationStudy(values["baseline"], values["mlps ablated"], values["msa ablated"],
@@ -411,3 +415,35 @@ class AblationStudy:
         rows += [(f"MSA 0..{layer} ablated", value) for layer, value in
                  enumerate(self.accumulated)]
         return pd.DataFrame(rows, columns=["setting", "accuracy"]).set_index("setting")
+
+
+def head_accuracy(cache: DecompositionCache, classifier: Any, labels: Any = None,
+                  chunk: int = 2048) -> Tensor:
+    """Zero-shot accuracy of every cached head alone, all other components mean-ablated.
+
+    Image ``i`` gets ``mean(embedding) + c_i - mean(c)`` for head ``c``: only that head's
+    variation across images is left to tell the classes apart (a per-head probe).
+
+    Args:
+        cache: a :class:`~captum_clipspan.DecompositionCache`.
+        classifier: a :class:`~captum_clipspan.ZeroShotClassifier`.
+        labels: ``[N]`` class indices (default: the cache's labels).
+        chunk: images processed at once.
+
+    Returns:
+        ``[L_s, H]`` accuracies, rows in ``cache.layers`` order.
+    """
+    labels = torch.as_tensor(np.asarray(cache.labels if labels is None else labels)).long()
+    if labels.shape != (len(cache),) or (labels < 0).any():
+        raise ValueError(f"labels must be {len(cache)} class indices >= 0 (one per cached "
+                         "image); pass labels= when the cache has none.")
+    means = ComponentMeans.from_cache(cache, chunk)
+    mean_embedding = torch.from_numpy(cache.image_embeds[:].astype("float64").mean(0)).float()
+    offset = mean_embedding - means.direct["heads"]  # [L_s, H, E]
+    class_embeddings = classifier.class_embeddings.float().cpu()
+    correct = torch.zeros(means.direct["heads"].shape[:2])
+    for start in range(0, len(cache), chunk):
+        heads = torch.from_numpy(cache.heads[start:start + chunk].astype("float32"))
+        predictions = ((heads + offset) @ class_embeddings.T).argmax(-1)  # [n, L_s, H]
+        correct += (predictions == labels[start:start + chunk, None, None]).sum(0)
+    return correct / len(cache)
