@@ -1,0 +1,98 @@
+"""The ``clipspan`` command runs end to end on synthetic images with the toy model."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+
+from captum_clipspan.cli import main
+from captum_clipspan.datasets import write_image_folder
+
+
+@pytest.fixture(scope="module")
+def scenes(tmp_path_factory) -> Path:
+    return write_image_folder(tmp_path_factory.mktemp("scenes") / "flat", 48, seed=7)
+
+
+@pytest.fixture(scope="module")
+def by_shape(scenes, tmp_path_factory) -> Path:
+    """The same scenes in one sub-folder per shape (labels for ``ablate``)."""
+    import csv
+
+    root = tmp_path_factory.mktemp("by_shape")
+    with open(scenes / "labels.csv", newline="") as handle:
+        for row in csv.DictReader(handle):
+            (root / row["shape"]).mkdir(exist_ok=True)
+            shutil.copy(scenes / row["file"], root / row["shape"] / row["file"])
+    return root
+
+
+def test_demo_writes_a_report_with_figures_and_tables(tmp_path):
+    assert main(["demo", "--n", "160", "--out", str(tmp_path)]) == 0
+    for name in ["report.md", "probe.png", "probe.csv", "textspan.png", "textspan.csv",
+                 "ablation_curve.png", "ablation.csv", "heatmap.png", "retrieval.png",
+                 "summary.json"]:
+        assert (tmp_path / name).stat().st_size > 0, name
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    assert summary["images"] == 160 and set(summary["probe"]) >= {"shape", "color"}
+
+
+def test_heads_writes_textspan_tables(scenes, tmp_path):
+    assert main(["heads", str(scenes), "--layers", "-1", "--m", "3", "--out", str(tmp_path)]) == 0
+    table = (tmp_path / "textspan.csv").read_text().splitlines()
+    assert table[0].startswith("layer,head,step,text") and len(table) == 1 + 4 * 3
+
+
+def test_heatmap_writes_a_png(scenes, tmp_path):
+    image = scenes / "00000.png"
+    code = main(["heatmap", str(image), "--text", "a red object", "--text", "a circle",
+                 "--out", str(tmp_path), "--name", "map.png"])
+    assert code == 0 and (tmp_path / "map.png").stat().st_size > 0
+
+
+def test_ablate_uses_class_subfolders(by_shape, tmp_path):
+    assert main(["ablate", str(by_shape), "--out", str(tmp_path)]) == 0
+    result = json.loads((tmp_path / "ablation.json").read_text())
+    assert 0 <= result["baseline"] <= 1 and len(result["accumulated"]) == 4
+    assert (tmp_path / "ablation_curve.png").stat().st_size > 0
+
+
+def test_retrieve_lists_top_images(scenes, tmp_path, capsys):
+    assert main(["retrieve", str(scenes), "--head", "3.1", "--query", "a red object",
+                 "--k", "4", "--out", str(tmp_path)]) == 0
+    rows = (tmp_path / "retrieval.csv").read_text().splitlines()
+    assert len(rows) == 5 and (tmp_path / "retrieval.png").stat().st_size > 0
+    capsys.readouterr()
+    image_query = main(["retrieve", str(scenes), "--head", "3.1", "--query",
+                        str(scenes / "00003.png"), "--k", "2", "--out", str(tmp_path)])
+    assert image_query == 0
+    assert capsys.readouterr().out.splitlines()[0].endswith("00003.png")  # itself, cosine 1
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["heads", "/no/such/folder"], "does not exist"),
+    (["heatmap", "/no/such.png", "--text", "a"], "does not exist"),
+    (["quickstart", "--model", "ViT-Q-99"], "unknown model"),
+    (["retrieve", ".", "--head", "three", "--query", "a"], "LAYER.HEAD"),
+])
+def test_errors_are_one_clear_line(argv, message, capsys):
+    assert main(argv) == 2
+    assert message in capsys.readouterr().err
+
+
+def test_ablate_without_class_folders_explains_what_is_needed(scenes, tmp_path, capsys):
+    assert main(["ablate", str(scenes), "--out", str(tmp_path)]) == 2
+    assert "sub-folder" in capsys.readouterr().err
+
+
+def test_help_teaches_with_examples(capsys):
+    with pytest.raises(SystemExit):
+        main(["--help"])
+    text = capsys.readouterr().out
+    assert "clipspan demo" in text and "--pretrained" not in text  # subcommand detail
+    with pytest.raises(SystemExit):
+        main(["heads", "--help"])
+    assert "--pretrained" in capsys.readouterr().out
