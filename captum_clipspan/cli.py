@@ -1,10 +1,198 @@
-"""The ``clipspan`` command."""
+"""The ``clipspan`` command: decompositions, TextSpan reports, heat maps, ablations, retrieval.
+
+Every subcommand takes ``--model`` and ``--pretrained`` (open_clip names and tags; default: the
+embedded toy model, which runs offline) and writes PNG, CSV and JSON files into ``--out``.
+"""
 
 from __future__ import annotations
 
 import argparse
+import csv
+import json
 import sys
 from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+EXAMPLES = """\
+examples:
+  clipspan demo                                  # whole pipeline on synthetic scenes, toy model
+  clipspan heads photos/ --layers -2 -1 --m 5    # label heads of the last layers with TextSpan
+  clipspan heatmap photo.png --text "a dog" --text "a cat"
+  clipspan ablate photos/ --classes dog cat      # class sub-folders give the labels
+  clipspan retrieve photos/ --head 3.1 --query "a red object"
+  clipspan heads photos/ --model ViT-B-16 --pretrained laion2b_s34b_b88k --bank general
+"""
+
+
+class CommandError(Exception):
+    """A problem with the command line, reported without a traceback."""
+
+
+def _load_model(args: argparse.Namespace) -> Any:
+    import captum_clipspan as cs
+
+    try:
+        return cs.HookedCLIP.from_pretrained(args.model, pretrained=args.pretrained,
+                                             device=args.device)
+    except (RuntimeError, FileNotFoundError) as error:
+        raise CommandError(f"could not load model {args.model!r} "
+                           f"(pretrained={args.pretrained!r}): {error}") from error
+
+
+def _out_dir(args: argparse.Namespace) -> Path:
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    return out
+
+
+def _existing(path: str, kind: str = "path") -> Path:
+    resolved = Path(path)
+    if not resolved.exists():
+        raise CommandError(f"{kind} {path!r} does not exist.")
+    return resolved
+
+
+def _save(fig: Any, path: Path) -> Path:
+    fig.savefig(path, dpi=120, bbox_inches="tight")
+    return path
+
+
+def _write_rows(path: Path, rows: list[dict]) -> Path:
+    with open(path, "w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    return path
+
+
+def _default_bank(args: argparse.Namespace) -> str:
+    return args.bank or ("toy" if args.model == "toy" else "general")
+
+
+def _heads(args: argparse.Namespace) -> int:
+    import captum_clipspan as cs
+
+    clip, out = _load_model(args), _out_dir(args)
+    images = _existing(args.images, "image folder")
+    cache = cs.cache_decomposition(clip, images, args.cache or out / "cache", layers=args.layers,
+                                   batch_size=args.batch_size)
+    report = cs.TextSpan(clip, texts=_default_bank(args)).attribute(cache, m=args.m)
+    for layer, head in report.results:
+        print(report.describe(layer, head))
+    report.to_frame().to_csv(out / "textspan.csv", index=False)
+    report.save(out / "textspan.pt")
+    fig, _ = report.plot(max_texts=args.m)
+    _save(fig, out / "textspan.png")
+    print(f"wrote {out / 'textspan.csv'}, {out / 'textspan.png'}, {out / 'textspan.pt'}")
+    return 0
+
+
+def _heatmap(args: argparse.Namespace) -> int:
+    import numpy as np
+    import torch
+
+    import captum_clipspan as cs
+    from captum_clipspan.visualization import plot_patch_maps
+
+    clip, out = _load_model(args), _out_dir(args)
+    if clip.preprocess is None:
+        raise CommandError("this model has no preprocess transform.")
+    image = _open_rgb(_existing(args.image, "image"))
+    batch = clip.preprocess_images([image])
+    height, width = clip.visual.image_size
+    pixels = torch.from_numpy(np.asarray(image.resize((width, height)))).permute(2, 0, 1) / 255
+    maps = cs.PatchContribution(clip, layers=args.layers, heads=args.heads).attribute(
+        batch, target=args.text, interpolate=True)
+    fig, _ = plot_patch_maps(pixels, maps[0], titles=args.text)
+    path = _save(fig, out / (args.name or f"{Path(args.image).stem}_heatmap.png"))
+    print(f"wrote {path}")
+    return 0
+
+
+def _ablate(args: argparse.Namespace) -> int:
+    import captum_clipspan as cs
+    from captum_clipspan.visualization import plot_ablation_bars, plot_ablation_curve
+
+    clip, out = _load_model(args), _out_dir(args)
+    folder = _existing(args.images, "image folder")
+    classes = cs.ImageFolder(folder, clip.preprocess).classes
+    names = args.classes or classes
+    if not classes:
+        raise CommandError(f"{folder} has no class sub-folders: put each class's images in a "
+                           "sub-folder named after it (labels come from the sub-folders).")
+    if len(names) != len(classes):
+        raise CommandError(f"--classes gives {len(names)} names but {folder} has "
+                           f"{len(classes)} class sub-folders ({', '.join(classes)}).")
+    classifier = cs.ZeroShotClassifier(clip, names)
+    if args.mode == "direct":
+        cache = cs.cache_decomposition(clip, folder, args.cache or out / "cache", layers=[-1],
+                                       batch_size=args.batch_size)
+        means, data = cs.ComponentMeans.from_cache(cache), cache
+    else:
+        means = cs.component_means(clip, folder, batch_size=args.batch_size)
+        data = folder
+    study = cs.MeanAblation(clip, means, mode=args.mode).study(data, classifier,
+                                                               batch_size=args.batch_size)
+    _write_ablation(study, out)
+    _save(plot_ablation_curve(study.accumulated, baseline=study.baseline)[0],
+          out / "ablation_curve.png")
+    _save(plot_ablation_bars(study.table())[0], out / "ablation_table.png")
+    print(study.to_frame().to_string())
+    print(f"wrote {out / 'ablation.csv'}, {out / 'ablation.json'} and two PNG files")
+    return 0
+
+
+def _write_ablation(study: Any, out: Path) -> None:
+    study.to_frame().to_csv(out / "ablation.csv")
+    (out / "ablation.json").write_text(json.dumps(vars(study), indent=1))
+
+
+def _retrieve(args: argparse.Namespace) -> int:
+    import captum_clipspan as cs
+    from captum_clipspan.visualization import plot_top_images
+
+    clip, out = _load_model(args), _out_dir(args)
+    folder = _existing(args.images, "image folder")
+    try:
+        layer, head = (int(part) for part in args.head.split("."))
+    except ValueError:
+        raise CommandError(f"--head must look like LAYER.HEAD (e.g. 11.4), got {args.head!r}."
+                           ) from None
+    cache = cs.cache_decomposition(clip, folder, args.cache or out / "cache", layers=[layer],
+                                   batch_size=args.batch_size)
+    query: Any = args.query
+    if Path(args.query).is_file():
+        query = clip.preprocess_images([_open_rgb(args.query)])[0]
+    top = cs.retrieve(cache, layer, head, query, k=args.k, clip=clip)
+    files = cs.ImageFolder(folder, clip.preprocess).files
+    rows = [{"rank": rank + 1, "file": str(files[i]), "score": float(s)}
+            for rank, (i, s) in enumerate(zip(top.indices.tolist(), top.scores, strict=True))]
+    _write_rows(out / "retrieval.csv", rows)
+    fig, _ = plot_top_images([_open_rgb(row["file"]) for row in rows], scores=top.scores,
+                             title=f"layer {layer}, head {head}: {args.query}")
+    _save(fig, out / "retrieval.png")
+    for row in rows:
+        print(f"{row['rank']:3d}  {row['score']:+.4f}  {row['file']}")
+    print(f"wrote {out / 'retrieval.csv'}, {out / 'retrieval.png'}")
+    return 0
+
+
+def _open_rgb(path: str | Path) -> Any:
+    from PIL import Image
+
+    with Image.open(path) as image:
+        return image.convert("RGB")
+
+
+def _demo(args: argparse.Namespace) -> int:
+    from .demo import run_demo
+
+    clip, out = _load_model(args), _out_dir(args)
+    report = run_demo(clip, out, n=args.n, seed=args.seed, batch_size=args.batch_size)
+    print(report.read_text())
+    print(f"wrote the report to {report}")
+    return 0
 
 
 def _quickstart(args: argparse.Namespace) -> int:
@@ -13,38 +201,106 @@ def _quickstart(args: argparse.Namespace) -> int:
     import captum_clipspan as cs
 
     torch.manual_seed(args.seed)
-    clip = cs.HookedCLIP.from_pretrained(args.model, pretrained=args.pretrained)
+    clip = _load_model(args)
     images = torch.randn(args.batch, 3, *clip.visual.image_size)
     texts = ["a photo of a dog", "a red circle", "a striped background"]
     parts = cs.decompose(clip, images, granularity="head", text_embeddings=clip.encode_text(texts))
     error = parts.convergence_delta().abs().max().item()
-    print(f"{args.model} ({args.pretrained or 'random weights'}): {clip.visual.n_layers} layers x "
-          f"{clip.visual.n_heads} heads, {args.batch} random images, {len(texts)} texts")
+    print(f"{args.model} ({args.pretrained or 'random or shipped weights'}): "
+          f"{clip.visual.n_layers} layers x {clip.visual.n_heads} heads, "
+          f"{args.batch} random images, {len(texts)} texts")
     print(f"terms sum to the image-text cosine; largest completeness error: {error:.2e}")
-    top = parts.heads[0, :, :, 0].flatten().abs().topk(5).indices
-    print(f"largest direct effects on '{texts[0]}' (image 0):")
-    for index in top.tolist():
-        layer, head = divmod(index, clip.visual.n_heads)
-        print(f"  layer {layer:2d} head {head:2d}: {parts.heads[0, layer, head, 0].item():+.4f}")
     return 0
+
+
+def _add_common(parser: argparse.ArgumentParser, out: str) -> None:
+    parser.add_argument("--model", default="toy",
+                        help="open_clip model name (e.g. ViT-B-16) or 'toy' (default: toy, the "
+                             "embedded model trained on synthetic scenes; runs offline)")
+    parser.add_argument("--pretrained", default=None,
+                        help="open_clip pretrained tag or checkpoint path (e.g. "
+                             "laion2b_s34b_b88k); default: none (random weights for open_clip "
+                             "names, the shipped weights for the toy)")
+    parser.add_argument("--device", default="cpu", help="torch device (default: cpu)")
+    parser.add_argument("--out", default=out, help=f"output folder (default: {out})")
+    parser.add_argument("--batch-size", type=int, default=64, help="images per forward pass")
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="clipspan",
-        description="Read CLIP's image representation in words: exact decomposition of an "
-                    "open_clip ViT's image embedding into layers, heads and patches.",
-    )
-    commands = parser.add_subparsers(dest="command", required=True)
-    quick = commands.add_parser(
-        "quickstart", help="decompose random images and check that the terms add up",
-        description="Decompose a batch of random images with an open_clip model (random weights "
-                    "unless --pretrained is given) and print the completeness error and the "
-                    "heads with the largest direct effects.",
-    )
-    quick.add_argument("--model", default="ViT-B-16", help="open_clip model name")
-    quick.add_argument("--pretrained", default=None,
-                       help="open_clip pretrained tag (needs a download); default: random weights")
+        prog="clipspan", formatter_class=argparse.RawDescriptionHelpFormatter, epilog=EXAMPLES,
+        description="Read CLIP's image representation in words. The image embedding of an "
+                    "open_clip ViT is split exactly into direct contributions of layers, "
+                    "attention heads and patches (Gandelsman et al., ICLR 2024); these commands "
+                    "label heads with text (TextSpan), draw patch heat maps, measure which "
+                    "layers matter (mean-ablation) and retrieve images by head.")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    demo = commands.add_parser("demo", help="run the whole pipeline on synthetic scenes",
+                               description="Render synthetic scenes, then cache their "
+                               "decomposition, probe every head per attribute, label heads with "
+                               "TextSpan, run the mean-ablation study, draw heat maps and "
+                               "retrieve images by head. Writes report.md with figures.")
+    _add_common(demo, "clipspan-demo")
+    demo.add_argument("--n", type=int, default=1000, help="number of scenes (default: 1000)")
+    demo.add_argument("--seed", type=int, default=0)
+    demo.set_defaults(run=_demo)
+
+    heads = commands.add_parser("heads", help="label heads with TextSpan texts",
+                                description="Cache the decomposition of a folder of images and "
+                                "run TextSpan on every head of the chosen layers.")
+    heads.add_argument("images", help="folder of images (searched recursively)")
+    _add_common(heads, "clipspan-heads")
+    heads.add_argument("--layers", type=int, nargs="+", default=None,
+                       help="layers to explain (negative counts from the end; default: all)")
+    heads.add_argument("--m", type=int, default=5, help="texts per head (default: 5)")
+    heads.add_argument("--bank", default=None,
+                       help="text bank: general, words, toy or a text file with one description "
+                            "per line (default: toy for the toy model, else general)")
+    heads.add_argument("--cache", default=None, help="cache folder (default: OUT/cache)")
+    heads.set_defaults(run=_heads)
+
+    heatmap = commands.add_parser("heatmap", help="patch heat maps of one image for texts",
+                                  description="Draw each text's per-patch direct effect on the "
+                                  "image (summed over the chosen layers and heads) as a PNG.")
+    heatmap.add_argument("image", help="an image file")
+    heatmap.add_argument("--text", action="append", required=True,
+                         help="a text to map (repeat for several)")
+    _add_common(heatmap, "clipspan-heatmap")
+    heatmap.add_argument("--layers", type=int, nargs="+", default=None)
+    heatmap.add_argument("--heads", type=int, nargs="+", default=None)
+    heatmap.add_argument("--name", default=None, help="output file name")
+    heatmap.set_defaults(run=_heatmap)
+
+    ablate = commands.add_parser("ablate", help="mean-ablation study (accuracy per setting)",
+                                 description="Zero-shot accuracy with all MLPs, all MSAs, and "
+                                 "MSA layers 0..l mean-ablated (the paper's Table 1 and "
+                                 "Figure 2). Labels come from class sub-folders.")
+    ablate.add_argument("images", help="folder with one sub-folder of images per class")
+    ablate.add_argument("--classes", nargs="+", default=None,
+                        help="class names for the prompts, in sub-folder order (default: the "
+                             "sub-folder names)")
+    ablate.add_argument("--mode", choices=["direct", "total"], default="direct")
+    _add_common(ablate, "clipspan-ablate")
+    ablate.add_argument("--cache", default=None, help="cache folder (default: OUT/cache)")
+    ablate.set_defaults(run=_ablate)
+
+    retrieve = commands.add_parser("retrieve", help="top images of a folder for one head",
+                                   description="Rank the images of a folder by one head's "
+                                   "direct effect on a text query (dot product), or by its "
+                                   "similarity to the same head's effect on a query image.")
+    retrieve.add_argument("images", help="folder of images")
+    retrieve.add_argument("--head", required=True, help="LAYER.HEAD, e.g. 3.1")
+    retrieve.add_argument("--query", required=True, help="a text, or the path of an image")
+    retrieve.add_argument("--k", type=int, default=8)
+    _add_common(retrieve, "clipspan-retrieve")
+    retrieve.add_argument("--cache", default=None, help="cache folder (default: OUT/cache)")
+    retrieve.set_defaults(run=_retrieve)
+
+    quick = commands.add_parser("quickstart", help="decompose random images and check the sum",
+                                description="Decompose a batch of random images and print the "
+                                "completeness error (terms minus the model's cosine).")
+    _add_common(quick, "clipspan-quickstart")
     quick.add_argument("--batch", type=int, default=2)
     quick.add_argument("--seed", type=int, default=0)
     quick.set_defaults(run=_quickstart)
@@ -52,8 +308,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    return args.run(args)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return args.run(args)
+    except (CommandError, ValueError, TypeError, FileNotFoundError) as error:
+        print(f"clipspan {args.command}: error: {error}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":
