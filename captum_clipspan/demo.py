@@ -139,10 +139,15 @@ def _probe_section(probes: dict[str, Any], layers: tuple[int, ...], out: Path,
                    plot_head_grid: Any) -> list[str]:
     from matplotlib.figure import Figure
 
-    fig = Figure(figsize=(3.2 * len(probes), 3), layout="constrained")
-    for ax, (family, probe) in zip(fig.subplots(1, len(probes)), probes.items(), strict=True):
+    columns = 4
+    rows = -(-len(probes) // columns)
+    fig = Figure(figsize=(3.4 * columns, 3 * rows), layout="constrained")
+    axes = fig.subplots(rows, columns, squeeze=False).flatten()
+    for ax in axes[len(probes):]:
+        ax.remove()
+    for ax, (family, probe) in zip(axes, probes.items(), strict=False):
         plot_head_grid(probe["heads"], layers=list(layers), title=family, center=None,
-                       cmap="viridis", ax=ax)
+                       cmap="viridis", annotate=True, ax=ax)
     fig.savefig(out / "probe.png", dpi=110, bbox_inches="tight")
     rows = [{"family": f, "layer": layers[l], "head": h, "accuracy": float(p["heads"][l, h])}
             for f, p in probes.items() for l in range(len(layers))
