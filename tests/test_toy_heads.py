@@ -50,19 +50,21 @@ def test_two_families_are_each_led_by_a_different_specialized_head(probe):
     assert len(specialized) >= 2 and len(heads) >= 2, best
 
 
-def test_textspan_gives_a_specialized_head_texts_of_its_family_first(toy, probe):
+def test_textspan_gives_each_specialized_head_texts_of_its_family_first(toy, probe):
+    """A head may lead several families (e.g. texture and background); its first TextSpan text
+    must belong to one of the families it leads."""
     cache, _, probes = probe
     texts, families = toy_bank()
     report = cs.TextSpan(toy, texts=texts).attribute(cache, m=3, show_progress=False)
-    best = leaders(probes, cache.layers)
-    checked = 0
-    for family, (layer, head, accuracy) in best.items():
-        if accuracy < 1 / len(ATTRIBUTES[family]) + 0.4:
-            continue
+    led: dict[tuple[int, int], set[str]] = {}
+    for family, (layer, head, accuracy) in leaders(probes, cache.layers).items():
+        if accuracy >= 1 / len(ATTRIBUTES[family]) + 0.4:
+            led.setdefault((layer, head), set()).add(family)
+    for (layer, head), owned in led.items():
         first = report[(layer, head)].indices[0].item()
-        assert families[first] == family, (family, layer, head, report[(layer, head)].texts)
-        checked += 1
-    assert checked >= 2
+        print(f"L{layer}.H{head} leads {sorted(owned)}; TextSpan: {report[(layer, head)].texts}")
+        assert families[first] in owned, (layer, head, owned, report[(layer, head)].texts)
+    assert len(led) >= 2
 
 
 def test_patch_maps_cover_the_named_object_better_than_an_absent_one(toy):
