@@ -26,6 +26,7 @@ _EXPORTS = {
     "ComponentMeans": "attr.ablation",
     "AblationStudy": "attr.ablation",
     "component_means": "attr.ablation",
+    "head_accuracy": "attr.ablation",
     "TextSpan": "attr.textspan",
     "TextSpanReport": "attr.textspan",
     "TextSpanResult": "attr.textspan_core",

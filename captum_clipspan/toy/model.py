@@ -1,0 +1,216 @@
+"""A tiny open_clip CLIP trained on synthetic scenes, shipped as package data.
+
+The vision tower is a plain open_clip ViT (4 layers, 4 heads of width 32, patch 8 on 64x64
+images, class-token pooling, GELU, LayerNorm); the text tower is an open_clip text transformer
+over :class:`~captum_clipspan.toy.tokenizer.WordTokenizer` ids with argmax (end-of-text)
+pooling. ``scripts/train_toy_clip.py`` trains it on :mod:`captum_clipspan.datasets` scenes and
+writes ``toy_clip.safetensors``, ``toy_clip.json`` and ``toy_tokenizer.json`` next to this file.
+
+Examples::
+
+    >>> from captum_clipspan.toy import load_toy_clip
+    >>> from captum_clipspan.datasets import make_scenes
+    >>> model, tokenizer, preprocess = load_toy_clip()
+    >>> scenes = make_scenes(2, seed=1)
+    >>> images = torch.stack([preprocess(im) for im in scenes.images])
+    >>> model.encode_image(images).shape, model.encode_text(tokenizer(["a red circle"])).shape
+    (torch.Size([2, 64]), torch.Size([1, 64]))
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import open_clip
+import torch
+import torch.nn.functional as F
+
+from ..datasets import ATTRIBUTES, FAMILIES, make_scenes, zero_shot_prompts
+from .tokenizer import WordTokenizer
+
+__all__ = [
+    "TOY_MODEL_CONFIG",
+    "TOY_PREPROCESS_CONFIG",
+    "TOY_WEIGHTS",
+    "build_toy_clip",
+    "load_toy_clip",
+    "toy_clip_info",
+    "toy_preprocess",
+    "zero_shot_accuracy",
+]
+
+_HERE = Path(__file__).resolve().parent
+TOY_WEIGHTS = _HERE / "toy_clip.safetensors"
+TOY_INFO = _HERE / "toy_clip.json"
+TOY_TOKENIZER = _HERE / "toy_tokenizer.json"
+
+TOY_MODEL_CONFIG: dict[str, Any] = {
+    "embed_dim": 64,
+    "vision_cfg": {
+        "image_size": 64,
+        "patch_size": 8,
+        "layers": 4,
+        "width": 128,
+        "head_width": 32,
+        "mlp_ratio": 4.0,
+        "pool_type": "tok",
+    },
+    "text_cfg": {
+        "context_length": 20,
+        "vocab_size": 50,
+        "width": 64,
+        "heads": 4,
+        "layers": 2,
+        "mlp_ratio": 4.0,
+        "pool_type": "argmax",
+    },
+}
+"""Keyword arguments of ``open_clip.model.CLIP`` for the toy model (GELU, LayerNorm)."""
+
+TOY_PREPROCESS_CONFIG: dict[str, Any] = {
+    "image_size": 64,
+    "mean": (0.510, 0.466, 0.435),
+    "std": (0.301, 0.304, 0.331),
+}
+"""Input resolution and per-channel normalization (statistics of the synthetic scenes)."""
+
+
+def build_toy_clip() -> open_clip.model.CLIP:
+    """A randomly initialised toy CLIP with :data:`TOY_MODEL_CONFIG`."""
+    return open_clip.model.CLIP(**copy.deepcopy(TOY_MODEL_CONFIG))
+
+
+def toy_preprocess(image: Any) -> torch.Tensor:
+    """Map an image to the normalized tensor the toy CLIP expects.
+
+    Args:
+        image: a PIL image, a uint8 numpy array ``[H, W, 3]``, or a float tensor ``[3, H, W]``
+            (or ``[N, 3, H, W]``) in ``[0, 1]`` (a uint8 tensor is scaled by 1/255).
+
+    Returns:
+        Float tensor ``[3, 64, 64]`` (``[N, 3, 64, 64]`` for a batch), resized bilinearly when
+        the input has another size, then normalized with :data:`TOY_PREPROCESS_CONFIG`.
+    """
+    if isinstance(image, torch.Tensor):
+        x = image
+    else:
+        arr = np.asarray(image.convert("RGB") if hasattr(image, "convert") else image)
+        if arr.ndim != 3 or arr.shape[-1] != 3:
+            raise ValueError(f"expected an RGB image [H, W, 3], got shape {arr.shape}")
+        x = torch.from_numpy(np.array(arr)).permute(2, 0, 1)  # copy: PIL arrays are read-only
+    if not x.is_floating_point():
+        x = x.float() / 255.0
+    single = x.ndim == 3
+    if single:
+        x = x.unsqueeze(0)
+    if x.ndim != 4 or x.shape[1] != 3:
+        raise ValueError(f"expected a tensor [3, H, W] or [N, 3, H, W], got {tuple(x.shape)}")
+    size = TOY_PREPROCESS_CONFIG["image_size"]
+    if x.shape[-2:] != (size, size):
+        x = F.interpolate(x, size=(size, size), mode="bilinear", antialias=True)
+    mean = torch.tensor(TOY_PREPROCESS_CONFIG["mean"], dtype=x.dtype, device=x.device)
+    std = torch.tensor(TOY_PREPROCESS_CONFIG["std"], dtype=x.dtype, device=x.device)
+    x = (x - mean[:, None, None]) / std[:, None, None]
+    return x[0] if single else x
+
+
+def load_toy_clip(
+    device: str | torch.device = "cpu",
+) -> tuple[open_clip.model.CLIP, WordTokenizer, Callable[[Any], torch.Tensor]]:
+    """Load the shipped toy CLIP.
+
+    Args:
+        device: where to put the model.
+
+    Returns:
+        ``(model, tokenizer, preprocess)``: the open_clip ``CLIP`` in eval mode (fp32), its
+        :class:`WordTokenizer`, and :func:`toy_preprocess`.
+
+    Raises:
+        FileNotFoundError: if the weights were not trained/shipped
+            (run ``scripts/train_toy_clip.py``).
+    """
+    from safetensors.torch import load_file
+
+    if not TOY_WEIGHTS.exists():
+        raise FileNotFoundError(
+            f"{TOY_WEIGHTS} is missing; train it with scripts/train_toy_clip.py"
+        )
+    model = build_toy_clip()
+    state = {k: v.float() for k, v in load_file(str(TOY_WEIGHTS)).items()}
+    model.load_state_dict(state)
+    model.to(device).eval()
+    tokenizer = WordTokenizer.load(TOY_TOKENIZER) if TOY_TOKENIZER.exists() else WordTokenizer()
+    return model, tokenizer, toy_preprocess
+
+
+def toy_clip_info() -> dict[str, Any]:
+    """The training record ``toy_clip.json`` (config, settings, zero-shot accuracy)."""
+    return json.loads(TOY_INFO.read_text())
+
+
+@torch.no_grad()
+def zero_shot_accuracy(
+    model: open_clip.model.CLIP,
+    tokenizer: Callable[[list[str]], torch.Tensor],
+    preprocess: Callable[[Any], torch.Tensor],
+    n: int = 1000,
+    seed: int = 12345,
+    families: Sequence[str] | None = None,
+    ensemble: bool = False,
+    batch_size: int = 250,
+) -> dict[str, float]:
+    """Zero-shot attribute classification accuracy on held-out synthetic scenes.
+
+    For family ``F``, each scene is classified among ``ATTRIBUTES[F]`` by cosine similarity
+    with prompts that name only that attribute (:func:`~captum_clipspan.datasets.
+    zero_shot_prompts`: ``"a red object"``, ``"a photo of an object on the left"``, ...).
+
+    Args:
+        model: an open_clip CLIP.
+        tokenizer: maps a list of texts to token ids.
+        preprocess: maps a float image tensor ``[3, H, W]`` in ``[0, 1]`` to model input.
+        n: number of scenes.
+        seed: scene seed (training uses other seeds).
+        families: families to score; all by default.
+        ensemble: average the normalized prompt embeddings of the templates (CLIP's prompt
+            ensembling) instead of averaging the per-template accuracies.
+        batch_size: image batch size.
+
+    Returns:
+        ``{family: accuracy}`` with accuracies in ``[0, 1]``.
+    """
+    families = list(families or FAMILIES)
+    device = next(model.parameters()).device
+    scenes = make_scenes(n, seed=seed)
+    images = scenes.tensors()
+    feats = []
+    for i in range(0, n, batch_size):
+        x = torch.stack([preprocess(im) for im in images[i : i + batch_size]]).to(device)
+        feats.append(model.encode_image(x, normalize=True))
+    image_features = torch.cat(feats)
+    result: dict[str, float] = {}
+    for family in families:
+        values = ATTRIBUTES[family]
+        prompts = [zero_shot_prompts(family, v) for v in values]  # [V][T]
+        n_templates = len(prompts[0])
+        flat = [p for per_value in prompts for p in per_value]
+        text = model.encode_text(tokenizer(flat).to(device), normalize=True)
+        text = text.view(len(values), n_templates, -1)
+        labels = torch.from_numpy(scenes.labels(family)).to(device)
+        if ensemble:
+            classifier = F.normalize(text.mean(1), dim=-1)
+            pred = (image_features @ classifier.T).argmax(-1)
+            result[family] = (pred == labels).float().mean().item()
+        else:
+            accs = [
+                ((image_features @ text[:, t].T).argmax(-1) == labels).float().mean().item()
+                for t in range(n_templates)
+            ]
+            result[family] = float(np.mean(accs))
+    return result
