@@ -101,7 +101,7 @@ def _heatmap(args: argparse.Namespace) -> int:
     image = _open_rgb(_existing(args.image, "image"))
     batch = clip.preprocess_images([image])
     height, width = clip.visual.image_size
-    pixels = torch.from_numpy(np.asarray(image.resize((width, height)))).permute(2, 0, 1) / 255
+    pixels = torch.from_numpy(np.array(image.resize((width, height)))).permute(2, 0, 1) / 255
     maps = cs.PatchContribution(clip, layers=args.layers, heads=args.heads).attribute(
         batch, target=args.text, interpolate=True)
     fig, _ = plot_patch_maps(pixels, maps[0], titles=args.text)
