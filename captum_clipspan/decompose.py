@@ -181,10 +181,8 @@ def ln_post_row_weights(pooled_rows: Tensor, eps: float, per_row: bool) -> Tenso
     ``per_row`` is ``True`` when every row is normalized on its own before averaging ("avg" pooling
     with ``ln_post`` before the pool); otherwise the ``R`` rows were already averaged to one.
     """
-    variance = pooled_rows.var(dim=-1, unbiased=False)
-    return 1.0 / (variance + eps).sqrt() / pooled_rows.shape[1] if per_row else (
-        1.0 / (variance + eps).sqrt()
-    )
+    inverse_scale = 1.0 / (pooled_rows.var(dim=-1, unbiased=False) + eps).sqrt()
+    return inverse_scale / pooled_rows.shape[1] if per_row else inverse_scale
 
 
 def pool_rows(omega: Tensor, rows: Tensor) -> Tensor:
@@ -214,11 +212,10 @@ class _Capture:
         self.scratch: dict[str, Tensor] = {}
 
     def rows(self, x: Tensor) -> Tensor:
-        """The pooled rows of ``[B, N, ...]`` as ``[B, R, ...]`` in the compute dtype."""
-        x = x[:, :1] if self.vit.pool_type == "tok" else x[:, 1:]
-        if not self.per_row:
-            x = x.mean(dim=1, keepdim=True)
-        return x.to(self.dtype)
+        """The pooled rows of ``[B, N, ...]`` as ``[B, R, ...]``, averaged to one row when they
+        share one LayerNorm scale, in the compute dtype."""
+        x = self.rows_unreduced(x)
+        return x if self.per_row else x.mean(dim=1, keepdim=True)
 
     def save(self, key: str):
         def hook(tensor: Tensor, hook: Any) -> None:
