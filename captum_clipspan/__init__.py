@@ -11,7 +11,7 @@ import importlib
 from typing import Any
 
 # Bound eagerly: the function shares its name with its module (torch is needed anyway).
-from .decompose import Decomposition, decompose  # noqa: F401
+from .decomposition import Decomposition, decompose  # noqa: F401
 
 __version__ = "0.1.0"
 

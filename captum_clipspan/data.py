@@ -21,7 +21,7 @@ import torch
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset, SequentialSampler, Subset
 
-from .decompose import CONVENTIONS, decompose, resolve_layers
+from .decomposition import CONVENTIONS, decompose, resolve_layers
 from .hooked.clip import HookedCLIP
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".webp", ".gif", ".tif", ".tiff")

@@ -14,7 +14,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from .data import DecompositionCache
-from .decompose import decompose
+from .decomposition import decompose
 from .hooked.clip import HookedCLIP
 
 

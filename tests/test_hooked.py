@@ -86,7 +86,7 @@ def test_hooks_are_removed_after_an_exception(clip64):
 
 
 def test_decompose_leaves_no_hooks_when_it_raises(clip64, monkeypatch):
-    decompose_module = importlib.import_module("captum_clipspan.decompose")
+    decompose_module = importlib.import_module("captum_clipspan.decomposition")
 
     def broken(*args, **kwargs):
         raise RuntimeError("inside a hook")

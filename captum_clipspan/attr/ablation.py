@@ -22,7 +22,7 @@ from captum.log import log_usage
 from torch import Tensor
 
 from ..data import DecompositionCache, ImageSource, iterate_batches
-from ..decompose import CONVENTIONS, compute_dtype, decompose, resolve_layers
+from ..decomposition import CONVENTIONS, compute_dtype, decompose, resolve_layers
 from ..hooked.clip import HookedCLIP
 from .base import ResolvedTarget, TargetType, resolve_target
 

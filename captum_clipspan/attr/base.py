@@ -22,7 +22,7 @@ import torch
 from captum.attr import Attribution
 from torch import Tensor
 
-from ..decompose import CONVENTIONS, Decomposition, check_text_embeddings, decompose
+from ..decomposition import CONVENTIONS, Decomposition, check_text_embeddings, decompose
 from ..hooked.clip import HookedCLIP
 
 TargetType = None | int | str | Sequence[int] | Sequence[str] | Tensor

@@ -9,7 +9,7 @@ import torch
 from captum.log import log_usage
 from torch import Tensor
 
-from ..decompose import resolve_layers
+from ..decomposition import resolve_layers
 from ..hooked.clip import HookedCLIP
 from .base import ClipSpanAttribution, TargetType
 

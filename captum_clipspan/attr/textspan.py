@@ -19,7 +19,7 @@ from captum.log import log_usage
 from torch import Tensor
 
 from ..data import DecompositionCache, ImageSource, cache_decomposition
-from ..decompose import check_text_embeddings
+from ..decomposition import check_text_embeddings
 from ..hooked.clip import HookedCLIP, check_texts
 from ..text import text_bank
 from .textspan_core import TextSpanResult, textspan

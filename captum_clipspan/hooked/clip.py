@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ..decompose import check_text_embeddings
+from ..decomposition import check_text_embeddings
 from .vit import HookedViT
 
 
