@@ -1,19 +1,22 @@
-"""A TransformerLens-style hooked view of a live open_clip ``VisionTransformer``.
+"""A TransformerLens-style hooked view of a live CLIP-family ViT image tower.
 
-``HookedViT`` does not convert weights: it holds the open_clip tower and calls its own submodules,
-so ``hooked(x)`` equals ``model.visual(x)``. Hook points follow TransformerLens names
-(``blocks.3.attn.hook_pattern``), so ``run_with_cache`` and ``hooks()`` work as users expect.
+``HookedViT`` does not convert weights: a backend (``hooked/backends/``) describes the tower's
+modules once (a :class:`~captum_clipspan.hooked.spec.TowerSpec`), and the hooked module calls them,
+so ``hooked(x)`` equals the backend's own forward. Hook points follow TransformerLens names
+(``blocks.3.attn.hook_pattern``), so ``run_with_cache`` and ``hooks()`` work as users expect, and
+the per-layer weights are read through TransformerLens-style accessors (``W_Q``, ``W_O``, ``b_O``).
 
-Attention runs on one of two paths. *Passthrough* calls open_clip's ``nn.MultiheadAttention`` and is
-bit-identical to open_clip; it is used when nothing inside attention is hooked. *Split* recomputes
-q/k/v from ``in_proj_weight`` and passes every step through a hook point, so that interventions
-propagate. The same holds for the LayerNorms: they are expanded (to expose ``hook_scale``) only when
-one of their hook points is hooked.
+Attention runs on one of two paths. *Passthrough* calls the backend's own attention and is
+bit-identical to it; it is used when nothing inside attention is hooked. *Split* computes q/k/v
+with the backend's projections and passes every step through a hook point, so interventions
+propagate. Norms are likewise expanded (to expose ``hook_scale``) only when one of their hook points
+is hooked. A hook counts whether it was added by TransformerLens or as a plain PyTorch hook (as
+Captum's layer methods add them).
 """
 
 from __future__ import annotations
 
-import math
+import threading
 
 import torch
 import torch.nn.functional as F
@@ -21,192 +24,333 @@ from torch import Tensor, nn
 from transformer_lens.hook_points import HookPoint
 from transformer_lens.HookedRootModule import HookedRootModule
 
-SUPPORTED_TOWERS = (
-    "open_clip VisionTransformer towers with the default residual block "
-    "(LayerScale, QuickGELU, no ln_pre, 'tok'/'avg' pooling and final_ln_after_pool included)"
-)
+from .spec import AttentionPoolSpec, AttentionSpec, BlockSpec, Context, MLPSpec, TowerSpec
 
 
-def _unsupported(reason: str) -> ValueError:
-    return ValueError(f"{reason} captum_clipspan supports {SUPPORTED_TOWERS}.")
+def is_hooked(point: nn.Module) -> bool:
+    """Whether any forward or backward hook (TransformerLens' or plain PyTorch's) is on ``point``."""
+    return bool(point._forward_hooks or point._forward_pre_hooks or point._backward_hooks
+                or point._backward_pre_hooks)
 
 
-def check_supported_tower(visual: nn.Module) -> None:
-    """Raise a ``ValueError`` naming the tower if it is not an open_clip-native ViT we can hook."""
-    from open_clip.transformer import ResidualAttentionBlock, VisionTransformer
-
-    kind = type(visual).__name__
-    if kind == "ModifiedResNet":
-        raise _unsupported("This image tower is a ResNet (ModifiedResNet), not a ViT.")
-    if kind == "TimmModel":
-        raise _unsupported("This image tower is a timm model (TimmModel).")
-    if not isinstance(visual, VisionTransformer):
-        raise _unsupported(f"This image tower is a {kind}, not an open_clip VisionTransformer.")
-    if getattr(visual, "attn_pool", None) is not None:
-        raise _unsupported("This tower uses CoCa-style attentional pooling (attn_pool).")
-    if visual.pool_type not in ("tok", "avg"):
-        raise _unsupported(f"This tower uses pool_type={visual.pool_type!r}.")
-    if visual.proj is None:
-        raise _unsupported("This tower has no output projection (proj is None).")
-    if not visual.transformer.batch_first:
-        raise _unsupported("This tower's transformer is not batch_first (open_clip < 2.26).")
-    for block in visual.transformer.resblocks:
-        if not isinstance(block, ResidualAttentionBlock):
-            raise _unsupported(
-                f"This tower uses {type(block).__name__} blocks (qk_norm, scaled cosine attention "
-                "or other custom-block options)."
-            )
-        attn = block.attn
-        if (
-            hasattr(block, "ln_1_kv")
-            or not attn._qkv_same_embed_dim
-            or attn.bias_k is not None
-            or attn.add_zero_attn
-        ):
-            raise _unsupported("This tower's attention has cross-attention or extra k/v biases.")
+def _register_quietly(owner: nn.Module, name: str, module: nn.Module | None) -> None:
+    """Keep a backend module without registering it again (it already belongs to the tower)."""
+    owner.__dict__[name] = module
 
 
-def _layer_norm_parts(
-    norm: nn.LayerNorm, x: Tensor, scale_hook: HookPoint, normalized_hook: HookPoint
-) -> Tensor:
-    """LayerNorm written out so that its scale and normalized input pass through hook points."""
-    from open_clip.transformer import LayerNormFp32
+class HookedNorm(nn.Module):
+    """Hook points of one LayerNorm or RMSNorm (``hook_scale`` ``[..., 1]``, ``hook_normalized``).
 
-    out_dtype = x.dtype
-    if isinstance(norm, LayerNormFp32):
-        x = x.float()
-    centered = x - x.mean(-1, keepdim=True)
-    scale = scale_hook((centered.pow(2).mean(-1, keepdim=True) + norm.eps).sqrt())
-    normalized = normalized_hook(centered / scale)
-    if norm.weight is not None:
-        normalized = normalized * norm.weight + norm.bias
-    return normalized.to(out_dtype)
+    Given its scale ``s`` the norm is affine: ``weight * C x / s + bias``, with ``C`` the centering
+    (LayerNorm) or the identity (RMSNorm). Accessors: ``w``, ``b``, ``eps``, ``centered``.
+    """
 
-
-class HookedLayerNorm(nn.Module):
-    """Hook points of one open_clip LayerNorm (``hook_scale`` ``[..., 1]``, ``hook_normalized``)."""
-
-    def __init__(self, norm: nn.Module) -> None:
+    def __init__(self, norm: nn.Module | None) -> None:
         super().__init__()
-        self.__dict__["norm"] = norm  # the open_clip module, deliberately not registered again
+        if isinstance(norm, nn.Identity):
+            norm = None
+        _register_quietly(self, "norm", norm)
         self.hook_scale = HookPoint()
         self.hook_normalized = HookPoint()
+        if norm is not None:
+            kind = type(norm).__name__.lower()
+            if not isinstance(norm, (nn.LayerNorm, nn.RMSNorm)) and "rmsnorm" not in kind:
+                raise TypeError(f"unsupported norm layer {type(norm).__name__}")
+
+    @property
+    def exists(self) -> bool:
+        return self.norm is not None
+
+    @property
+    def centered(self) -> bool:
+        return isinstance(self.norm, nn.LayerNorm)
+
+    @property
+    def w(self) -> Tensor | None:
+        return getattr(self.norm, "weight", None)
+
+    @property
+    def b(self) -> Tensor | None:
+        return getattr(self.norm, "bias", None)
+
+    @property
+    def eps(self) -> float:
+        eps = getattr(self.norm, "eps", None)
+        return 1e-6 if eps is None else float(eps)
 
     def forward(self, x: Tensor) -> Tensor:
-        if isinstance(self.norm, nn.Identity):
+        if self.norm is None:
             return x
-        if self.hook_scale.has_hooks() or self.hook_normalized.has_hooks():
-            return _layer_norm_parts(self.norm, x, self.hook_scale, self.hook_normalized)
-        return self.norm(x)
+        if not (is_hooked(self.hook_scale) or is_hooked(self.hook_normalized)):
+            return self.norm(x)
+        out_dtype = x.dtype
+        if type(self.norm).__name__ == "LayerNormFp32":
+            x = x.float()
+        if self.centered:
+            x = x - x.mean(-1, keepdim=True)
+        scale = self.hook_scale((x.pow(2).mean(-1, keepdim=True) + self.eps).sqrt())
+        normalized = self.hook_normalized(x / scale)
+        if self.w is not None:
+            normalized = normalized * self.w
+        if self.b is not None:
+            normalized = normalized + self.b
+        return normalized.to(out_dtype)
 
 
 class HookedAttention(nn.Module):
-    """Hook points of one ``nn.MultiheadAttention``; shapes follow TransformerLens.
+    """Hook points and weights of one self-attention layer; shapes follow TransformerLens.
 
-    ``hook_q``/``hook_k``/``hook_v``/``hook_z``: ``[B, N, H, d_head]``; ``hook_attn_scores`` and
-    ``hook_pattern``: ``[B, H, N_query, N_key]``; ``hook_result``: ``[B, N, H, D]``, each head's
-    output after LayerScale (the out-projection bias is not part of any head).
+    ``hook_q``/``hook_k``/``hook_v``/``hook_z``: ``[B, N, H, d_head]`` (q and k as they enter the dot
+    product: after qk-norm and rotary embeddings where the model has them); ``hook_attn_scores``
+    and ``hook_pattern``: ``[B, H, N_query, N_key]``; ``hook_result``: ``[B, N, H, D]``, each
+    head's share of the out-projection after LayerScale (the out-projection bias is in no head).
+    ``ln`` is the norm over the concatenated heads (EVA's sub-LN), when the model has one.
+
+    Weights: ``W_Q``, ``W_K``, ``W_V`` ``[H, D, d_head]``, ``b_Q``/``b_K``/``b_V`` ``[H, d_head]``,
+    ``W_O`` ``[H, d_head, D]``, ``b_O`` ``[D]``, ``layer_scale`` ``[D]`` (or ``None``).
     """
 
-    def __init__(self, block: nn.Module) -> None:
+    def __init__(self, spec: AttentionSpec, layer_scale: Tensor | None) -> None:
         super().__init__()
-        self.__dict__["block"] = block
-        self.n_heads = block.attn.num_heads
+        _register_quietly(self, "spec", spec)
+        _register_quietly(self, "layer_scale", layer_scale)
+        self.n_heads, self.d_head = spec.n_heads, spec.d_head
+        self.scale = spec.scale if spec.scale is not None else spec.d_head ** -0.5
         self.hook_q = HookPoint()
         self.hook_k = HookPoint()
         self.hook_v = HookPoint()
         self.hook_attn_scores = HookPoint()
         self.hook_pattern = HookPoint()
         self.hook_z = HookPoint()
+        self.ln = HookedNorm(spec.z_norm)
         self.hook_result = HookPoint()
         self.force_split = False
 
-    def is_hooked(self) -> bool:
-        return self.force_split or any(
-            hp.has_hooks()
-            for hp in (self.hook_q, self.hook_k, self.hook_v, self.hook_attn_scores,
-                       self.hook_pattern, self.hook_z, self.hook_result)
-        )
+    def _heads(self, weight: Tensor | None, bias: bool = False) -> Tensor | None:
+        if weight is None:
+            return None
+        if bias:
+            return weight.reshape(self.n_heads, self.d_head)
+        return weight.reshape(self.n_heads, self.d_head, -1).transpose(1, 2)
 
-    def forward(self, x: Tensor) -> Tensor:
-        """Map the ``ln_1`` output ``[B, N, D]`` to the attention output after LayerScale."""
-        block = self.block
-        if not self.is_hooked():
-            return block.ls_1(block.attention(q_x=x))
-        attn = block.attn
-        batch, n_tokens, width = x.shape
-        head_shape = (batch, n_tokens, self.n_heads, width // self.n_heads)
-        # in_proj_weight is [3D, D]: q, k, v stacked, heads contiguous in groups of d_head.
-        q, k, v = F.linear(x, attn.in_proj_weight, attn.in_proj_bias).chunk(3, dim=-1)
-        q = self.hook_q(q.reshape(head_shape))
-        k = self.hook_k(k.reshape(head_shape))
-        v = self.hook_v(v.reshape(head_shape))
-        if self.hook_attn_scores.has_hooks() or self.hook_pattern.has_hooks():
-            scores = torch.einsum("bqhd,bkhd->bhqk", q, k) / math.sqrt(head_shape[-1])
-            pattern = self.hook_pattern(self.hook_attn_scores(scores).softmax(dim=-1))
+    @property
+    def W_Q(self) -> Tensor | None:  # noqa: N802 (TransformerLens' names)
+        return self._heads(self.spec.qkv_weights[0]) if self.spec.qkv_weights else None
+
+    @property
+    def W_K(self) -> Tensor | None:  # noqa: N802
+        return self._heads(self.spec.qkv_weights[1]) if self.spec.qkv_weights else None
+
+    @property
+    def W_V(self) -> Tensor | None:  # noqa: N802
+        return self._heads(self.spec.qkv_weights[2]) if self.spec.qkv_weights else None
+
+    @property
+    def b_Q(self) -> Tensor | None:  # noqa: N802
+        return self._heads(self.spec.qkv_biases[0], bias=True)
+
+    @property
+    def b_K(self) -> Tensor | None:  # noqa: N802
+        return self._heads(self.spec.qkv_biases[1], bias=True)
+
+    @property
+    def b_V(self) -> Tensor | None:  # noqa: N802
+        return self._heads(self.spec.qkv_biases[2], bias=True)
+
+    @property
+    def W_O(self) -> Tensor:  # noqa: N802
+        """``[H, d_head, D]``: head ``h`` writes ``z_h @ W_O[h]``."""
+        weight = self.spec.out_weight
+        return weight.reshape(weight.shape[0], self.n_heads, self.d_head).permute(1, 2, 0)
+
+    @property
+    def b_O(self) -> Tensor:  # noqa: N802
+        bias = self.spec.out_bias
+        return bias if bias is not None else self.spec.out_weight.new_zeros(
+            self.spec.out_weight.shape[0])
+
+    def hooked_points(self) -> list[HookPoint]:
+        return [self.hook_q, self.hook_k, self.hook_v, self.hook_attn_scores, self.hook_pattern,
+                self.hook_z, self.ln.hook_scale, self.ln.hook_normalized, self.hook_result]
+
+    def is_split(self) -> bool:
+        return self.force_split or any(is_hooked(point) for point in self.hooked_points())
+
+    def scores(self, q: Tensor, k: Tensor, context: Context,
+               rows: slice | Tensor | None = None) -> Tensor:
+        """Attention scores ``[B, H, N_q, N]`` of queries ``q`` ``[B, N_q, H, d]`` (the query
+        rows ``rows`` of the sequence) against all keys; the one score function of both the
+        forward pass and the decomposition."""
+        scores = torch.einsum("bqhd,bkhd->bhqk", q, k) * self.scale
+        if self.spec.score_bias is not None:
+            bias = self.spec.score_bias(context)
+            scores = scores + (bias if rows is None else bias[:, rows]).to(scores.dtype)
+        return scores
+
+    def forward(self, x: Tensor, context: Context) -> Tensor:
+        """Map the ``ln1`` output ``[B, N, D]`` to the attention output after LayerScale."""
+        if self.is_split():
+            return self._split(x, context)
+        return self._scaled(self.spec.run(x, context))
+
+    def _scaled(self, x: Tensor) -> Tensor:
+        return x if self.layer_scale is None else x * self.layer_scale
+
+    def _split(self, x: Tensor, context: Context) -> Tensor:
+        """Attention step by step through the hook points; output after LayerScale."""
+        q, k, v = self.spec.project(x, context)
+        q, k, v = self.hook_q(q), self.hook_k(k), self.hook_v(v)
+        if is_hooked(self.hook_attn_scores) or is_hooked(self.hook_pattern):
+            scores = self.hook_attn_scores(self.scores(q, k, context))
+            pattern = self.hook_pattern(scores.softmax(dim=-1).to(v.dtype))
             z = torch.einsum("bhqk,bkhd->bqhd", pattern, v)
         else:
+            bias = self.spec.score_bias(context).to(q.dtype) if self.spec.score_bias else None
             z = F.scaled_dot_product_attention(
-                q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2)
+                q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2), attn_mask=bias,
+                scale=self.scale,
             ).transpose(1, 2)
         z = self.hook_z(z)
-        if self.hook_result.has_hooks():
-            out_weight = attn.out_proj.weight.reshape(width, self.n_heads, -1)
-            result = self.hook_result(block.ls_1(torch.einsum("bnhd,Dhd->bnhD", z, out_weight)))
-            return result.sum(dim=2) + block.ls_1(attn.out_proj.bias)
-        return block.ls_1(attn.out_proj(z.reshape(batch, n_tokens, width)))
+        batch, n_tokens = z.shape[:2]
+        flat = self.ln(z.reshape(batch, n_tokens, -1))
+        if is_hooked(self.hook_result):
+            per_head = flat.reshape(batch, n_tokens, self.n_heads, self.d_head)
+            result = self.hook_result(self._scaled(
+                torch.einsum("bnhd,hdD->bnhD", per_head, self.W_O)))
+            return result.sum(dim=2) + self._scaled(self.b_O)
+        return self._scaled(F.linear(flat, self.spec.out_weight, self.spec.out_bias))
 
 
 class HookedMLP(nn.Module):
-    """Hook points of one open_clip MLP (``hook_pre`` after ``c_fc``, ``hook_post`` after GELU)."""
+    """Hook points of one MLP (``hook_pre`` before, ``hook_post`` after the activation); an MLP
+    that is not ``fc -> act -> fc`` (SwiGLU, ...) runs whole and its two hook points stay idle."""
 
-    def __init__(self, mlp: nn.Module) -> None:
+    def __init__(self, spec: MLPSpec) -> None:
         super().__init__()
-        self.__dict__["mlp"] = mlp
+        _register_quietly(self, "spec", spec)
         self.hook_pre = HookPoint()
         self.hook_post = HookPoint()
 
     def forward(self, x: Tensor) -> Tensor:
-        return self.mlp.c_proj(self.hook_post(self.mlp.gelu(self.hook_pre(self.mlp.c_fc(x)))))
+        spec = self.spec
+        if spec.pre is None:
+            return spec.run(x)
+        return spec.post(self.hook_post(spec.act(self.hook_pre(spec.pre(x)))))
 
 
 class HookedBlock(nn.Module):
-    """One residual block: ``x + ls_1(attn(ln_1(x)))`` then ``+ ls_2(mlp(ln_2(x)))``."""
+    """One residual block: ``x + ls1 * attn(ln1(x))`` then ``+ ls2 * mlp(ln2(x))``."""
 
-    def __init__(self, block: nn.Module) -> None:
+    def __init__(self, spec: BlockSpec) -> None:
         super().__init__()
-        self.__dict__["block"] = block
+        _register_quietly(self, "spec", spec)
         self.hook_resid_pre = HookPoint()
-        self.ln1 = HookedLayerNorm(block.ln_1)
-        self.attn = HookedAttention(block)
+        self.ln1 = HookedNorm(spec.ln1)
+        self.attn = HookedAttention(spec.attention, spec.ls1)
         self.hook_attn_out = HookPoint()
         self.hook_resid_mid = HookPoint()
-        self.ln2 = HookedLayerNorm(block.ln_2)
-        self.mlp = HookedMLP(block.mlp)
+        self.ln2 = HookedNorm(spec.ln2)
+        self.mlp = HookedMLP(spec.mlp)
         self.hook_mlp_out = HookPoint()
         self.hook_resid_post = HookPoint()
 
-    def forward(self, x: Tensor) -> Tensor:
+    @property
+    def ls2(self) -> Tensor | None:
+        return self.spec.ls2
+
+    def forward(self, x: Tensor, context: Context) -> Tensor:
         x = self.hook_resid_pre(x)
-        x = self.hook_resid_mid(x + self.hook_attn_out(self.attn(self.ln1(x))))
-        mlp_out = self.hook_mlp_out(self.block.ls_2(self.mlp(self.ln2(x))))
-        return self.hook_resid_post(x + mlp_out)
+        x = self.hook_resid_mid(x + self.hook_attn_out(self.attn(self.ln1(x), context)))
+        mlp_out = self.mlp(self.ln2(x))
+        if self.spec.ls2 is not None:
+            mlp_out = mlp_out * self.spec.ls2
+        return self.hook_resid_post(x + self.hook_mlp_out(mlp_out))
+
+
+class HookedAttentionPool(nn.Module):
+    """Hook points of an attention pool (``pool.hook_pattern`` ``[B, G, Q, N]``, ``pool.hook_z``
+    ``[B, Q, G, d]``, ``pool.hook_mlp_out`` ``[B, Q, D]``; ``pool.ln_k`` for CoCa's key norm).
+
+    Weights: ``W_V`` ``[G, D, d]``, ``b_V`` ``[G, d]``, ``W_O`` ``[G, d, D_out]``, ``b_O``.
+    """
+
+    def __init__(self, spec: AttentionPoolSpec) -> None:
+        super().__init__()
+        _register_quietly(self, "spec", spec)
+        self.n_heads, self.d_head = spec.n_heads, spec.d_head
+        self.scale = spec.scale if spec.scale is not None else spec.d_head ** -0.5
+        self.ln_k = HookedNorm(spec.kv_norm)
+        self.hook_pattern = HookPoint()
+        self.hook_z = HookPoint()
+        self.hook_mlp_out = HookPoint()
+
+    @property
+    def W_V(self) -> Tensor:  # noqa: N802
+        return self.spec.v_weight.reshape(self.n_heads, self.d_head, -1).transpose(1, 2)
+
+    @property
+    def b_V(self) -> Tensor | None:  # noqa: N802
+        bias = self.spec.v_bias
+        return None if bias is None else bias.reshape(self.n_heads, self.d_head)
+
+    @property
+    def W_O(self) -> Tensor:  # noqa: N802
+        weight = self.spec.out_weight
+        return weight.reshape(weight.shape[0], self.n_heads, self.d_head).permute(1, 2, 0)
+
+    @property
+    def b_O(self) -> Tensor | None:  # noqa: N802
+        return self.spec.out_bias
+
+    @property
+    def n_queries(self) -> int:
+        return self.spec.query().shape[0]
+
+    def query_weights(self, like: Tensor) -> Tensor:
+        """``[Q]`` how the query outputs are combined into the pooled vector."""
+        weights = like.new_zeros(self.n_queries)
+        if self.spec.select == "mean":
+            return weights + 1.0 / self.n_queries
+        weights[0] = 1.0
+        return weights
+
+    def forward(self, x: Tensor) -> Tensor:
+        x = self.ln_k(x)
+        points = (self.hook_pattern, self.hook_z, self.hook_mlp_out, self.ln_k.hook_scale,
+                  self.ln_k.hook_normalized)
+        if not any(is_hooked(point) for point in points):
+            return self.spec.run(x)
+        spec = self.spec
+        q = spec.query().to(x.dtype)  # [Q, G, d]
+        k, v = spec.project_kv(x)  # [B, N, G, d]
+        scores = torch.einsum("qgd,bngd->bgqn", q, k) * self.scale
+        pattern = self.hook_pattern(scores.softmax(dim=-1))
+        z = self.hook_z(torch.einsum("bgqn,bngd->bqgd", pattern, v))
+        out = F.linear(z.reshape(*z.shape[:2], -1), spec.out_weight, spec.out_bias)
+        if spec.mlp is not None:
+            out = out + self.hook_mlp_out(spec.mlp(out))
+        return out[:, 0] if spec.select == "first" else out.mean(dim=1)
 
 
 class HookedViT(HookedRootModule):
-    """A live open_clip ``VisionTransformer`` with TransformerLens hook points.
+    """A live CLIP-family ViT image tower with TransformerLens hook points.
 
-    Hook names: ``hook_patch_embed`` (conv tokens ``[B, g*g, D]``), ``hook_embed`` (``ln_pre``
-    output, the first residual term ``[B, N, D]``), ``blocks.{l}.hook_resid_pre``,
-    ``blocks.{l}.ln1.hook_scale``, ``blocks.{l}.attn.hook_q|k|v|attn_scores|pattern|z|result``,
-    ``blocks.{l}.hook_attn_out``, ``blocks.{l}.hook_resid_mid``, ``blocks.{l}.ln2.hook_scale``,
-    ``blocks.{l}.mlp.hook_pre|post``, ``blocks.{l}.hook_mlp_out``, ``blocks.{l}.hook_resid_post``,
-    ``ln_final.hook_scale|normalized`` (``ln_post``), ``hook_pooled`` (``[B, D]``, before
-    ``proj``) and ``hook_image_embed`` (``[B, E]``).
+    Hook names: ``hook_patch_embed`` (patch tokens ``[B, P, D]``), ``hook_embed`` (the first
+    residual term ``[B, N, D]``: class/register tokens, positions and pre-norm included),
+    ``blocks.{l}.hook_resid_pre``, ``blocks.{l}.ln1.hook_scale``,
+    ``blocks.{l}.attn.hook_q|k|v|attn_scores|pattern|z|result``, ``blocks.{l}.attn.ln.hook_scale``
+    (sub-LN towers), ``blocks.{l}.hook_attn_out``, ``blocks.{l}.hook_resid_mid``,
+    ``blocks.{l}.ln2.hook_scale``, ``blocks.{l}.mlp.hook_pre|post``, ``blocks.{l}.hook_mlp_out``,
+    ``blocks.{l}.hook_resid_post``, ``ln_final.hook_scale|normalized`` (the final norm, before or
+    after the pool), ``pool.hook_pattern|z|mlp_out`` (attention pools), ``hook_pooled`` (``[B, D]``,
+    before the projection) and ``hook_image_embed`` (``[B, E]``).
+
+    Calls on one model are serialized (``lock``), so one ``HookedViT`` can be shared by threads.
 
     Args:
-        visual: an open_clip ``VisionTransformer`` (``model.visual``). It stays the owner of the
-            weights; the hooked module only calls its submodules.
+        visual: the image tower (``model.visual`` of an open_clip model, a ``transformers``
+            vision model, ...) or a :class:`~captum_clipspan.hooked.spec.TowerSpec`. It stays the
+            owner of the weights; the hooked module only calls its submodules.
 
     Examples::
 
@@ -216,31 +360,45 @@ class HookedViT(HookedRootModule):
         >>> cache["blocks.11.attn.hook_pattern"].shape  # [B, H, N, N]
     """
 
-    def __init__(self, visual: nn.Module) -> None:
-        check_supported_tower(visual)
+    def __init__(self, visual: nn.Module | TowerSpec) -> None:
+        from .backends import tower_spec
+
+        spec = visual if isinstance(visual, TowerSpec) else tower_spec(visual)
         super().__init__()
-        self.model = visual
-        resblocks = visual.transformer.resblocks
-        self.n_layers = len(resblocks)
-        self.n_heads = resblocks[0].attn.num_heads
-        self.d_model = visual.transformer.width
-        self.d_head = self.d_model // self.n_heads
-        self.output_dim = visual.proj.shape[1]
-        self.image_size = tuple(visual.image_size)
-        self.grid_size = tuple(visual.grid_size)
-        self.n_tokens = self.grid_size[0] * self.grid_size[1] + 1
-        self.pool_type = visual.pool_type
-        self.final_ln_after_pool = bool(visual.final_ln_after_pool)
+        _register_quietly(self, "spec", spec)
+        self.model = spec.module
+        self.family = spec.family
+        self.lock = threading.RLock()
+        self.n_layers = len(spec.blocks)
+        self.n_heads = spec.blocks[0].attention.n_heads
+        self.d_head = spec.blocks[0].attention.d_head
         self.hook_patch_embed = HookPoint()
         self.hook_embed = HookPoint()
-        self.blocks = nn.ModuleList(HookedBlock(block) for block in resblocks)
-        self.ln_final = HookedLayerNorm(visual.ln_post)
+        self.blocks = nn.ModuleList(HookedBlock(block) for block in spec.blocks)
+        readout = spec.readout
+        self.ln_final = HookedNorm(readout.final_norm)
+        self.pool = (HookedAttentionPool(readout.attention_pool)
+                     if readout.attention_pool is not None else None)
         self.hook_pooled = HookPoint()
         self.hook_image_embed = HookPoint()
+        self.image_size = tuple(spec.image_size)
+        self.grid_size = tuple(spec.grid_size)
+        self.n_prefix_tokens = spec.n_prefix_tokens
+        self.n_tokens = self.grid_size[0] * self.grid_size[1] + self.n_prefix_tokens
+        self.d_model = self._infer_width()
+        self.output_dim = (readout.proj.shape[1] if readout.proj is not None
+                           else self._pooled_width())
         self.setup()
 
+    def _infer_width(self) -> int:
+        return self.spec.blocks[0].attention.out_weight.shape[0]
+
+    def _pooled_width(self) -> int:
+        pool = self.spec.readout.attention_pool
+        return pool.out_weight.shape[0] if pool is not None else self.d_model
+
     def setup(self) -> None:
-        """Name our own modules and hook points only; open_clip's modules stay untouched."""
+        """Name our own modules and hook points only; the backend's modules stay untouched."""
         self.mod_dict, self.hook_dict = {}, {}
         for name, module in self.named_modules():
             if name in ("", "model") or name.startswith("model."):
@@ -250,13 +408,49 @@ class HookedViT(HookedRootModule):
             if isinstance(module, HookPoint):
                 self.hook_dict[name] = module
 
+    # Readout description, for the decomposition --------------------------------------------
+    @property
+    def pool_type(self) -> str:
+        """``"tok"``, ``"avg"`` or ``"attn"``: how the tower pools its tokens."""
+        return {"token": "tok", "mean": "avg", "attention": "attn"}[self.spec.readout.pool]
+
+    @property
+    def pool_rows(self) -> slice:
+        """The token rows the pool reads, as a slice of ``[0, N)``."""
+        rows = self.spec.readout.pool_rows
+        return slice(rows, rows + 1) if isinstance(rows, int) else rows
+
+    @property
+    def final_ln_after_pool(self) -> bool:
+        return self.spec.readout.final_norm_after_pool
+
+    @property
+    def proj(self) -> Tensor | None:
+        """``[D_out, E]`` everything linear after the pool, as one matrix (``None``: identity)."""
+        return self.spec.readout.proj
+
+    @property
+    def proj_bias(self) -> Tensor | None:
+        return self.spec.readout.proj_bias
+
+    # TransformerLens-style stacked weights ---------------------------------------------------
+    @property
+    def W_O(self) -> Tensor:  # noqa: N802
+        """``[L, H, d_head, D]``."""
+        return torch.stack([block.attn.W_O for block in self.blocks])
+
+    @property
+    def b_O(self) -> Tensor:  # noqa: N802
+        """``[L, D]``."""
+        return torch.stack([block.attn.b_O for block in self.blocks])
+
     @property
     def dtype(self) -> torch.dtype:
-        return self.model.proj.dtype
+        return self.spec.blocks[0].attention.out_weight.dtype
 
     @property
     def device(self) -> torch.device:
-        return self.model.proj.device
+        return self.spec.blocks[0].attention.out_weight.device
 
     def check_images(self, images: Tensor) -> None:
         """Raise a clear error unless ``images`` is a finite ``[B, 3, H, W]`` batch of this size."""
@@ -277,30 +471,31 @@ class HookedViT(HookedRootModule):
         if not torch.isfinite(images).all():
             raise ValueError("images contain NaN or infinite values.")
 
-    def embed(self, images: Tensor) -> Tensor:
-        """Patch embedding, class token, positions, patch dropout and ``ln_pre``: ``[B, N, D]``."""
-        visual = self.model
-        x = visual.conv1(images)
-        x = self.hook_patch_embed(x.reshape(x.shape[0], x.shape[1], -1).permute(0, 2, 1))
-        cls = visual.class_embedding.view(1, 1, -1).expand(x.shape[0], -1, -1).to(x.dtype)
-        x = torch.cat([cls, x], dim=1) + visual.positional_embedding.to(x.dtype)
-        return self.hook_embed(visual.ln_pre(visual.patch_dropout(x)))
+    def embed(self, images: Tensor) -> tuple[Tensor, Context]:
+        """Patch embedding, prefix tokens, positions and pre-norm: ``[B, N, D]`` and the context
+        every attention layer receives (rotary tables)."""
+        patches = self.hook_patch_embed(self.spec.patchify(images))
+        tokens, context = self.spec.assemble(patches)
+        return self.hook_embed(tokens), context
 
-    def pool(self, residual: Tensor) -> Tensor:
-        """``ln_post`` and pooling of the final residual stream ``[B, N, D]`` -> ``[B, D]``."""
-        if self.final_ln_after_pool:
-            return self.ln_final(pool_tokens(residual, self.pool_type))
-        return pool_tokens(self.ln_final(residual), self.pool_type)
+    def pool_tokens(self, residual: Tensor) -> Tensor:
+        """Final norm and pooling of the final residual stream ``[B, N, D]`` -> ``[B, D_out]``."""
+        readout = self.spec.readout
+        if not readout.final_norm_after_pool:
+            residual = self.ln_final(residual)
+        if readout.pool == "token":
+            pooled = residual[:, readout.pool_rows]
+        elif readout.pool == "mean":
+            pooled = residual[:, readout.pool_rows].mean(dim=1)
+        else:
+            pooled = self.pool(residual[:, readout.pool_rows])
+        return self.ln_final(pooled) if readout.final_norm_after_pool else pooled
 
     def forward(self, images: Tensor) -> Tensor:
-        """Image embeddings ``[B, E]``, equal to ``model.visual(images)``."""
-        x = self.embed(images)
-        for block in self.blocks:
-            x = block(x)
-        pooled = self.hook_pooled(self.pool(x))
-        return self.hook_image_embed(pooled @ self.model.proj)
-
-
-def pool_tokens(x: Tensor, pool_type: str) -> Tensor:
-    """open_clip's global pooling: the class token (``"tok"``) or the mean of patch tokens."""
-    return x[:, 1:].mean(dim=1) if pool_type == "avg" else x[:, 0]
+        """Image embeddings ``[B, E]``, equal to the backend's own forward."""
+        with self.lock:
+            x, context = self.embed(images)
+            for block in self.blocks:
+                x = block(x, context)
+            pooled = self.hook_pooled(self.pool_tokens(x))
+            return self.hook_image_embed(self.spec.readout.project(pooled))
