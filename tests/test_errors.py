@@ -89,8 +89,6 @@ def _small_clip(vision_cfg):
 
 @pytest.mark.parametrize("vision_cfg, message", [
     (dict(layers=[1, 1, 1, 1], width=8, image_size=64), "ResNet"),
-    (dict(image_size=32, patch_size=8, width=32, layers=1, head_width=16,
-          attentional_pool=True, attn_pooler_heads=2), "attentional pooling"),
     (dict(image_size=32, patch_size=8, width=32, layers=1, head_width=16, qk_norm=True),
      "custom-block"),
 ])
