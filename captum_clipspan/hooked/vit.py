@@ -28,7 +28,7 @@ from .spec import AttentionPoolSpec, AttentionSpec, BlockSpec, Context, MLPSpec,
 
 
 def is_hooked(point: nn.Module) -> bool:
-    """Whether any forward or backward hook (TransformerLens' or plain PyTorch's) is on ``point``."""
+    """Whether any hook, TransformerLens' or a plain PyTorch one, is on ``point``."""
     return bool(point._forward_hooks or point._forward_pre_hooks or point._backward_hooks
                 or point._backward_pre_hooks)
 
@@ -100,8 +100,8 @@ class HookedNorm(nn.Module):
 class HookedAttention(nn.Module):
     """Hook points and weights of one self-attention layer; shapes follow TransformerLens.
 
-    ``hook_q``/``hook_k``/``hook_v``/``hook_z``: ``[B, N, H, d_head]`` (q and k as they enter the dot
-    product: after qk-norm and rotary embeddings where the model has them); ``hook_attn_scores``
+    ``hook_q``/``hook_k``/``hook_v``/``hook_z``: ``[B, N, H, d_head]`` (q and k as they enter the
+    dot product: after qk-norm and rotary embeddings where the model has them); ``hook_attn_scores``
     and ``hook_pattern``: ``[B, H, N_query, N_key]``; ``hook_result``: ``[B, N, H, D]``, each
     head's share of the out-projection after LayerScale (the out-projection bias is in no head).
     ``ln`` is the norm over the concatenated heads (EVA's sub-LN), when the model has one.
