@@ -130,7 +130,9 @@ class ReadoutSpec:
         final_norm_after_pool: whether ``final_norm`` acts on the pooled vector.
         attention_pool: the pool for ``"attention"``.
         proj: ``[D_out, E]`` the linear map(s) after the pool as one matrix (``x @ proj``),
-            or ``None`` for the identity; ``proj_bias`` ``[E]`` or ``None``.
+            or ``None`` for the identity; ``proj_bias`` ``[E]`` or ``None``. Either may be a
+            zero-argument callable when it is composed from several weights, so that it always
+            reflects the current weights.
         project: ``(pooled [B, D_out]) -> [B, E]`` the backend's own projection code.
     """
 
@@ -139,8 +141,8 @@ class ReadoutSpec:
     final_norm: nn.Module | None
     final_norm_after_pool: bool
     project: Callable[[Tensor], Tensor]
-    proj: Tensor | None
-    proj_bias: Tensor | None = None
+    proj: Tensor | Callable[[], Tensor] | None
+    proj_bias: Tensor | Callable[[], Tensor] | None = None
     attention_pool: AttentionPoolSpec | None = None
 
 

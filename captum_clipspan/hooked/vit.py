@@ -386,8 +386,7 @@ class HookedViT(HookedRootModule):
         self.n_prefix_tokens = spec.n_prefix_tokens
         self.n_tokens = self.grid_size[0] * self.grid_size[1] + self.n_prefix_tokens
         self.d_model = self._infer_width()
-        self.output_dim = (readout.proj.shape[1] if readout.proj is not None
-                           else self._pooled_width())
+        self.output_dim = self.proj.shape[1] if self.proj is not None else self._pooled_width()
         self.setup()
 
     def _infer_width(self) -> int:
@@ -427,11 +426,14 @@ class HookedViT(HookedRootModule):
     @property
     def proj(self) -> Tensor | None:
         """``[D_out, E]`` everything linear after the pool, as one matrix (``None``: identity)."""
-        return self.spec.readout.proj
+        proj = self.spec.readout.proj
+        return proj() if callable(proj) else proj
 
     @property
     def proj_bias(self) -> Tensor | None:
-        return self.spec.readout.proj_bias
+        """``[E]`` the bias of the maps after the pool, or ``None``."""
+        bias = self.spec.readout.proj_bias
+        return bias() if callable(bias) else bias
 
     # TransformerLens-style stacked weights ---------------------------------------------------
     @property
