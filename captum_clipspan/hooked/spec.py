@@ -36,7 +36,7 @@ class AttentionSpec:
         qkv_weights: the query, key and value projection weights, each ``[H * d, D]``.
         qkv_biases: their biases, each ``[H * d]`` or ``None``.
         scale: the softmax temperature (``d ** -0.5`` unless the model says otherwise).
-        score_bias: ``(context) -> [H, N, N]`` an additive score term (relative positions), or
+        score_bias: ``() -> [H, N, N]`` an additive score term (relative positions), or
             ``None``.
         z_norm: a norm over the concatenated head outputs before the out-projection (EVA's
             sub-LN), or ``None``.
@@ -51,7 +51,7 @@ class AttentionSpec:
     qkv_weights: tuple[Tensor, Tensor, Tensor] | None = None
     qkv_biases: tuple[Tensor | None, Tensor | None, Tensor | None] = (None, None, None)
     scale: float | None = None
-    score_bias: Callable[[Context], Tensor] | None = None
+    score_bias: Callable[[], Tensor] | None = None
     z_norm: nn.Module | None = None
 
 

@@ -176,14 +176,13 @@ class HookedAttention(nn.Module):
     def is_split(self) -> bool:
         return self.force_split or any(is_hooked(point) for point in self.hooked_points())
 
-    def scores(self, q: Tensor, k: Tensor, context: Context,
-               rows: slice | Tensor | None = None) -> Tensor:
+    def scores(self, q: Tensor, k: Tensor, rows: slice | None = None) -> Tensor:
         """Attention scores ``[B, H, N_q, N]`` of queries ``q`` ``[B, N_q, H, d]`` (the query
         rows ``rows`` of the sequence) against all keys; the one score function of both the
         forward pass and the decomposition."""
         scores = torch.einsum("bqhd,bkhd->bhqk", q, k) * self.scale
         if self.spec.score_bias is not None:
-            bias = self.spec.score_bias(context)
+            bias = self.spec.score_bias()
             scores = scores + (bias if rows is None else bias[:, rows]).to(scores.dtype)
         return scores
 
@@ -201,11 +200,11 @@ class HookedAttention(nn.Module):
         q, k, v = self.spec.project(x, context)
         q, k, v = self.hook_q(q), self.hook_k(k), self.hook_v(v)
         if is_hooked(self.hook_attn_scores) or is_hooked(self.hook_pattern):
-            scores = self.hook_attn_scores(self.scores(q, k, context))
+            scores = self.hook_attn_scores(self.scores(q, k))
             pattern = self.hook_pattern(scores.softmax(dim=-1).to(v.dtype))
             z = torch.einsum("bhqk,bkhd->bqhd", pattern, v)
         else:
-            bias = self.spec.score_bias(context).to(q.dtype) if self.spec.score_bias else None
+            bias = self.spec.score_bias().to(q.dtype) if self.spec.score_bias else None
             z = F.scaled_dot_product_attention(
                 q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2), attn_mask=bias,
                 scale=self.scale,
