@@ -1,17 +1,30 @@
 """Passes over image datasets: batching any image source, and a resumable decomposition cache.
 
 The cache is a folder of ``.npy`` files written through memory maps, one batch at a time, so memory
-stays bounded by a batch whatever the dataset size. After every batch the arrays are flushed and
+stays bounded by a batch whatever the dataset size. ``meta.json`` (the settings, a hash of every
+weight of the image tower, the image files) is written first and atomically, and the arrays' disk
+space is reserved before any row is written. After every batch the arrays are flushed and
 ``progress.json`` is replaced atomically; an interrupted pass resumes from the last committed batch
 and ends with the same contents as an uninterrupted one.
+
+Each row also stores a digest of what it was computed from: the file's relative path, size and
+mtime for an image folder, else the image's values and label. A pass that resumes, or reuses a
+finished cache, checks them (every file of a folder; the first and last committed batch of other
+sources) and refuses other images. Opening checks every array's header, dtype, shape and size, and
+a lock file keeps a second writer out.
 """
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
+import math
 import os
+import shutil
+import socket
 from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -25,8 +38,27 @@ from .decomposition import CONVENTIONS, decompose, resolve_layers
 from .hooked.clip import HookedCLIP
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".webp", ".gif", ".tif", ".tiff")
-CACHE_VERSION = 1
+CACHE_VERSION = 2
 ImageSource = str | Path | Tensor | Dataset | DataLoader
+
+try:
+    import fcntl
+except ImportError:  # Windows: no flock, so passes there are not guarded against a second writer
+    fcntl = None
+
+DIGEST_SIZE = 16
+_HASH_CHUNK = 1 << 24  # bytes hashed at a time: bounds the host copy of a GPU tensor
+_META, _PROGRESS, _LOCK = "meta.json", "progress.json", "lock"
+_FIELDS = ("heads", "attns", "mlps", "embed", "image_embeds", "labels", "digests", "attn_biases",
+           "ln_bias")
+# The files a cache folder may hold, progress first so that removing them one by one never leaves
+# a progress.json without its arrays; overwrite=True deletes these and nothing else.
+_OWNED = (_PROGRESS, "progress.tmp", _META, "meta.tmp", *(f"{name}.npy" for name in _FIELDS))
+_META_KEYS = ("version", "n", "layers", "convention", "dtype", "fields", "fingerprint", "classes",
+              "source")
+_INFO_KEYS = ("model_name", "root")  # informational: the rows do not depend on them
+_REBUILD = ("pass overwrite=True to cache_decomposition to rebuild the cache, or use a new "
+            "folder.")
 
 
 class ImageFolder(Dataset):
@@ -127,24 +159,159 @@ def source_length(clip: HookedCLIP, data: ImageSource) -> int:
     return len(source.dataset) if isinstance(source, DataLoader) else len(source)
 
 
+def _hash_tensor(digest: Any, tensor: Tensor) -> None:
+    """Feed a tensor's dtype, shape and raw bytes to ``digest``, one chunk at a time."""
+    tensor = tensor.detach()
+    digest.update(f"{tensor.dtype}{tuple(tensor.shape)}".encode())
+    flat = tensor.contiguous().reshape(-1).view(torch.uint8)
+    for start in range(0, flat.numel(), _HASH_CHUNK):
+        digest.update(flat[start:start + _HASH_CHUNK].cpu().numpy())
+
+
 def model_fingerprint(clip: HookedCLIP) -> str:
-    """A short hash of the image tower's shape and a few of its weights, to refuse mixing models."""
-    visual = clip.visual.model
+    """A hash of the image tower: its module types and every parameter and buffer, streamed.
+
+    It reads every weight once (about a second per GB on one CPU core) and copies none but a
+    chunk at a time, so any change to any weight, fine-tuned early layers included, gives another
+    fingerprint.
+    """
+    vit, tower = clip.visual, clip.visual.model
     digest = hashlib.sha256()
-    digest.update(repr((clip.visual.n_layers, clip.visual.n_heads, clip.visual.d_model,
-                        clip.visual.output_dim, clip.visual.image_size)).encode())
-    last = visual.transformer.resblocks[-1]
-    for tensor in (visual.proj, visual.class_embedding, visual.positional_embedding,
-                   last.attn.out_proj.weight, visual.ln_post.weight):
-        if tensor is not None:
-            digest.update(tensor.detach().float().cpu().numpy().tobytes())
+    digest.update(repr((vit.n_layers, vit.n_heads, vit.output_dim, tuple(vit.image_size))).encode())
+    digest.update(repr([(name, type(module).__name__)
+                        for name, module in tower.named_modules()]).encode())
+    for kind, named in (("parameter", tower.named_parameters()), ("buffer", tower.named_buffers())):
+        for name, tensor in named:
+            digest.update(f"{kind} {name}".encode())
+            _hash_tensor(digest, tensor)
     return digest.hexdigest()[:16]
+
+
+def _file_digests(folder: ImageFolder, start: int, stop: int) -> np.ndarray:
+    """Row digests ``[stop - start, DIGEST_SIZE]`` of a folder's files from path, size and mtime."""
+    rows = np.empty((stop - start, DIGEST_SIZE), np.uint8)
+    for row, file in enumerate(folder.files[start:stop]):
+        stat = file.stat()
+        key = f"{file.relative_to(folder.root).as_posix()}\0{stat.st_size}\0{stat.st_mtime_ns}"
+        rows[row] = np.frombuffer(hashlib.sha256(key.encode()).digest()[:DIGEST_SIZE], np.uint8)
+    return rows
+
+
+def _image_digests(images: Tensor, labels: Tensor) -> np.ndarray:
+    """Row digests ``[b, DIGEST_SIZE]`` of each image's raw values and its label."""
+    rows = np.empty((images.shape[0], DIGEST_SIZE), np.uint8)
+    images = images.detach().cpu()
+    for row in range(images.shape[0]):
+        digest = hashlib.sha256(f"label {int(labels[row])}".encode())
+        _hash_tensor(digest, images[row])
+        rows[row] = np.frombuffer(digest.digest()[:DIGEST_SIZE], np.uint8)
+    return rows
+
+
+def _batch_digests(source: Dataset | DataLoader, start: int, images: Tensor,
+                   labels: Tensor) -> np.ndarray:
+    if isinstance(source, ImageFolder):
+        return _file_digests(source, start, start + images.shape[0])
+    return _image_digests(images, labels)
 
 
 def _write_json_atomic(path: Path, value: dict) -> None:
     temporary = path.with_suffix(".tmp")
-    temporary.write_text(json.dumps(value, indent=1))
+    with open(temporary, "w") as handle:
+        json.dump(value, handle, indent=1)
+        handle.flush()
+        os.fsync(handle.fileno())
     os.replace(temporary, path)
+
+
+def _identity(meta: dict) -> str:
+    """A digest of everything the rows depend on: ``meta`` less its informational keys."""
+    core = {key: value for key, value in meta.items() if key not in _INFO_KEYS}
+    return hashlib.sha256(json.dumps(core, sort_keys=True).encode()).hexdigest()[:16]
+
+
+class _DamagedFile(ValueError):
+    """A missing or unreadable ``meta.json`` or ``progress.json``; the message says what to do."""
+
+    def __init__(self, file: Path, why: str) -> None:
+        remedy = ("run cache_decomposition again with the same model, images and settings to "
+                  "restore it, or " + _REBUILD) if file.name == _META else _REBUILD
+        super().__init__(f"the cache file {file} is {why}; {remedy}")
+
+
+def _read_json(file: Path) -> dict:
+    try:
+        value = json.loads(file.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise _DamagedFile(file, f"damaged (not readable JSON: {error})") from None
+    if not isinstance(value, dict):
+        raise _DamagedFile(file, f"damaged (a JSON {type(value).__name__}, not an object)")
+    return value
+
+
+def _load_progress(path: Path) -> dict | None:
+    """``{"done", "meta"}`` from ``progress.json``, or ``None`` when no batch was committed."""
+    file = path / _PROGRESS
+    if not file.exists():
+        return None
+    value = _read_json(file)
+    done, meta = value.get("done"), value.get("meta")
+    if type(done) is not int or done < 0 or not isinstance(meta, (str, type(None))):
+        raise _DamagedFile(file, "damaged (no valid 'done' count)")
+    return {"done": done, "meta": meta}
+
+
+def _load_meta(path: Path) -> dict:
+    file = path / _META
+    if not file.is_file():
+        raise _DamagedFile(file, "missing")
+    meta = _read_json(file)
+    version = meta.get("version")
+    if type(version) is int and version != CACHE_VERSION:
+        raise ValueError(f"the cache at {path} is in cache format {version}; this version of "
+                         f"captum_clipspan reads format {CACHE_VERSION}: {_REBUILD}")
+    missing = [key for key in _META_KEYS if key not in meta]
+    if missing:
+        raise _DamagedFile(file, f"damaged (no {', '.join(missing)})")
+    try:
+        fields = {name: (np.dtype(dt), [int(size) for size in shape])
+                  for name, (dt, shape) in meta["fields"].items()}
+    except (AttributeError, TypeError, ValueError):
+        fields = {}
+    if not fields or not set(fields) <= set(_FIELDS) or type(meta["n"]) is not int:
+        raise _DamagedFile(file, "damaged (its 'n' or 'fields' entry is invalid)")
+    return meta
+
+
+def _check_array(file: Path, dtype: str, shape: Sequence[int]) -> None:
+    """Raise a ValueError naming ``file`` unless it is a whole ``.npy`` of this dtype and shape."""
+    if not file.is_file():
+        raise ValueError(f"the cache file {file} is missing; {_REBUILD}")
+    readers = {(1, 0): np.lib.format.read_array_header_1_0,
+               (2, 0): np.lib.format.read_array_header_2_0}
+    try:
+        with open(file, "rb") as handle:
+            version = np.lib.format.read_magic(handle)
+            if version not in readers:
+                raise ValueError(f"unsupported .npy format {version}")
+            found_shape, fortran, found_dtype = readers[version](handle)
+            offset, size = handle.tell(), os.fstat(handle.fileno()).st_size
+    except (OSError, ValueError) as error:
+        raise ValueError(f"the cache file {file} is damaged (its .npy header cannot be read: "
+                         f"{error}); {_REBUILD}") from None
+    if fortran or found_dtype != np.dtype(dtype) or list(found_shape) != list(shape):
+        raise ValueError(f"the cache file {file} holds a {found_dtype} array of shape "
+                         f"{list(found_shape)}{' in Fortran order' if fortran else ''}, but "
+                         f"meta.json says {dtype} {list(shape)}; {_REBUILD}")
+    expected = offset + np.dtype(dtype).itemsize * math.prod(shape)
+    if size != expected:
+        raise ValueError(f"the cache file {file} is {size} bytes where its header needs "
+                         f"{expected}: it was truncated or extended; {_REBUILD}")
+
+
+def _check_arrays(path: Path, meta: dict) -> None:
+    for name, (dtype, shape) in meta["fields"].items():
+        _check_array(path / f"{name}.npy", dtype, shape)
 
 
 @dataclass
@@ -159,7 +326,10 @@ class DecompositionCache:
         labels: ``[N]`` int labels (``-1`` where the source had none).
         layers: the model layers of ``heads``; ``convention``: the decomposition convention.
         attn_biases, ln_bias: ``[N, L, E]`` and ``[N, E]`` for the ``"centered"`` convention.
+        digests: ``[N, 16]`` uint8 digest of what each row was computed from (the file's path,
+            size and mtime for an image folder, else the image's values and label).
         classes: class names of an image folder with class sub-folders, else ``[]``.
+        files: the image file of each row for an image folder, else ``[]``.
     """
 
     path: Path
@@ -170,6 +340,7 @@ class DecompositionCache:
     embed: np.ndarray
     image_embeds: np.ndarray
     labels: np.ndarray
+    digests: np.ndarray | None = None
     attn_biases: np.ndarray | None = None
     ln_bias: np.ndarray | None = None
 
@@ -186,6 +357,18 @@ class DecompositionCache:
         return list(self.meta.get("classes", []))
 
     @property
+    def files(self) -> list[Path]:
+        """The image file of each row, in order, for a cache of an image folder; else ``[]``.
+
+        Paths are under the folder that the latest :func:`cache_decomposition` call was given.
+        """
+        source = self.meta["source"]
+        if source["kind"] != "folder":
+            return []
+        root = Path(self.meta["root"])
+        return [root / name for name in source["files"][:len(self)]]
+
+    @property
     def n_heads(self) -> int:
         return self.heads.shape[2]
 
@@ -194,15 +377,23 @@ class DecompositionCache:
 
     @classmethod
     def open(cls, path: str | Path, allow_partial: bool = False) -> DecompositionCache:
-        """Open a cache folder read-only; a partial one only with ``allow_partial``."""
+        """Open a cache folder read-only; a partial one only with ``allow_partial``.
+
+        Raises:
+            ValueError: naming the file, if ``meta.json`` or ``progress.json`` is missing or
+                damaged, or an array's header, dtype, shape or size is not what meta.json says.
+        """
         path = Path(path)
-        if not (path / "meta.json").is_file():
+        if not (path / _META).is_file() and not (path / _PROGRESS).is_file():
             raise ValueError(f"{path} is not a decomposition cache (no meta.json).")
-        meta = json.loads((path / "meta.json").read_text())
-        done = json.loads((path / "progress.json").read_text())["done"]
-        if done < meta["n"] and not allow_partial:
+        meta, progress = _load_meta(path), _load_progress(path)
+        done = 0 if progress is None else progress["done"]
+        if progress is not None and (progress["meta"] != _identity(meta) or done > meta["n"]):
+            raise _DamagedFile(path / _PROGRESS, "not the progress of the pass in meta.json")
+        if done < meta["n"] and (not allow_partial or progress is None):
             raise ValueError(f"the cache at {path} is incomplete ({done} of {meta['n']} "
                              "images); run cache_decomposition again to resume it.")
+        _check_arrays(path, meta)
         arrays = {name: np.load(path / f"{name}.npy", mmap_mode="r")[:done]
                   for name in meta["fields"]}
         return cls(path=path, meta=meta, **arrays)
@@ -232,6 +423,7 @@ def cache_decomposition(
     dtype: str = "float16",
     show_progress: bool = True,
     num_workers: int = 0,
+    overwrite: bool = False,
 ) -> DecompositionCache:
     """Decompose every image of a dataset into an on-disk, memory-mapped cache; resumable.
 
@@ -240,65 +432,102 @@ def cache_decomposition(
         images: an image folder path, a tensor ``[N, 3, H, W]``, a Dataset (items: image tensor or
             ``(image, label)``) or a DataLoader in a fixed order yielding images or
             ``(images, labels)``.
-        path: the cache folder (created if missing). If it holds an unfinished pass of the same
-            model and settings, the pass resumes there.
+        path: the cache folder (created if missing). If it holds a pass of the same model,
+            settings and images, that pass resumes there, or is returned when finished; one of
+            another model, settings or images is refused, unless nothing of it was committed.
         layers: layers whose per-head terms are stored (``None``: all).
         convention: ``"reference"`` or ``"centered"``.
         batch_size: images per forward pass (ignored for a DataLoader).
         dtype: storage dtype of the terms, ``"float16"`` or ``"float32"`` (embeddings are fp32).
         show_progress: show a tqdm progress bar.
         num_workers: DataLoader workers for folders and Datasets.
+        overwrite: delete the cache files in ``path`` (and nothing else) and build it anew.
 
     Returns:
         The finished :class:`DecompositionCache`.
+
+    Raises:
+        ValueError: the folder holds a cache of another model, settings or images, a damaged
+            file, or other files; or the images are refused by :func:`decompose`.
+        RuntimeError: another process or thread is writing this cache.
+        OSError: the disk has no room for the cache (before any image is decomposed, where the
+            file system can say so).
 
     Examples::
 
         >>> cache = cs.cache_decomposition(clip, "images/", "cache/", layers=[-4, -3, -2, -1])
         >>> cache.heads.shape   # [N, 4, H, E]
     """
-    from tqdm.auto import tqdm
-
     if convention not in CONVENTIONS:
         raise ValueError(f"convention must be one of {CONVENTIONS}, got {convention!r}.")
     if dtype not in ("float16", "float32"):
         raise ValueError(f"dtype must be 'float16' or 'float32', got {dtype!r}.")
-    vit, path = clip.visual, Path(path)
-    chosen = resolve_layers(layers, vit.n_layers)
-    n = source_length(clip, images)
+    path = Path(path)
+    source = as_dataset(clip, images)
+    n = len(source.dataset) if isinstance(source, DataLoader) else len(source)
     if n == 0:
         raise ValueError("the image source is empty.")
-    meta = _cache_meta(clip, images, n, chosen, convention, dtype)
-    done = _prepare_folder(path, meta)
-    arrays = {}
-    for name, (dt, shape) in meta["fields"].items():
-        file = path / f"{name}.npy"
-        arrays[name] = np.lib.format.open_memmap(file, mode="r+" if file.exists() else "w+",
-                                                 dtype=np.dtype(dt), shape=tuple(shape))
+    chosen = resolve_layers(layers, clip.visual.n_layers)
+    meta = _cache_meta(clip, source, n, chosen, convention, dtype)
+    _check_target(path)
+    path.mkdir(parents=True, exist_ok=True)
+    with _writer_lock(path):
+        done = _prepare_folder(path, meta, overwrite)
+        if done:
+            _check_rows(clip, source, path, done, batch_size, num_workers)
+        if done < n:
+            _run_pass(clip, source, path, meta, done, chosen, convention, batch_size,
+                      num_workers, show_progress)
+        return DecompositionCache.open(path)
+
+
+def _run_pass(clip: HookedCLIP, source: Dataset | DataLoader, path: Path, meta: dict, done: int,
+              layers: tuple[int, ...], convention: str, batch_size: int, num_workers: int,
+              show_progress: bool) -> None:
+    """Decompose rows ``done..n`` into the cache, committing ``progress.json`` after each batch."""
+    from tqdm.auto import tqdm
+
+    n, identity = meta["n"], _identity(meta)
+    if done:
+        arrays = {name: np.lib.format.open_memmap(path / f"{name}.npy", mode="r+")
+                  for name in meta["fields"]}
+    else:
+        arrays = None
+        _check_free_space(path, meta)
     progress = tqdm(total=n, initial=done, unit="img", disable=not show_progress,
                     desc="decomposing")
     try:
-        for batch, labels in iterate_batches(clip, images, batch_size, done, num_workers):
-            parts = decompose(clip, batch, granularity="head", convention=convention,
-                              layers=chosen)
+        for batch, labels in iterate_batches(clip, source, batch_size, done, num_workers):
             stop = done + batch.shape[0]
+            if stop > n:
+                raise ValueError(f"the image source yielded more than its length ({n} images); "
+                                 "give a Dataset whose __len__ matches what it yields.")
+            parts = decompose(clip, batch, granularity="head", convention=convention,
+                              layers=layers)
+            if arrays is None:  # the first batch passed decompose's checks of the images
+                arrays = _create_files(path, meta)
             values = {"heads": parts.heads, "attns": parts.attns, "mlps": parts.mlps,
                       "embed": parts.embed, "image_embeds": parts.image_embed,
                       "labels": labels, "attn_biases": parts.attn_biases,
                       "ln_bias": parts.ln_bias}
+            values = {name: value.cpu().numpy() for name, value in values.items()
+                      if value is not None}
+            values["digests"] = _batch_digests(source, done, batch, labels)
             for name, array in arrays.items():
-                array[done:stop] = values[name].cpu().numpy()
+                array[done:stop] = values[name]
                 array.flush()
             done = stop
-            _write_json_atomic(path / "progress.json", {"done": done})
+            _write_json_atomic(path / _PROGRESS, {"done": done, "meta": identity})
             progress.update(batch.shape[0])
     finally:
         progress.close()
-        del arrays
-    return DecompositionCache.open(path)
+        arrays = None
+    if done < n:
+        raise ValueError(f"the image source yielded {done} of its {n} images (a DataLoader with "
+                         f"drop_last=True?); the cache at {path} is incomplete.")
 
 
-def _cache_meta(clip: HookedCLIP, images: ImageSource, n: int, layers: tuple[int, ...],
+def _cache_meta(clip: HookedCLIP, source: Dataset | DataLoader, n: int, layers: tuple[int, ...],
                 convention: str, dtype: str) -> dict:
     vit = clip.visual
     width, n_layers = vit.output_dim, vit.n_layers
@@ -309,31 +538,197 @@ def _cache_meta(clip: HookedCLIP, images: ImageSource, n: int, layers: tuple[int
         "embed": (dtype, [n, width]),
         "image_embeds": ("float32", [n, width]),
         "labels": ("int64", [n]),
+        "digests": ("uint8", [n, DIGEST_SIZE]),
     }
     if convention == "centered":
         fields["attn_biases"] = (dtype, [n, n_layers, width])
         fields["ln_bias"] = (dtype, [n, width])
-    source = as_dataset(clip, images)
-    return {"version": CACHE_VERSION, "n": n, "layers": list(layers), "convention": convention,
+    if isinstance(source, ImageFolder):
+        record = {"kind": "folder",
+                  "files": [file.relative_to(source.root).as_posix() for file in source.files]}
+        root = str(source.root.resolve())
+    else:
+        record, root = {"kind": "data"}, None
+    meta = {"version": CACHE_VERSION, "n": n, "layers": list(layers), "convention": convention,
             "dtype": dtype, "fields": fields, "fingerprint": model_fingerprint(clip),
-            "model_name": clip.model_name, "classes": getattr(source, "classes", [])}
+            "classes": getattr(source, "classes", []), "source": record,
+            "model_name": clip.model_name, "root": root}
+    return json.loads(json.dumps(meta))  # as it reads back from meta.json (lists, not tuples)
 
 
-def _prepare_folder(path: Path, meta: dict) -> int:
-    """Create the folder or check that it holds a compatible pass; return images already done."""
-    if (path / "meta.json").is_file():
-        existing = json.loads((path / "meta.json").read_text())
-        keys = ["version", "n", "layers", "convention", "dtype", "fingerprint"]
-        different = [k for k in keys if existing.get(k) != meta[k]]
-        if different:
-            raise ValueError(f"{path} holds a cache with other settings ({', '.join(different)} "
-                             "differ: another model, dataset size, layers, convention or dtype); "
-                             "use another path or delete it.")
-        progress = path / "progress.json"
-        return json.loads(progress.read_text())["done"] if progress.is_file() else 0
-    if path.exists() and any(path.iterdir()):
-        raise ValueError(f"{path} exists and is not an empty folder or a decomposition cache.")
-    path.mkdir(parents=True, exist_ok=True)
-    _write_json_atomic(path / "progress.json", {"done": 0})
-    _write_json_atomic(path / "meta.json", meta)
-    return 0
+def _check_target(path: Path) -> None:
+    """Refuse a path that is a file or a folder holding anything but cache files."""
+    if path.exists() and not path.is_dir():
+        raise ValueError(f"the cache path {path} is a file; give a new or empty folder.")
+    if path.is_dir():
+        foreign = sorted(entry.name for entry in path.iterdir()
+                         if entry.name not in _OWNED and entry.name != _LOCK)
+        if foreign:
+            more = ", ..." if len(foreign) > 3 else ""
+            raise ValueError(f"{path} exists and is not an empty folder or a decomposition cache "
+                             f"(it holds {', '.join(foreign[:3])}{more}); give a new or empty "
+                             "folder.")
+
+
+@contextmanager
+def _writer_lock(path: Path) -> Iterator[None]:
+    """Hold an exclusive lock on ``path/lock`` for a whole pass; refuse at once if it is held."""
+    if fcntl is None:
+        yield
+        return
+    file = path / _LOCK
+    try:
+        handle = os.open(file, os.O_RDWR | os.O_CREAT, 0o644)
+    except OSError as error:
+        raise OSError(error.errno, f"cannot create the lock file {file} ({error.strerror}); a "
+                      "cache pass needs a writable folder (DecompositionCache.open reads a "
+                      "finished cache without one).") from None
+    try:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(handle, 256, 0).decode(errors="replace").strip()
+            raise RuntimeError(f"the cache at {path} is being written by another process or "
+                               f"thread ({holder or 'it has not written its pid yet'}); wait "
+                               "for it to finish, or write to another folder.") from None
+        os.ftruncate(handle, 0)
+        os.pwrite(handle, f"pid {os.getpid()} on host {socket.gethostname()}\n".encode(), 0)
+        yield
+    finally:
+        os.close(handle)  # releases the lock
+
+
+def _remove_cache_files(path: Path) -> None:
+    for name in _OWNED:
+        (path / name).unlink(missing_ok=True)
+
+
+def _prepare_folder(path: Path, meta: dict, overwrite: bool) -> int:
+    """Check that the folder holds a compatible pass (repairing a lost meta.json); return how
+    many images it has committed, after clearing it when there are none."""
+    progress = None if overwrite else _load_progress(path)
+    if progress is None or progress["done"] == 0:
+        _remove_cache_files(path)  # nothing committed: start over with this call's settings
+        return 0
+    try:
+        existing = _load_meta(path)
+    except _DamagedFile as damage:
+        if progress["meta"] != _identity(meta):
+            raise ValueError(f"{damage}. Its {progress['done']} committed images are not from "
+                             "this model, these settings and images, so it cannot be restored "
+                             "from this call.") from None
+        _write_json_atomic(path / _META, meta)  # the committed rows are this call's: restore it
+        existing = meta
+    if existing["source"] != meta["source"]:
+        raise ValueError(f"the cache at {path} was built from other images "
+                         f"({_source_difference(existing['source'], meta['source'])}); "
+                         f"{_REBUILD}")
+    different = [key for key in _META_KEYS if existing[key] != meta[key]]
+    if different:
+        raise ValueError(f"{path} holds a cache with other settings ({', '.join(different)} "
+                         "differ: another model, dataset size, layers, convention or dtype); "
+                         f"{_REBUILD}")
+    if progress["meta"] != _identity(existing) or progress["done"] > meta["n"]:
+        raise _DamagedFile(path / _PROGRESS, "not the progress of the pass in meta.json")
+    _check_arrays(path, meta)
+    if existing != meta:  # only informational keys differ: the folder moved, the model's name
+        _write_json_atomic(path / _META, meta)
+    return progress["done"]
+
+
+def _source_difference(old: dict, new: dict) -> str:
+    if old["kind"] != new["kind"]:
+        return ("it holds an image folder" if old["kind"] == "folder"
+                else "it holds a tensor, Dataset or DataLoader, not an image folder")
+    old_files, new_files = set(old["files"]), set(new["files"])
+    added = sorted(new_files - old_files)
+    removed = sorted(old_files - new_files)
+    parts = [f"{len(names)} files {what}, e.g. {names[0]}"
+             for names, what in ((added, "added"), (removed, "removed")) if names]
+    return "; ".join(parts) or "the same files in another order"
+
+
+def _check_rows(clip: HookedCLIP, source: Dataset | DataLoader, path: Path, done: int,
+                batch_size: int, num_workers: int) -> None:
+    """Raise unless the source's first ``done`` rows are those committed: every file's path,
+    size and mtime for a folder, else the images and labels of the first and last committed
+    batch (read again)."""
+    stored = np.load(path / "digests.npy", mmap_mode="r")
+    if isinstance(source, ImageFolder):
+        spans = [(0, done)]
+    else:
+        count = min(batch_size, done)
+        spans = [(0, count)] + ([(max(count, done - count), done)] if done > count else [])
+    for start, stop in spans:
+        found = _source_digests(clip, source, start, stop, batch_size, num_workers)
+        changed = np.flatnonzero((found != stored[start:stop]).any(axis=1))
+        if not changed.size:
+            continue
+        row = start + int(changed[0])
+        if isinstance(source, ImageFolder):
+            what = (f"the image file {source.files[row]} (row {row}) changed since it was "
+                    "cached (its size or mtime differs)")
+        else:
+            what = (f"the images given differ from those the cache was built from (row {row} "
+                    "has another image or label; random transforms make every pass differ)")
+        raise ValueError(f"{what}; the cache at {path} cannot be reused with them: {_REBUILD}")
+
+
+def _source_digests(clip: HookedCLIP, source: Dataset | DataLoader, start: int, stop: int,
+                    batch_size: int, num_workers: int) -> np.ndarray:
+    if isinstance(source, ImageFolder):
+        return _file_digests(source, start, stop)
+    parts, row = [], start
+    for images, labels in iterate_batches(clip, source, batch_size, start, num_workers):
+        take = min(images.shape[0], stop - row)
+        parts.append(_image_digests(images[:take], labels[:take]))
+        row += take
+        if row >= stop:
+            break
+    return np.concatenate(parts)
+
+
+def _cache_bytes(meta: dict) -> int:
+    """Disk bytes of the arrays (data; each header adds at most a few hundred bytes)."""
+    return sum(np.dtype(dtype).itemsize * math.prod(shape)
+               for dtype, shape in meta["fields"].values())
+
+
+def _check_free_space(path: Path, meta: dict) -> None:
+    needed, free = _cache_bytes(meta), shutil.disk_usage(path).free
+    if needed > free:
+        raise OSError(errno.ENOSPC, f"the cache at {path} needs {needed / 2**30:.2f} GiB but its "
+                      f"disk has {free / 2**30:.2f} GiB free; free some space or choose a folder "
+                      "on another disk.")
+
+
+def _reserve(file: Path) -> None:
+    """Allocate a file's blocks now: writing a sparse memory map on a full disk is a SIGBUS."""
+    if not hasattr(os, "posix_fallocate"):
+        return
+    with open(file, "r+b") as handle:
+        try:
+            os.posix_fallocate(handle.fileno(), 0, os.fstat(handle.fileno()).st_size)
+        except OSError as error:
+            if error.errno not in (errno.EOPNOTSUPP, errno.ENOSYS, errno.EINVAL):
+                raise  # EOPNOTSUPP and the like: a file system that cannot reserve space
+
+
+def _create_files(path: Path, meta: dict) -> dict[str, np.memmap]:
+    """Write ``meta.json``, then every array's header with its space reserved; on failure remove
+    them all, leaving an empty folder."""
+    arrays: dict[str, np.memmap] = {}
+    try:
+        _write_json_atomic(path / _META, meta)
+        for name, (dtype, shape) in meta["fields"].items():
+            file = path / f"{name}.npy"
+            arrays[name] = np.lib.format.open_memmap(file, mode="w+", dtype=np.dtype(dtype),
+                                                     shape=tuple(shape))
+            _reserve(file)
+    except OSError as error:
+        arrays.clear()
+        _remove_cache_files(path)
+        raise OSError(error.errno, f"could not create the cache files in {path} "
+                      f"({_cache_bytes(meta) / 2**30:.2f} GiB): {error.strerror or error}; free "
+                      "some space or choose a folder on another disk.") from error
+    return arrays
