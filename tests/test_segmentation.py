@@ -1,0 +1,351 @@
+"""Zero-shot segmentation: the protocol's scores, heat-map methods, data loaders and the CLI."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from conftest import images_for, small_clip
+
+import captum_clipspan as cs
+from captum_clipspan import segmentation as seg
+from captum_clipspan.cli import main
+
+# --------------------------------------------------------------------------- brute force
+
+
+def bilinear(grid: np.ndarray, height: int, width: int) -> np.ndarray:
+    """Half-pixel bilinear upsampling, pixel by pixel (PyTorch's align_corners=False)."""
+    h, w = grid.shape
+    out = np.zeros((height, width))
+    for i in range(height):
+        for j in range(width):
+            y = max((i + 0.5) * h / height - 0.5, 0.0)
+            x = max((j + 0.5) * w / width - 0.5, 0.0)
+            y0, x0 = int(y), int(x)
+            y1, x1 = min(y0 + 1, h - 1), min(x0 + 1, w - 1)
+            dy, dx = y - y0, x - x0
+            out[i, j] = ((1 - dy) * ((1 - dx) * grid[y0, x0] + dx * grid[y0, x1])
+                         + dy * ((1 - dx) * grid[y1, x0] + dx * grid[y1, x1]))
+    return out
+
+
+def brute_ap(scores: list[float], labels: list[bool]) -> float:
+    """AP = sum over distinct thresholds of (recall step) x precision, each counted directly."""
+    positives = sum(labels)
+    ap, last_recall = 0.0, 0.0
+    for threshold in sorted(set(scores), reverse=True):
+        chosen = [lab for s, lab in zip(scores, labels, strict=True) if s >= threshold]
+        recall = sum(chosen) / positives
+        ap += (recall - last_recall) * sum(chosen) / len(chosen)
+        last_recall = recall
+    return ap
+
+
+def brute_normalize(grid: np.ndarray, height: int, width: int) -> np.ndarray:
+    up = np.clip(bilinear(grid, height, width), 0, None)
+    return (up - up.min()) / (up.max() - up.min())
+
+
+def brute_scores(maps: np.ndarray, masks: np.ndarray, ap_maps: np.ndarray | None = None
+                 ) -> dict[str, float]:
+    """The protocol pixel by pixel; AP on ``ap_maps`` (normalized) when given."""
+    correct = labeled = 0
+    inter, union, aps = [0, 0], [0, 0], []
+    for index, (grid, mask) in enumerate(zip(maps, masks, strict=True)):
+        up = brute_normalize(grid, *mask.shape)
+        fg = up > up.mean()
+        for i in range(mask.shape[0]):
+            for j in range(mask.shape[1]):
+                labeled += 1
+                correct += int(fg[i, j] == mask[i, j])
+                for cls, (pred, true) in enumerate([(not fg[i, j], not mask[i, j]),
+                                                    (fg[i, j], mask[i, j])]):
+                    inter[cls] += int(pred and true)
+                    union[cls] += int(pred or true)
+        if ap_maps is not None:
+            up = ap_maps[index]
+        values = [1 - v for v in up.ravel()] + list(up.ravel())
+        truth = [not t for t in mask.ravel()] + list(mask.ravel())
+        aps.append(brute_ap(values, truth))
+    return {"pixel_accuracy": correct / labeled,
+            "miou": (inter[0] / union[0] + inter[1] / union[1]) / 2, "mean_ap": float(np.mean(aps))}
+
+
+def test_scores_equal_a_brute_force_computation_on_random_maps():
+    generator = torch.Generator().manual_seed(0)
+    maps = torch.randn(5, 4, 4, generator=generator, dtype=torch.float64)  # negatives tie at 0
+    masks = torch.rand(5, 16, 8, generator=generator) < 0.3  # dyadic scales: exact weights
+    result = seg.scores(maps, masks)
+    normalized = seg.normalize_maps(maps, (16, 8)).numpy()
+    for grid, mine in zip(maps.numpy(), normalized, strict=True):
+        np.testing.assert_allclose(mine, brute_normalize(grid, 16, 8), atol=1e-12, rtol=0)
+    # AP ranks the values, and the clamped border rows repeat a grid row up to one ulp, which
+    # can split or join ties: AP is brute-forced on the (equal up to 1e-12) normalized maps.
+    expected = brute_scores(maps.numpy(), masks.numpy(), ap_maps=normalized)
+    assert result["n"] == 5
+    for key, value in expected.items():
+        assert result[key] == pytest.approx(value, abs=1e-12), key
+
+
+def test_scores_equal_brute_force_exactly_on_full_resolution_maps_with_ties():
+    generator = torch.Generator().manual_seed(1)
+    maps = torch.randint(-2, 6, (4, 9, 7), generator=generator).double()  # few levels: many ties
+    masks = torch.rand(4, 9, 7, generator=generator) < 0.4
+    result = seg.scores(maps, masks)
+    expected = brute_scores(maps.numpy(), masks.numpy())
+    for key, value in expected.items():
+        assert result[key] == pytest.approx(value, abs=1e-12), key
+
+
+def test_scores_accept_full_resolution_maps_and_reward_the_right_map():
+    masks = torch.zeros(3, 16, 16, dtype=torch.bool)
+    masks[:, 4:10, 5:12] = True
+    perfect = seg.scores(masks.double(), masks)
+    assert perfect == {"pixel_accuracy": 1.0, "miou": 1.0, "mean_ap": 1.0, "n": 3}
+    inverted = seg.scores((~masks).double(), masks)
+    assert inverted["pixel_accuracy"] < 0.5 and inverted["miou"] < 0.5
+    constant = seg.scores(torch.ones(3, 4, 4), masks)  # no signal: everything background
+    assert constant["pixel_accuracy"] == pytest.approx(1 - 42 / 256)
+
+
+def test_average_precision_handles_ties_like_the_definition():
+    scores = torch.tensor([0.9, 0.5, 0.5, 0.5, 0.1, 0.0])
+    labels = torch.tensor([True, False, True, True, False, True])
+    expected = brute_ap(scores.tolist(), labels.tolist())
+    assert seg.average_precision(scores, labels).item() == pytest.approx(expected)
+    assert seg.average_precision(scores, torch.zeros(6, dtype=torch.bool)).item() == 0.0
+
+
+@pytest.mark.parametrize("maps, masks, error", [
+    (torch.rand(2, 4, 4), torch.zeros(3, 8, 8, dtype=torch.bool), ValueError),
+    (torch.rand(2, 4, 4), torch.zeros(2, 8, 8), TypeError),
+    (torch.full((2, 4, 4), float("nan")), torch.zeros(2, 8, 8, dtype=torch.bool), ValueError),
+    (np.zeros((2, 4, 4)), torch.zeros(2, 8, 8, dtype=torch.bool), TypeError),
+])
+def test_scores_refuse_bad_input(maps, masks, error):
+    with pytest.raises(error):
+        seg.scores(maps, masks)
+
+
+# --------------------------------------------------------------------------- heat-map methods
+
+
+@pytest.fixture(scope="module")
+def toy():
+    return cs.HookedCLIP.from_pretrained("toy")
+
+
+@pytest.fixture(scope="module")
+def scenes(toy):
+    data = seg.SceneSegmentation(6, seed=2024, **seg.for_model(toy))
+    images = torch.stack([data[i][0] for i in range(len(data))])
+    masks = torch.stack([data[i][1] for i in range(len(data))])
+    classes = cs.ZeroShotClassifier.from_prompts(toy, seg.SceneSegmentation.class_prompts())
+    return images, masks, classes
+
+
+def no_hooks(clip: cs.HookedCLIP) -> bool:
+    return not any(point._forward_hooks or point._backward_hooks
+                   for point in clip.visual.hook_dict.values())
+
+
+def test_every_method_maps_the_toy_and_the_baselines_differ(toy, scenes):
+    images, _, classes = scenes
+    maps = {method: seg.heatmaps(toy, images, classes, method=method)
+            for method in seg.HEATMAP_METHODS}
+    for method, value in maps.items():
+        assert value.shape == (6, *toy.visual.grid_size), method
+        assert torch.isfinite(value).all() and value.std() > 0, method
+    normalized = {m: seg.normalize_maps(v, (8, 8)) for m, v in maps.items()}
+    names = list(normalized)
+    for i, first in enumerate(names):
+        for second in names[i + 1:]:
+            assert not torch.allclose(normalized[first], normalized[second], atol=1e-3), (
+                first, second)
+    assert no_hooks(toy)
+
+
+@pytest.mark.parametrize("variant", ["tok", "avg"])
+def test_every_method_runs_on_a_random_open_clip_vit(variant):
+    clip = small_clip(variant, torch.float64)
+    images = images_for(clip, 3)
+    texts = ["a dog", "a cat", "a car"]
+    for method in seg.HEATMAP_METHODS:
+        maps = seg.heatmaps(clip, images, texts, target=[0, 1, 2], method=method)
+        assert maps.shape == (3, *clip.visual.grid_size), method
+        assert torch.isfinite(maps).all(), method
+    assert no_hooks(clip)
+
+
+def test_decomposition_map_is_the_chosen_class_minus_the_class_mean(toy, scenes):
+    images, _, classes = scenes
+    target = torch.tensor([0, 3, 3, 7, 12, 39])
+    maps = seg.heatmaps(toy, images, classes, target=target, method="decomposition")
+    every = cs.PatchContribution(toy).attribute(images, target=classes.class_embeddings)
+    expected = every[torch.arange(6), target] - every.mean(dim=1)
+    torch.testing.assert_close(maps, expected, atol=1e-6, rtol=1e-4)
+    predicted = seg.heatmaps(toy, images, classes, method="decomposition")
+    chosen = classes.predict(images, clip=toy)
+    torch.testing.assert_close(predicted, every[torch.arange(6), chosen] - every.mean(dim=1),
+                               atol=1e-6, rtol=1e-4)
+
+
+def test_gradcam_is_captum_gradcam_over_the_patch_tokens():
+    clip = small_clip("tok", torch.float64)
+    images, texts = images_for(clip, 2), clip.encode_text(["a dog", "a cat"])
+    maps = seg.heatmaps(clip, images, texts, target=[1, 0], method="gradcam")
+    name = f"blocks.{clip.visual.n_layers - 1}.hook_resid_pre"
+    saved = {}
+
+    def keep(tokens, hook):
+        saved["x"] = tokens
+
+    with clip.visual.hooks(fwd_hooks=[(name, keep)]):
+        score = clip(images, texts)[[0, 1], [1, 0]].sum()
+        grads = torch.autograd.grad(score, saved["x"])[0][:, 1:]
+    weights = grads.mean(dim=1, keepdim=True)  # [B, 1, D]: one weight per channel
+    expected = (weights * saved["x"][:, 1:]).sum(-1).clamp(min=0).reshape(2, 4, 4)
+    torch.testing.assert_close(maps, expected.float(), atol=1e-6, rtol=1e-4)
+
+
+def test_raw_attention_is_the_class_row_of_the_last_pattern(toy, scenes):
+    images = scenes[0]
+    _, cache = toy.visual.run_with_cache(images, names_filter=lambda n: "pattern" in n)
+    last = cache[f"blocks.{toy.visual.n_layers - 1}.attn.hook_pattern"]
+    maps = seg.heatmaps(toy, images, ["a circle"], method="raw_attention")
+    torch.testing.assert_close(maps, last[:, :, 0, 1:].mean(1).reshape(maps.shape))
+    rollout = seg.rollout([cache[f"blocks.{i}.attn.hook_pattern"] for i in range(4)])
+    torch.testing.assert_close(rollout.sum(-1), torch.ones(6, 65), atol=1e-5, rtol=0)
+
+
+def test_heatmaps_refuse_bad_input(toy, scenes):
+    images, _, classes = scenes
+    with pytest.raises(ValueError, match="unknown heat-map method"):
+        seg.heatmaps(toy, images, classes, method="lrp")
+    with pytest.raises(ValueError, match="one text index per image"):
+        seg.heatmaps(toy, images, classes, target=[0, 1])
+    with pytest.raises(ValueError, match="0..39"):
+        seg.heatmaps(toy, images, classes, target=40)
+    with pytest.raises(TypeError, match="texts must be"):
+        seg.heatmaps(toy, images, [1, 2])
+    with pytest.raises(ValueError, match="unknown hook point"):
+        seg.heatmaps(toy, images, classes, method="gradcam", hook_name="blocks.9.nothing")
+    assert no_hooks(toy)
+
+
+def test_topic_segmentation_and_contrastive_maps(toy, scenes):
+    images = scenes[0]
+    texts = ["a red object", "a blue object", "an object on a striped background"]
+    labels = seg.topic_segmentation(toy, images, texts, layer=3, head=3)
+    assert labels.shape == (6, 8, 8) and labels.dtype == torch.long and labels.max() < 3
+    contrast = seg.contrastive_map(toy, images, "a circle", "a square")
+    maps = cs.PatchContribution(toy).attribute(images, target=["a circle", "a square"])
+    torch.testing.assert_close(contrast, maps[:, 0] - maps[:, 1])
+
+
+def test_the_decomposition_beats_raw_attention_on_held_out_scenes(toy):
+    data = seg.SceneSegmentation(48, seed=2024, **seg.for_model(toy))
+    classes = cs.ZeroShotClassifier.from_prompts(toy, seg.SceneSegmentation.class_prompts())
+    rows = {row["method"]: row for row in seg.benchmark(
+        toy, data, classes, methods=["decomposition", "raw_attention"], batch_size=24)}
+    print(seg.markdown_table(list(rows.values())))
+    assert rows["decomposition"]["miou"] > rows["raw_attention"]["miou"] + 0.1
+
+
+# --------------------------------------------------------------------------- data
+
+
+def write_mat(path, images: list[np.ndarray], masks: list[np.ndarray]) -> None:
+    """A file in gtsegs_ijcv.mat's layout: [N, 1] references to [3, W, H] images, and to [1, 1]
+    cells of references to [W, H] masks."""
+    h5py = pytest.importorskip("h5py")
+    with h5py.File(path, "w") as handle:
+        refs = handle.create_group("#refs#")
+        img = handle.create_dataset("value/img", (len(images), 1), dtype=h5py.ref_dtype)
+        gt = handle.create_dataset("value/gt", (len(masks), 1), dtype=h5py.ref_dtype)
+        for i, (image, mask) in enumerate(zip(images, masks, strict=True)):
+            img[i, 0] = refs.create_dataset(f"img{i}", data=image.transpose(2, 1, 0)).ref
+            array = refs.create_dataset(f"gt{i}", data=mask.astype(np.uint8).T)
+            cell = refs.create_dataset(f"cell{i}", (1, 1), dtype=h5py.ref_dtype)
+            cell[0, 0] = array.ref
+            gt[i, 0] = cell.ref
+
+
+def test_imagenet_segmentation_reads_the_mat_layout(tmp_path):
+    rng = np.random.default_rng(0)
+    images = [rng.integers(0, 256, (12, 20, 3), dtype=np.uint8) for _ in range(3)]
+    masks = [rng.random((12, 20)) < 0.4 for _ in range(3)]
+    write_mat(tmp_path / "gtsegs_ijcv.mat", images, masks)
+    data = seg.ImagenetSegmentation(tmp_path / "gtsegs_ijcv.mat")
+    assert len(data) == 3
+    for i in range(3):
+        image, mask = data[i]
+        assert image.shape == (3, 12, 20) and mask.dtype == torch.bool
+        np.testing.assert_array_equal((image * 255).round().byte().permute(1, 2, 0), images[i])
+        np.testing.assert_array_equal(mask.numpy(), masks[i])
+    resized = seg.ImagenetSegmentation(tmp_path / "gtsegs_ijcv.mat", size=8)
+    assert resized[2][0].shape == (3, 8, 8) and resized[2][1].shape == (8, 8)
+    with pytest.raises(IndexError):
+        data[3]
+
+
+def test_imagenet_segmentation_refuses_other_files(tmp_path):
+    h5py = pytest.importorskip("h5py")
+    with h5py.File(tmp_path / "other.mat", "w") as handle:
+        handle.create_dataset("x", data=np.zeros(3))
+    with pytest.raises(ValueError, match="value/img"):
+        seg.ImagenetSegmentation(tmp_path / "other.mat")
+    with pytest.raises(FileNotFoundError):
+        seg.ImagenetSegmentation(tmp_path / "missing.mat")
+
+
+def test_mask_folder_pairs_images_with_masks(tmp_path):
+    from PIL import Image
+
+    (tmp_path / "images").mkdir()
+    (tmp_path / "masks").mkdir()
+    mask = np.zeros((10, 14), dtype=np.uint8)
+    mask[2:6, 3:9] = 255
+    Image.fromarray(np.full((10, 14, 3), 80, dtype=np.uint8)).save(tmp_path / "images" / "a.jpg")
+    Image.fromarray(mask).save(tmp_path / "masks" / "a.png")
+    image, truth = seg.MaskFolder(tmp_path)[0]
+    assert image.shape == (3, 10, 14) and truth.sum() == 24
+    Image.fromarray(mask).save(tmp_path / "images" / "b.png")
+    with pytest.raises(ValueError, match="no mask"):
+        seg.MaskFolder(tmp_path)
+    with pytest.raises(ValueError, match="images/ and a masks/"):
+        seg.MaskFolder(tmp_path / "images")
+
+
+# --------------------------------------------------------------------------- command line
+
+
+def test_segment_benchmark_runs_end_to_end_on_synthetic_scenes(tmp_path, capsys):
+    code = main(["segment-benchmark", "synthetic", "--n", "8", "--batch-size", "8",
+                 "--method", "decomposition", "rollout", "chefer", "--out", str(tmp_path)])
+    assert code == 0
+    printed = capsys.readouterr().out
+    assert "| decomposition |" in printed and "| chefer |" in printed
+    rows = (tmp_path / "segmentation.csv").read_text().splitlines()
+    assert rows[0] == "method,pixel_accuracy,miou,mean_ap,n" and len(rows) == 4
+    assert (tmp_path / "segmentation.md").read_text().startswith("| method |")
+
+
+def test_segment_benchmark_reads_a_mat_file_with_given_classes(tmp_path):
+    rng = np.random.default_rng(1)
+    images = [rng.integers(0, 256, (40, 48, 3), dtype=np.uint8) for _ in range(2)]
+    masks = [rng.random((40, 48)) < 0.5 for _ in range(2)]
+    write_mat(tmp_path / "gt.mat", images, masks)
+    code = main(["segment-benchmark", str(tmp_path / "gt.mat"), "--classes", "circle", "square",
+                 "--method", "gradcam", "--out", str(tmp_path / "out")])
+    assert code == 0 and "gradcam" in (tmp_path / "out" / "segmentation.csv").read_text()
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["segment-benchmark", "synthetic", "--n", "2", "--method", "lrp"], "unknown heat-map"),
+    (["segment-benchmark", "/no/such.mat"], "does not exist"),
+])
+def test_segment_benchmark_reports_bad_arguments(argv, message, capsys, tmp_path):
+    assert main([*argv, "--out", str(tmp_path)]) == 2
+    assert message in capsys.readouterr().err
