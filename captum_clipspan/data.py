@@ -155,7 +155,10 @@ def _split_batch(batch: Any) -> tuple[Tensor, Tensor]:
 
 
 def source_length(clip: HookedCLIP, data: ImageSource) -> int:
-    source = as_dataset(clip, data)
+    return _length(as_dataset(clip, data))
+
+
+def _length(source: Dataset | DataLoader) -> int:
     return len(source.dataset) if isinstance(source, DataLoader) else len(source)
 
 
@@ -464,7 +467,7 @@ def cache_decomposition(
         raise ValueError(f"dtype must be 'float16' or 'float32', got {dtype!r}.")
     path = Path(path)
     source = as_dataset(clip, images)
-    n = len(source.dataset) if isinstance(source, DataLoader) else len(source)
+    n = _length(source)
     if n == 0:
         raise ValueError("the image source is empty.")
     chosen = resolve_layers(layers, clip.visual.n_layers)
@@ -511,7 +514,7 @@ def _run_pass(clip: HookedCLIP, source: Dataset | DataLoader, path: Path, meta: 
                       "labels": labels, "attn_biases": parts.attn_biases,
                       "ln_bias": parts.ln_bias}
             values = {name: value.cpu().numpy() for name, value in values.items()
-                      if value is not None}
+                      if name in arrays}
             values["digests"] = _batch_digests(source, done, batch, labels)
             for name, array in arrays.items():
                 array[done:stop] = values[name]
@@ -591,6 +594,9 @@ def _writer_lock(path: Path) -> Iterator[None]:
             raise RuntimeError(f"the cache at {path} is being written by another process or "
                                f"thread ({holder or 'it has not written its pid yet'}); wait "
                                "for it to finish, or write to another folder.") from None
+        except OSError as error:
+            raise OSError(error.errno, f"cannot lock {file} ({error.strerror}): this file system "
+                          "does not support flock; write the cache on a local disk.") from None
         os.ftruncate(handle, 0)
         os.pwrite(handle, f"pid {os.getpid()} on host {socket.gethostname()}\n".encode(), 0)
         yield

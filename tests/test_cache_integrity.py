@@ -56,14 +56,16 @@ def interrupted(clip, data, path, at=7):
 
 # 1. What the cache was built from -----------------------------------------------------------
 
-@pytest.mark.parametrize("change", ["images", "labels", "last row only"])
+@pytest.mark.parametrize("change", ["images", "labels", "last row only", "through a loader"])
 def test_other_images_of_the_same_count_are_refused(tmp_path, clip, data, change):
     images, labels = data.tensors
     other = {"images": TensorDataset(images_for(clip, batch=10, seed=1), labels),
              "labels": TensorDataset(images, (labels + 1) % 3),
              "last row only": TensorDataset(torch.cat([images[:9], images[9:] + 1]), labels),
+             "through a loader": DataLoader(TensorDataset(images.flip(0), labels), batch_size=4),
              }[change]
     run(clip, data, tmp_path / "c")
+    run(clip, DataLoader(data, batch_size=4), tmp_path / "c")  # the same images are reused
     with pytest.raises(ValueError, match="differ from those the cache was built from.*"
                                          "overwrite=True"):
         run(clip, other, tmp_path / "c")
