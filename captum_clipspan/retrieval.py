@@ -101,3 +101,105 @@ def _query_vector(cache: DecompositionCache, layer: int, head: int, query: str |
     raise TypeError(f"query must be a string, a text embedding [{width}], an image [3, H, W] "
                     f"or a cached image index, got {type(query).__name__}"
                     f"{list(query.shape) if isinstance(query, Tensor) else ''}.")
+
+
+def nearest_neighbors(cache: DecompositionCache, layer: int, head: int, query: int | Tensor,
+                      k: int = 10, clip: HookedCLIP | None = None) -> RetrievalResult:
+    """The images whose direct effect through one head is most similar to a query image's.
+
+    Cosine similarity of the head's direct effects (:func:`retrieve` with an image query); a
+    cached query image is left out of its own neighbours.
+
+    Args:
+        cache: a :class:`~captum_clipspan.DecompositionCache` that holds ``layer``.
+        layer, head: the head.
+        query: a cached image's index, or an image ``[3, H, W]`` (needs ``clip``).
+        k: how many neighbours.
+        clip: the model that wrote the cache, for an image query.
+
+    Returns:
+        A :class:`RetrievalResult` with ``metric="cosine"``, most similar first.
+
+    Examples::
+
+        >>> near = cs.retrieval.nearest_neighbors(cache, layer=11, head=3, query=0, k=8)
+        >>> near.indices   # the 8 images head 11.3 sees most like image 0
+    """
+    cached = isinstance(query, int) and not isinstance(query, bool)
+    if cached and not 1 <= k < len(cache):
+        raise ValueError(f"k must be in 1..{len(cache) - 1} (the other cached images), got {k}.")
+    top = retrieve(cache, layer, head, query, k=k + cached, clip=clip, metric="cosine")
+    if not cached:
+        return top
+    keep = (top.indices != query).nonzero()[:k, 0]
+    return RetrievalResult(top.indices[keep], top.scores[keep], top.layer, top.head, "cosine")
+
+
+@dataclass
+class HeadSimilarity:
+    """How alike heads' direct effects are over a dataset.
+
+    Attributes:
+        matrix: ``[K, K]`` mean over images of the cosine between two heads' centered direct
+            effects (1 on the diagonal; near 0 for heads that write unrelated directions).
+        heads: the ``K`` ``(layer, head)`` pairs, in the matrix's order.
+    """
+
+    matrix: Tensor
+    heads: list[tuple[int, int]]
+
+
+def centered_cosines(effects: Tensor, means: Tensor) -> Tensor:
+    """Summed over images, the cosine between every pair of heads' centered direct effects.
+
+    Args:
+        effects: ``[N, K, E]`` direct effects of ``K`` heads on ``N`` images.
+        means: ``[K, E]`` each head's mean direct effect over the dataset.
+
+    Returns:
+        ``[K, K]`` sums over the ``N`` images (divide by the dataset size for the mean).
+    """
+    centered = F.normalize(effects - means, dim=-1)
+    return torch.einsum("nke,nje->kj", centered, centered)
+
+
+def head_similarity(cache: DecompositionCache, layers: int | list[int] | None = None,
+                    chunk: int = 4096) -> HeadSimilarity:
+    """Head-by-head similarity of direct effects over a cache: how entangled heads are.
+
+    For heads ``a`` and ``b``, the mean over images of ``cos(c_a - mean(c_a), c_b - mean(c_b))``,
+    streamed over the cache in chunks (two passes: the means, then the cosines).
+
+    Args:
+        cache: a :class:`~captum_clipspan.DecompositionCache`.
+        layers: cached model layers to include (``None``: all cached layers).
+        chunk: images read at once.
+
+    Returns:
+        A :class:`HeadSimilarity` over every head of the chosen layers.
+
+    Examples::
+
+        >>> sim = cs.retrieval.head_similarity(cache)
+        >>> plot_head_similarity(sim.matrix, sim.heads)
+    """
+    n_layers = cache.attns.shape[1]
+    chosen = (list(cache.layers) if layers is None else
+              [layer % n_layers for layer in ([layers] if isinstance(layers, int) else layers)])
+    missing = [layer for layer in chosen if layer not in cache.layers]
+    if missing or not chosen:
+        raise ValueError(f"layers {missing or chosen} are not cached; cached layers: "
+                         f"{list(cache.layers)}.")
+    if len(cache) == 0:
+        raise ValueError("the cache holds no images.")
+    rows = [cache.layers.index(layer) for layer in chosen]
+    heads = [(layer, head) for layer in chosen for head in range(cache.n_heads)]
+
+    def chunks():
+        for start in range(0, len(cache), chunk):
+            block = cache.heads[start:start + chunk][:, rows].astype("float32")
+            yield torch.from_numpy(block).flatten(1, 2)  # [n, K, E]
+
+    means = sum(block.sum(dim=0) for block in chunks()) / len(cache)
+    total = sum(centered_cosines(block, means) for block in chunks())
+    return HeadSimilarity(total / len(cache), heads)

@@ -748,3 +748,206 @@ def plot_best_worst(image: Any, best_maps: ArrayLike, worst_maps: ArrayLike,
     if title:
         fig.suptitle(title)
     return fig, axes
+
+
+# --------------------------------------------------------------------------- segmentation
+
+__all__ += ["plot_contrastive_map", "plot_head_similarity", "plot_nearest_neighbors",
+            "plot_topic_segmentation"]
+
+
+def _labels_hw(labels: Any, size: tuple[int, int], n_texts: int) -> np.ndarray:
+    """``[g, g]`` integer text indices -> ``[H, W]`` by nearest-neighbour upsampling."""
+    array = _to_numpy(labels, "labels")
+    if array.ndim != 2 or array.dtype.kind not in "iu":
+        raise ValueError(f"labels must be a [g, g] integer map of text indices (e.g. "
+                         f"topic_segmentation(...)[b]), got shape {tuple(array.shape)} and dtype "
+                         f"{array.dtype}")
+    if array.size and (array.min() < 0 or array.max() >= n_texts):
+        raise ValueError(f"labels must be text indices in 0..{n_texts - 1}, got "
+                         f"{array.min()}..{array.max()}")
+    rows = np.arange(size[0]) * array.shape[0] // size[0]
+    cols = np.arange(size[1]) * array.shape[1] // size[1]
+    return array[rows[:, None], cols[None, :]]
+
+
+def plot_topic_segmentation(image: Any, labels: Any, texts: Sequence[str],
+                            title: str | None = None, alpha: float = 0.55, cmap: str = "tab10",
+                            fig: Figure | SubFigure | None = None
+                            ) -> tuple[Figure | SubFigure, np.ndarray]:
+    """Each patch colored by the text that wins there within one head (the paper's Figure 8).
+
+    Args:
+        image: ``[3, H, W]`` tensor or ``[H, W, 3]`` array (or a PIL image).
+        labels: ``[g, g]`` text indices, e.g.
+            ``segmentation.topic_segmentation(clip, images, texts, layer, head)[b]``.
+        texts: the ``T`` texts the indices refer to (the legend).
+        title: Figure title, e.g. ``"L11.H4"``. Default: none.
+        alpha: Opacity of the colors over the image. Default: 0.55.
+        cmap: A qualitative colormap name. Default: ``"tab10"``.
+        fig: An empty figure or subfigure to draw into. Default: a new figure.
+
+    Returns:
+        ``(fig, axes)``: a ``[2]`` array of Axes: the image and the labelled patches (with a
+        legend of the texts that win somewhere).
+
+    Examples::
+
+        >>> from captum_clipspan.segmentation import topic_segmentation
+        >>> texts = ["a red object", "a blue object", "a striped background"]
+        >>> labels = topic_segmentation(clip, images, texts, layer=3, head=3)   # [B, g, g]
+        >>> fig, axes = plot_topic_segmentation(images[0], labels[0], texts, title="L3.H3")
+    """
+    from matplotlib import colormaps
+    from matplotlib.patches import Patch
+
+    if not 0.0 <= alpha <= 1.0:
+        raise ValueError(f"alpha must be in [0, 1], got {alpha!r}")
+    picture = _image_hwc(image, "image")
+    names = _texts(texts, "texts")
+    full = _labels_hw(labels, picture.shape[:2], len(names))
+    colors = colormaps[cmap].resampled(max(len(names), 1))
+    painted = np.array([colors(i)[:3] for i in range(len(names))])[full]
+    fig, axes = _panel_grid(2, 2, (3.2, 3.4), fig)
+    axes[0].imshow(picture)
+    axes[0].set_title("image", fontsize=9)
+    axes[1].imshow((1 - alpha) * picture + alpha * painted)
+    axes[1].set_title("topics", fontsize=9)
+    for ax in axes:
+        ax.set_xticks([])
+        ax.set_yticks([])
+    shown = sorted(set(np.unique(full).tolist()))
+    axes[1].legend(handles=[Patch(color=colors(i), label=_wrap(names[i], 28, 2)) for i in shown],
+                   loc="upper left", bbox_to_anchor=(1.02, 1.0), fontsize=8, frameon=False)
+    if title:
+        fig.suptitle(title)
+    return fig, axes
+
+
+def plot_contrastive_map(image: Any, contrast: ArrayLike, text_a: str, text_b: str,
+                         title: str | None = None, method: str = "blended_heat_map",
+                         alpha_overlay: float = 0.5, cmap: Any = None, outlier_perc: float = 2,
+                         fig: Figure | SubFigure | None = None
+                         ) -> tuple[Figure | SubFigure, np.ndarray]:
+    """Where an image is text A rather than text B: the map of A minus the map of B.
+
+    Positive patches (green with Captum's default colormap) push the image towards ``text_a``,
+    negative ones (red) towards ``text_b``.
+
+    Args:
+        image: ``[3, H, W]`` tensor or ``[H, W, 3]`` array (or a PIL image).
+        contrast: ``[g, g]`` (or ``[1, g, g]``) map, e.g.
+            ``segmentation.contrastive_map(clip, images, text_a, text_b)[b]``.
+        text_a, text_b: the two texts (the panel title).
+        title: Figure title. Default: none.
+        method, alpha_overlay, cmap, outlier_perc: As in :func:`plot_patch_maps`.
+        fig: An empty figure or subfigure to draw into. Default: a new figure.
+
+    Returns:
+        ``(fig, axes)``: a ``[2]`` array of Axes: the image and the contrastive map.
+
+    Examples::
+
+        >>> from captum_clipspan.segmentation import contrastive_map
+        >>> contrast = contrastive_map(clip, images, "a dog", "a cat")   # [B, g, g]
+        >>> fig, axes = plot_contrastive_map(images[0], contrast[0], "a dog", "a cat")
+    """
+    style = _MapStyle(method, "all", alpha_overlay, cmap, outlier_perc)
+    picture = _image_hwc(image, "image")
+    attr = _maps_hw(contrast, picture.shape[:2], "contrast")
+    if attr.shape[0] != 1:
+        raise ValueError(f"contrast must be one [g, g] map, got {attr.shape[0]} maps")
+    fig, axes = _panel_grid(2, 2, (3.0, 3.3), fig)
+    axes[0].imshow(picture)
+    axes[0].set_xticks([])
+    axes[0].set_yticks([])
+    axes[0].set_title("image", fontsize=9)
+    label = f"{_wrap(text_a, 30, 1)}\nminus {_wrap(text_b, 30, 1)}"
+    _draw_patch_map(axes[1], picture, attr[0], style, label)
+    if title:
+        fig.suptitle(title)
+    return fig, axes
+
+
+# --------------------------------------------------------------------------- retrieval
+
+
+def plot_nearest_neighbors(query: Any, neighbors: Any, scores: ArrayLike | None = None,
+                           title: str | None = None, ncols: int = 6, fmt: str = ".3f",
+                           fig: Figure | SubFigure | None = None
+                           ) -> tuple[Figure | SubFigure, np.ndarray]:
+    """A query image followed by its nearest neighbours through one head.
+
+    Args:
+        query: the query image (``[3, H, W]``, ``[H, W, 3]`` or PIL).
+        neighbors: ``K`` images, as in :func:`plot_top_images`.
+        scores: ``[K]`` similarities printed under the neighbours. Default: none.
+        title: Figure title, e.g. ``"L3.H1 neighbours"``. Default: none.
+        ncols: Images per row. Default: 6.
+        fmt: Format spec of the scores. Default: ``".3f"``.
+        fig: An empty figure or subfigure to draw into. Default: a new figure.
+
+    Returns:
+        ``(fig, axes)``: a ``[K + 1]`` array of Axes, the query first (with a black border).
+
+    Examples::
+
+        >>> from captum_clipspan.retrieval import nearest_neighbors
+        >>> near = nearest_neighbors(cache, layer=3, head=1, index=0, k=5)
+        >>> fig, axes = plot_nearest_neighbors(images[0], images[near.indices], near.scores)
+    """
+    pictures = _image_list(neighbors)
+    values = None
+    if scores is not None:
+        values = _as_float(scores, "scores", (1,), "a 1-D [K] sequence")
+        _check_count(values, len(pictures), "scores", "neighbor")
+    labels = ["query", *[f"#{rank + 1}" for rank in range(len(pictures))]]
+    fig, axes = plot_top_images([_image_hwc(query, "query"), *pictures], titles=labels,
+                                ncols=ncols, title=title, fig=fig)
+    if values is not None:
+        for ax, value in zip(axes[1:], values, strict=True):
+            ax.set_xlabel(format(value, fmt), fontsize=9)
+    axes[0].spines[:].set_visible(True)
+    axes[0].spines[:].set_linewidth(3)
+    return fig, axes
+
+
+def plot_head_similarity(matrix: ArrayLike, heads: Sequence[tuple[int, int]] | None = None,
+                         title: str | None = None, cmap: str = "viridis", ax: Axes | None = None,
+                         colorbar_label: str | None = "similarity") -> tuple[Figure, Axes]:
+    """A head × head similarity matrix (how entangled two heads' direct effects are).
+
+    Args:
+        matrix: ``[K, K]``, e.g. ``retrieval.head_similarity(cache).matrix``.
+        heads: ``K`` ``(layer, head)`` pairs labelling rows and columns ("L3.H1"). Default:
+            indices.
+        title: Axes title. Default: none.
+        cmap: Colormap name. Default: ``"viridis"``.
+        ax: Axes to draw into. Default: a new figure.
+        colorbar_label: Label of the colorbar. Default: ``"similarity"``.
+
+    Returns:
+        ``(fig, ax)``; ``ax.images[0].get_array()`` holds ``matrix``.
+
+    Examples::
+
+        >>> from captum_clipspan.retrieval import head_similarity
+        >>> sim = head_similarity(cache)
+        >>> fig, ax = plot_head_similarity(sim.matrix, sim.heads, title="head similarity")
+    """
+    grid = _as_float(matrix, "matrix", (2,), "a square [K, K] matrix")
+    if grid.shape[0] != grid.shape[1] or grid.size == 0:
+        raise ValueError(f"matrix must be a non-empty square [K, K] matrix, got {grid.shape}")
+    n = grid.shape[0]
+    names = ([f"L{layer}.H{head}" for layer, head in heads] if heads is not None
+             else [str(i) for i in range(n)])
+    _check_count(names, n, "heads", "row of the matrix")
+    fig, ax = _single_axes(ax, (max(4.0, 0.32 * n + 2.0), max(3.5, 0.32 * n + 1.2)))
+    image = ax.imshow(grid, cmap=cmap, interpolation="nearest")
+    fontsize = 8 if n <= 16 else 6 if n <= 48 else 4
+    ax.set_xticks(np.arange(n), labels=names, rotation=90, fontsize=fontsize)
+    ax.set_yticks(np.arange(n), labels=names, fontsize=fontsize)
+    if title:
+        ax.set_title(title)
+    fig.colorbar(image, ax=ax, label=colorbar_label)
+    return fig, ax

@@ -349,3 +349,79 @@ def test_segment_benchmark_reads_a_mat_file_with_given_classes(tmp_path):
 def test_segment_benchmark_reports_bad_arguments(argv, message, capsys, tmp_path):
     assert main([*argv, "--out", str(tmp_path)]) == 2
     assert message in capsys.readouterr().err
+
+
+# --------------------------------------------------------------------------- figures, retrieval
+
+
+def rendered(fig, tmp_path, name="figure.png") -> None:
+    fig.savefig(tmp_path / name, dpi=40)
+    assert (tmp_path / name).stat().st_size > 0
+
+
+def test_topic_segmentation_and_contrastive_figures(toy, scenes, tmp_path):
+    from captum_clipspan.visualization import plot_contrastive_map, plot_topic_segmentation
+
+    images = scenes[0]
+    texts = ["a red object", "a blue object", "an object on a striped background"]
+    labels = seg.topic_segmentation(toy, images, texts, layer=3, head=3)
+    fig, axes = plot_topic_segmentation(images[0], labels[0], texts, title="L3.H3")
+    legend = [t.get_text() for t in axes[1].get_legend().get_texts()]
+    assert len(axes) == 2 and len(legend) == len(labels[0].unique())
+    rendered(fig, tmp_path, "topics.png")
+    with pytest.raises(ValueError, match="text indices in 0..1"):
+        plot_topic_segmentation(images[0], torch.full((8, 8), 2), texts[:2])
+    contrast = seg.contrastive_map(toy, images, "a circle", "a square")
+    fig, axes = plot_contrastive_map(images[0], contrast[0], "a circle", "a square")
+    assert len(axes) == 2 and "minus" in axes[1].get_title()
+    rendered(fig, tmp_path, "contrast.png")
+    with pytest.raises(ValueError, match="one"):
+        plot_contrastive_map(images[0], contrast[:2], "a", "b")
+
+
+@pytest.fixture(scope="module")
+def toy_cache(toy, tmp_path_factory):
+    from captum_clipspan.datasets import SyntheticScenes
+
+    scenes = SyntheticScenes(40, seed=2024, transform=toy.preprocess)
+    return cs.cache_decomposition(toy, scenes, tmp_path_factory.mktemp("seg") / "cache",
+                                  layers=[2, 3], show_progress=False)
+
+
+def test_nearest_neighbors_within_a_head_leave_the_query_out(toy_cache, tmp_path):
+    from captum_clipspan.retrieval import nearest_neighbors
+    from captum_clipspan.visualization import plot_nearest_neighbors
+
+    near = nearest_neighbors(toy_cache, layer=3, head=1, query=5, k=4)
+    outputs = torch.nn.functional.normalize(
+        torch.from_numpy(toy_cache.head(3, 1).astype("float32")), dim=-1)
+    similarity = outputs @ outputs[5]
+    similarity[5] = -2
+    assert near.indices.tolist() == similarity.topk(4).indices.tolist()
+    torch.testing.assert_close(near.scores, similarity.topk(4).values)
+    with pytest.raises(ValueError, match="k must be"):
+        nearest_neighbors(toy_cache, 3, 1, query=0, k=40)
+    pictures = torch.rand(5, 3, 16, 16, generator=torch.Generator().manual_seed(0))
+    fig, axes = plot_nearest_neighbors(pictures[0], pictures[1:], near.scores, title="L3.H1")
+    assert len(axes) == 5 and axes[0].get_title() == "query"
+    rendered(fig, tmp_path)
+
+
+def test_head_similarity_matrix_streams_to_the_direct_computation(toy_cache, tmp_path):
+    from captum_clipspan.retrieval import head_similarity
+    from captum_clipspan.visualization import plot_head_similarity
+
+    sim = head_similarity(toy_cache, chunk=7)
+    assert sim.heads == [(layer, head) for layer in (2, 3) for head in range(4)]
+    effects = torch.from_numpy(toy_cache.heads[:].astype("float32")).flatten(1, 2)  # [N, K, E]
+    centered = torch.nn.functional.normalize(effects - effects.mean(0), dim=-1)
+    expected = torch.stack([torch.stack([(centered[:, a] * centered[:, b]).sum(-1).mean()
+                                         for b in range(8)]) for a in range(8)])
+    torch.testing.assert_close(sim.matrix, expected, atol=1e-5, rtol=1e-4)
+    torch.testing.assert_close(sim.matrix.diagonal(), torch.ones(8), atol=1e-5, rtol=0)
+    assert head_similarity(toy_cache, layers=-1).matrix.shape == (4, 4)
+    with pytest.raises(ValueError, match="not cached"):
+        head_similarity(toy_cache, layers=[0])
+    fig, ax = plot_head_similarity(sim.matrix, sim.heads, title="heads")
+    assert ax.get_xticklabels()[0].get_text() == "L2.H0"
+    rendered(fig, tmp_path)
