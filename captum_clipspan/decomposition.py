@@ -1,21 +1,23 @@
 """Exact direct-effect decomposition of a CLIP-ViT image embedding (Gandelsman et al., Sec. 3-4).
 
-The residual stream at the pooled position is a sum of terms,
+The residual stream at every token is a sum of terms,
 
-    z_L = z_0 + sum_l [ sum_h sum_i c_{l,h,i} + b_O,l ] + sum_l m_l,
+    x_i = z_0,i + sum_l [ sum_h sum_j c_{l,h,i,j} + b_l ] + sum_l m_l,i,
 
-and ``ln_post`` is affine once its mean and scale are read from the real forward pass, so each term
-maps to the joint image-text space and the mapped terms sum to ``model.encode_image(x)`` exactly.
+and the readout (final norm, pool, projection) is linear in ``x`` once the scales of its norms and
+the weights of its pool are read from the real forward pass. Every tower family is one case of
 
-Pooling is handled once for every open_clip variant: the pooled, ``ln_post``-scaled stream is
-``z_hat = sum_r omega_r z_r`` over the pooled rows ``r`` (the class token for ``"tok"``, the patch
-tokens for ``"avg"``) with ``omega_r = w_r / s_r``, and the output is
-``(gamma * (z_hat - mean(z_hat)) + beta) @ proj``. When the scale is shared by all pooled rows
-(``"tok"``, or LayerNorm after pooling) the rows are averaged during the forward pass, so only one
-row per layer is kept.
+    output = sum_g sum_i omega_{g,i} x_i @ M_g + constant (+ pool_mlp),
 
-Only the pooled query rows of the attention patterns are computed; the paper's code builds a
-``[B, N, N, H, D]`` tensor instead. Everything but the forward pass is in pure functions below.
+with ``omega_{g,i} = w_{g,i} / (s_i * s_post)``: ``w`` the pool's weight of row ``i`` for pool head
+``g`` (the class token, a mean over patches, or an attention pool's pattern), ``s_i`` the per-token
+final norm's scale, ``s_post`` the scale of a norm after the pool, and ``M_g`` the norms' weights
+and centering, the pool's value/out projections and the projection folded into one map. An
+attention pool's own MLP (``y + mlp(norm(y))``, SigLIP) is the one nonlinear term, ``pool_mlp``.
+
+Only the pooled query rows of each layer's attention pattern are used; the paper's code builds a
+``[B, N, N, H, D]`` tensor instead. The decomposition reads the model only through the hooked
+tower's accessors and hook points (``hooked/vit.py``); everything else is pure functions below.
 """
 
 from __future__ import annotations
@@ -28,7 +30,7 @@ import torch
 from torch import Tensor
 
 if TYPE_CHECKING:
-    from .hooked.vit import HookedViT
+    from .hooked.vit import HookedNorm, HookedViT
 
 GRANULARITIES = ("layer", "head", "token")
 CONVENTIONS = ("reference", "centered")
@@ -40,17 +42,20 @@ class Decomposition:
 
     ``X`` is the joint-space width ``E``, or the number of texts ``T`` when the decomposition was
     projected on text embeddings. ``L`` is the number of layers, ``L_s`` the number of selected
-    layers (``layers``), ``N`` the number of tokens (class token first), ``H`` heads.
+    layers (``layers``), ``N`` the number of tokens (prefix tokens first), ``H`` heads.
 
     Attributes:
-        embed: ``[B, X]`` the embedding term (``ln_pre`` output at the pooled position).
+        embed: ``[B, X]`` the embedding term (patch embedding, prefix tokens, positions, pre-norm).
         attns: ``[B, L, X]`` each whole MSA layer (its out-projection bias included).
         mlps: ``[B, L, X]`` each MLP layer.
         heads: ``[B, L_s, H, X]`` per-head terms (granularity ``"head"`` or ``"token"``).
         tokens: ``[B, L_s, N, H, X]`` per (token, head) terms (granularity ``"token"``).
-        attn_biases: ``[B, L, X]`` the out-projection bias of each layer (``"centered"`` only; in
-            ``"reference"`` it is spread over the heads and tokens).
-        ln_bias: ``[B, X]`` the ``ln_post`` bias term (``"centered"`` only).
+        attn_biases: ``[B, L, X]`` the part of each MSA layer in no head: its out-projection bias
+            (``"centered"`` only; in ``"reference"`` it is spread over the heads and tokens).
+        ln_bias: ``[B, X]`` the readout's constant: the final norm's bias, and for attention
+            pools their biases and position embedding, and a projection bias (``"centered"``
+            only; in ``"reference"`` it is shared by the residual terms).
+        pool_mlp: ``[B, X]`` an attention pool's own MLP branch (SigLIP, PE-Core), else ``None``.
         image_embed: ``[B, X]`` what the terms sum to: the image embedding (unit norm when
             ``normalized``), or its dot products with the texts.
         layers: the layer indices of ``heads`` and ``tokens``.
@@ -70,12 +75,16 @@ class Decomposition:
     tokens: Tensor | None = None
     attn_biases: Tensor | None = None
     ln_bias: Tensor | None = None
+    pool_mlp: Tensor | None = None
     text_embeddings: Tensor | None = None
 
     def total(self) -> Tensor:
         """The sum of all terms, ``[B, X]``; equals ``image_embed`` up to rounding."""
         total = self.embed + self.attns.sum(1) + self.mlps.sum(1)
-        return total if self.ln_bias is None else total + self.ln_bias
+        for extra in (self.ln_bias, self.pool_mlp):
+            if extra is not None:
+                total = total + extra
+        return total
 
     def convergence_delta(self) -> Tensor:
         """Completeness error per example and output column, ``total() - image_embed``."""
@@ -91,186 +100,186 @@ class Decomposition:
         return Decomposition(**values)
 
 
+# The readout as tensors ---------------------------------------------------------------------
+
 @dataclass
-class JointSpaceMap:
-    """``ln_post`` and ``proj`` as one linear map plus constants, in the output columns ``X``.
+class NormWeights:
+    """A norm that is affine once its scale is known: ``weight * C x / s + bias``."""
+
+    weight: Tensor | None
+    bias: Tensor | None
+    centered: bool  # LayerNorm (C = I - 11^T / D) or RMSNorm (C = I)
+
+
+@dataclass
+class ReadoutWeights:
+    """Everything between the final residual stream and the output, as tensors.
 
     Attributes:
-        matrix: ``[D, X]`` maps a residual term to joint space (centering included for
-            ``"centered"``; for ``"reference"`` the mean is removed through ``gamma_direction``).
-        gamma_direction: ``[X]`` ``gamma @ proj``, what a unit of LayerNorm mean removes.
-        bias_direction: ``[X]`` ``beta @ proj``.
+        pre_norm: the per-token norm before the pool, or ``None``.
+        post_norm: the norm on the pooled vector, or ``None``.
+        value_weight: ``[G, D, d]`` an attention pool's value projection per pool head.
+        value_bias: ``[G, d]`` or ``None``.
+        out_weight: ``[G, d, D_out]`` the attention pool's out-projection per pool head.
+        out_bias: ``[D_out]`` or ``None``.
+        pos_embed: ``[R, D]`` the pool's position embedding, or ``None``.
+        proj: ``[D_out, E]`` the projection after the pool (the identity when the tower has none).
+        proj_bias: ``[E]`` or ``None``.
     """
 
-    matrix: Tensor
-    gamma_direction: Tensor
-    bias_direction: Tensor
+    pre_norm: NormWeights | None
+    post_norm: NormWeights | None
+    proj: Tensor
+    proj_bias: Tensor | None = None
+    value_weight: Tensor | None = None
+    value_bias: Tensor | None = None
+    out_weight: Tensor | None = None
+    out_bias: Tensor | None = None
+    pos_embed: Tensor | None = None
 
 
-def joint_space_map(
-    ln_weight: Tensor | None,
-    ln_bias: Tensor | None,
-    proj: Tensor,
-    convention: str,
-    text_embeddings: Tensor | None = None,
-) -> JointSpaceMap:
-    """Fold ``ln_post``'s affine part, its centering (``"centered"``) and ``proj`` into one map.
+@dataclass
+class ReadoutMap:
+    """The readout's linear part, one branch per pool head ``g``: ``sum_g (r_g @ value[g]) @
+    output[g]`` for pooled rows ``r`` ``[B, G, ..., D]``. ``value`` is ``None`` (the identity,
+    ``G = 1``) for class-token and mean pooling."""
+
+    value: Tensor | None  # [G, D, V]
+    output: Tensor  # [G, V, X]
+
+    def __call__(self, pooled: Tensor) -> Tensor:
+        """``[B, G, ..., D]`` -> ``[B, ..., X]``."""
+        if self.value is not None:
+            pooled = torch.einsum("bg...d,gdv->bg...v", pooled, self.value)
+        return torch.einsum("bg...v,gvx->b...x", pooled, self.output)
+
+    def fold(self, head_out: Tensor) -> Tensor:
+        """Each head's whole path to the output: ``[H, d, D]`` -> ``[G, H, d, X]``."""
+        if self.value is not None:
+            head_out = torch.einsum("hkD,gDv->ghkv", head_out, self.value)
+        else:
+            head_out = head_out[None]
+        return torch.einsum("ghkv,gvx->ghkx", head_out, self.output)
+
+
+def norm_then(norm: NormWeights | None, matrix: Tensor, center: bool) -> Tensor:
+    """``C diag(weight) @ matrix``: a norm's linear part followed by ``matrix`` ``[D, ...]``.
+
+    The centering ``C`` is applied only when ``center`` and the norm is a LayerNorm.
+    """
+    if norm is None:
+        return matrix
+    if norm.weight is not None:
+        matrix = norm.weight.reshape(-1, *[1] * (matrix.dim() - 1)) * matrix
+    if center and norm.centered:
+        # (x - mean(x)) @ A == x @ (A - mean over rows of A)
+        matrix = matrix - matrix.mean(dim=0, keepdim=True)
+    return matrix
+
+
+def projection(weights: ReadoutWeights, text_embeddings: Tensor | None) -> Tensor:
+    """``[D_out, X]`` the projection, ending in text scores when texts are given."""
+    if text_embeddings is None:
+        return weights.proj
+    return weights.proj @ text_embeddings.to(weights.proj.dtype).T
+
+
+def readout_map(weights: ReadoutWeights, center: bool,
+                text_embeddings: Tensor | None = None) -> ReadoutMap:
+    """Fold norms, pool projections and the projection into a :class:`ReadoutMap`.
 
     Args:
-        ln_weight: ``[D]`` or ``None`` (no affine weight).
-        ln_bias: ``[D]`` or ``None``.
-        proj: ``[D, E]``.
-        convention: ``"reference"`` or ``"centered"``.
-        text_embeddings: optional ``[T, E]``; the map then ends in text scores (``X = T``).
-
-    Returns:
-        A :class:`JointSpaceMap` with ``matrix`` ``[D, X]``.
+        weights: the readout's tensors.
+        center: apply the norms' centering to every term (``"centered"``), or leave it to the
+            shared constant (``"reference"``).
+        text_embeddings: optional ``[T, E]``; the map then ends in text scores.
     """
-    width = proj.shape[0]
-    gamma = ln_weight if ln_weight is not None else proj.new_ones(width)
-    scaled_proj = gamma[:, None] * proj
-    gamma_direction = gamma @ proj
-    bias_direction = ln_bias @ proj if ln_bias is not None else proj.new_zeros(proj.shape[1])
-    if convention == "centered":
-        # (gamma * (x - mean(x))) @ proj == x @ (scaled_proj - gamma_direction / D)
-        scaled_proj = scaled_proj - gamma_direction[None, :] / width
-    if text_embeddings is not None:
-        text_matrix = text_embeddings.to(proj.dtype).T
-        scaled_proj, gamma_direction, bias_direction = (
-            scaled_proj @ text_matrix, gamma_direction @ text_matrix, bias_direction @ text_matrix
-        )
-    return JointSpaceMap(scaled_proj, gamma_direction, bias_direction)
+    after_pool = norm_then(weights.post_norm, projection(weights, text_embeddings), center)
+    if weights.value_weight is None:
+        return ReadoutMap(None, norm_then(weights.pre_norm, after_pool, center)[None])
+    value = norm_then(weights.pre_norm, weights.value_weight.transpose(0, 1), center)
+    output = torch.einsum("gdk,kx->gdx", weights.out_weight, after_pool)
+    return ReadoutMap(value.transpose(0, 1), output)
 
 
-def head_output_maps(out_proj_weight: Tensor, layer_scale: Tensor, joint_matrix: Tensor) -> Tensor:
-    """Each head's path from its attention output ``z`` to joint space, as one matrix.
+def readout_constant(weights: ReadoutWeights, pool_weights: Tensor, post_scale: Tensor,
+                     text_embeddings: Tensor | None = None) -> Tensor:
+    """The readout's constant (every bias and position embedding), ``[B, X]``, centered.
 
     Args:
-        out_proj_weight: ``[D, D]`` ``out_proj.weight`` (columns split per head).
-        layer_scale: ``[D]`` the block's ``ls_1`` gamma (ones without LayerScale).
-        joint_matrix: ``[D, X]`` from :func:`joint_space_map`.
-
-    Returns:
-        ``[H, d_head, X]`` with ``H * d_head == D``; head ``h``'s term is ``z_h @ maps[h]``.
+        weights: the readout's tensors.
+        pool_weights: ``[B, G, R]`` the pool's weight of each row per pool head.
+        post_scale: ``[B]`` the scale of the norm after the pool (ones without one).
     """
-    return (out_proj_weight * layer_scale[:, None]).T @ joint_matrix  # [D(h, d), X]
+    proj = projection(weights, text_embeddings)
+    row_sums = pool_weights.sum(dim=-1)  # [B, G]
+    pre_bias = weights.pre_norm.bias if weights.pre_norm is not None else None
+    if weights.value_weight is None:  # class token or mean: the pooled vector itself
+        pooled = row_sums[:, 0, None] * (pre_bias if pre_bias is not None else proj.new_zeros(
+            proj.shape[0]))
+    else:
+        values = row_sums.new_zeros(*row_sums.shape, weights.value_weight.shape[-1])  # [B, G, d]
+        if pre_bias is not None:
+            values = values + torch.einsum("bg,d,gdk->bgk", row_sums, pre_bias,
+                                           weights.value_weight)
+        if weights.pos_embed is not None:
+            values = values + torch.einsum("bgr,rd,gdk->bgk", pool_weights, weights.pos_embed,
+                                           weights.value_weight)
+        if weights.value_bias is not None:
+            values = values + row_sums[..., None] * weights.value_bias
+        pooled = torch.einsum("bgk,gkD->bD", values, weights.out_weight)
+        if weights.out_bias is not None:
+            pooled = pooled + weights.out_bias
+    after_pool = norm_then(weights.post_norm, proj, center=True)
+    constant = pooled @ after_pool / post_scale[:, None]
+    if weights.post_norm is not None and weights.post_norm.bias is not None:
+        constant = constant + weights.post_norm.bias @ proj
+    if weights.proj_bias is not None:
+        bias = weights.proj_bias
+        constant = constant + (bias if text_embeddings is None
+                               else bias @ text_embeddings.to(bias.dtype).T)
+    return constant
 
 
-def token_terms(pooled_pattern: Tensor, values: Tensor, head_maps: Tensor) -> Tensor:
-    """Per (token, head) terms ``a_i v_i W``: ``[B, H, N]``, ``[B, N, H, d]`` -> ``[B, N, H, X]``.
+def head_output_weights(W_O: Tensor, layer_scale: Tensor | None,  # noqa: N803
+                        z_norm: NormWeights | None) -> Tensor:
+    """Each head's map from its attention output to the residual stream, ``[H, d, D]``.
+
+    A norm over the concatenated heads (EVA's sub-LN) is affine per token given its scale; its
+    centering and weight fold into the map (its scale is a per-row weight, its bias a constant).
+    """
+    n_heads, d_head, width = W_O.shape
+    weights = W_O if layer_scale is None else W_O * layer_scale
+    if z_norm is not None:
+        weights = norm_then(z_norm, weights.reshape(n_heads * d_head, width), center=True)
+    return weights.reshape(n_heads, d_head, width)
+
+
+def attention_constant(W_O: Tensor, b_O: Tensor, layer_scale: Tensor | None,  # noqa: N803
+                       z_norm: NormWeights | None) -> Tensor:
+    """The part of an attention layer's output in no head, at every token, ``[D]``."""
+    constant = b_O
+    if z_norm is not None and z_norm.bias is not None:
+        constant = constant + z_norm.bias @ W_O.reshape(-1, W_O.shape[-1])
+    return constant if layer_scale is None else constant * layer_scale
+
+
+def pool_rows(weights: Tensor, rows: Tensor) -> Tensor:
+    """Contract rows with per-pool-head weights: ``[B, G, R]``, ``[B, R, ...]`` -> ``[B, G, ...]``.
+    """
+    return torch.einsum("bgr,br...->bg...", weights, rows)
+
+
+def token_terms(pooled_pattern: Tensor, values: Tensor, token_maps: Tensor) -> Tensor:
+    """Per (token, head) terms ``[B, N, H, X]``.
 
     Args:
-        pooled_pattern: ``[B, H, N]`` the pooled query row of each head's attention pattern.
-        values: ``[B, N, H, d_head]`` the value vectors (value bias included).
-        head_maps: ``[H * d_head, X]`` or ``[H, d_head, X]`` from :func:`head_output_maps`.
+        pooled_pattern: ``[B, G, H, N]`` each head's attention pattern contracted with the
+            pool's row weights.
+        values: ``[B, N, H, d]`` the value vectors (value bias included).
+        token_maps: ``[G, H, d, X]`` from :meth:`ReadoutMap.fold`.
     """
-    n_heads, d_head = values.shape[2], values.shape[3]
-    weighted = values * pooled_pattern.transpose(1, 2)[..., None]
-    return torch.einsum("bnhd,hdx->bnhx", weighted, head_maps.reshape(n_heads, d_head, -1))
-
-
-def head_terms(pooled_z: Tensor, head_maps: Tensor) -> Tensor:
-    """Per-head terms: ``[B, H, d_head]`` pooled attention outputs -> ``[B, H, X]``."""
-    n_heads, d_head = pooled_z.shape[1], pooled_z.shape[2]
-    return torch.einsum("bhd,hdx->bhx", pooled_z, head_maps.reshape(n_heads, d_head, -1))
-
-
-def ln_post_row_weights(pooled_rows: Tensor, eps: float, per_row: bool) -> Tensor:
-    """``omega_r = w_r / s_r``: how each pooled row enters ``z_hat``, ``[B, R, D]`` -> ``[B, R]``.
-
-    ``per_row`` is ``True`` when every row is normalized on its own before averaging ("avg" pooling
-    with ``ln_post`` before the pool); otherwise the ``R`` rows were already averaged to one.
-    """
-    inverse_scale = 1.0 / (pooled_rows.var(dim=-1, unbiased=False) + eps).sqrt()
-    return inverse_scale / pooled_rows.shape[1] if per_row else inverse_scale
-
-
-def pool_rows(omega: Tensor, rows: Tensor) -> Tensor:
-    """Contract pooled rows with their weights: ``[B, R]``, ``[B, R, ...]`` -> ``[B, ...]``."""
-    return torch.einsum("br,br...->b...", omega, rows)
-
-
-def reference_constant(mean_z_hat: Tensor, n_terms: int, joint: JointSpaceMap) -> Tensor:
-    """The paper's share of LN mean and bias for one of ``n_terms`` residual terms, ``[B, X]``.
-
-    ``mean_z_hat`` ``[B]`` is the feature mean of the scaled pooled stream; with equal shares the
-    constants of all ``2L + 1`` terms add up to ``-mean * gamma@proj + beta@proj``.
-    """
-    return (
-        -mean_z_hat[:, None] * joint.gamma_direction[None, :] + joint.bias_direction[None, :]
-    ) / n_terms
-
-
-class _Capture:
-    """Forward hooks that keep only what the decomposition needs, reduced to the pooled rows."""
-
-    def __init__(self, vit: HookedViT, granularity: str, layers: Sequence[int],
-                 per_row: bool, head_maps: dict[int, Tensor], dtype: torch.dtype) -> None:
-        self.vit, self.granularity, self.layers = vit, granularity, tuple(layers)
-        self.per_row, self.head_maps, self.dtype = per_row, head_maps, dtype
-        self.store: dict[str, Any] = {}
-        self.scratch: dict[str, Tensor] = {}
-
-    def rows(self, x: Tensor) -> Tensor:
-        """The pooled rows of ``[B, N, ...]`` as ``[B, R, ...]``, averaged to one row when they
-        share one LayerNorm scale, in the compute dtype."""
-        x = self.rows_unreduced(x)
-        return x if self.per_row else x.mean(dim=1, keepdim=True)
-
-    def save(self, key: str):
-        def hook(tensor: Tensor, hook: Any) -> None:
-            self.store[key] = self.rows(tensor)
-        return hook
-
-    def save_scratch(self, key: str):
-        def hook(tensor: Tensor, hook: Any) -> None:
-            self.scratch[key] = tensor
-        return hook
-
-    def values_hook(self, layer: int):
-        def hook(values: Tensor, hook: Any) -> None:
-            q_rows = self.rows_unreduced(self.scratch.pop("q"))
-            keys = self.scratch.pop("k").to(self.dtype)
-            scores = torch.einsum("brhd,bkhd->brhk", q_rows, keys) / q_rows.shape[-1] ** 0.5
-            pattern_rows = scores.softmax(dim=-1)  # [B, R0, H, N]
-            if not self.per_row:
-                pattern_rows = pattern_rows.mean(dim=1, keepdim=True)
-            values = values.to(self.dtype)
-            if pattern_rows.shape[1] == 1:  # omega is a per-image scalar: map now, scale later
-                self.store[f"tokens.{layer}"] = token_terms(
-                    pattern_rows[:, 0], values, self.head_maps[layer]
-                )[:, None]
-            else:
-                self.store[f"pattern.{layer}"] = pattern_rows
-                self.store[f"values.{layer}"] = values
-        return hook
-
-    def rows_unreduced(self, x: Tensor) -> Tensor:
-        return (x[:, :1] if self.vit.pool_type == "tok" else x[:, 1:]).to(self.dtype)
-
-    def hooks(self) -> list[tuple[str, Any]]:
-        hooks = [
-            ("hook_embed", self.save("embed")),
-            (f"blocks.{self.vit.n_layers - 1}.hook_resid_post", self.save("resid")),
-            ("hook_image_embed", self.save_scratch("image_embed")),
-        ]
-        for layer in range(self.vit.n_layers):
-            hooks.append((f"blocks.{layer}.hook_attn_out", self.save(f"attn.{layer}")))
-            hooks.append((f"blocks.{layer}.hook_mlp_out", self.save(f"mlp.{layer}")))
-        for layer in self.layers:
-            prefix = f"blocks.{layer}.attn."
-            if self.granularity in ("head", "token"):
-                hooks.append((prefix + "hook_z", self.save(f"z.{layer}")))
-            if self.granularity == "token":
-                hooks.append((prefix + "hook_q", self.save_scratch("q")))
-                hooks.append((prefix + "hook_k", self.save_scratch("k")))
-                hooks.append((prefix + "hook_v", self.values_hook(layer)))
-        return hooks
-
-
-def _layer_scale(module: torch.nn.Module, width: int, like: Tensor) -> Tensor:
-    gamma = getattr(module, "gamma", None)
-    return gamma.to(like) if gamma is not None else like.new_ones(width)
+    return torch.einsum("bghn,bnhd,ghdx->bnhx", pooled_pattern, values, token_maps)
 
 
 def compute_dtype(dtype: torch.dtype) -> torch.dtype:
@@ -316,6 +325,214 @@ def check_text_embeddings(text_embeddings: Tensor, width: int) -> Tensor:
     return text_embeddings
 
 
+# Reading the hooked model -------------------------------------------------------------------
+
+def _detached(tensor: Tensor | None, dtype: torch.dtype) -> Tensor | None:
+    return None if tensor is None else tensor.detach().to(dtype)
+
+
+def norm_weights(norm: HookedNorm, dtype: torch.dtype) -> NormWeights | None:
+    """A hooked norm's weights, or ``None`` when the model has no norm there."""
+    if not norm.exists:
+        return None
+    return NormWeights(_detached(norm.w, dtype), _detached(norm.b, dtype), norm.centered)
+
+
+def readout_weights(vit: HookedViT, dtype: torch.dtype) -> ReadoutWeights:
+    """Gather the readout's tensors through the hooked tower's accessors."""
+    final = norm_weights(vit.ln_final, dtype)
+    after_pool = vit.final_ln_after_pool
+    proj = _detached(vit.proj, dtype)
+    pool = vit.pool
+    width = pool.spec.out_weight.shape[0] if pool is not None else vit.d_model
+    weights = ReadoutWeights(
+        pre_norm=None if after_pool else final, post_norm=final if after_pool else None,
+        proj=proj if proj is not None else torch.eye(width, dtype=dtype, device=vit.device),
+        proj_bias=_detached(vit.proj_bias, dtype),
+    )
+    if pool is not None:
+        if pool.ln_k.exists:
+            if weights.pre_norm is not None:
+                raise ValueError("this tower normalizes its tokens twice before the pool; the "
+                                 "decomposition supports one per-token norm.")
+            weights.pre_norm = norm_weights(pool.ln_k, dtype)
+        pos = pool.spec.pos_embed
+        weights.value_weight = _detached(pool.W_V, dtype)
+        weights.value_bias = _detached(pool.b_V, dtype)
+        weights.out_weight = _detached(pool.W_O, dtype)
+        weights.out_bias = _detached(pool.b_O, dtype)
+        weights.pos_embed = _detached(pos, dtype)
+    return weights
+
+
+# Hooks a user may have on the model while decomposing ----------------------------------------
+
+def user_hooks(vit: HookedViT) -> list[str]:
+    """Names of the hook points that carry a hook (TransformerLens' or plain PyTorch's)."""
+    from .hooked.vit import is_hooked
+
+    return [name for name, point in vit.hook_dict.items() if is_hooked(point)]
+
+
+def check_consistent(parts: Decomposition, hooked: list[str], dtype: torch.dtype) -> None:
+    """Raise if hooks changed the forward pass in a way no term carries.
+
+    Edits of ``hook_q``/``hook_k``/``hook_v``, the pattern, norm scales, MLPs and ``hook_embed``
+    are followed by the terms; an edit of the residual stream, of ``hook_result`` or
+    ``hook_attn_out`` (per-head terms), of ``hook_z`` (per-token terms) or after the pool is not.
+    """
+    tolerance = {torch.float64: 1e-8, torch.float32: 1e-3}.get(dtype, 5e-2)
+    scale = parts.image_embed.abs().max().clamp(min=1e-12)
+    errors = {"the terms' sum": (parts.total() - parts.image_embed).abs().max()}
+    if parts.heads is not None:
+        layers = list(parts.layers)
+        per_layer = parts.heads.sum(dim=2)
+        if parts.attn_biases is not None:
+            per_layer = per_layer + parts.attn_biases[:, layers]
+        errors["the heads' sum"] = (per_layer - parts.attns[:, layers]).abs().max()
+    if parts.tokens is not None:
+        errors["the tokens' sum"] = (parts.tokens.sum(dim=2) - parts.heads).abs().max()
+    broken = [f"{what} (off by {error / scale:.2g})" for what, error in errors.items()
+              if error > tolerance * scale]
+    if broken:
+        raise ValueError(
+            f"hooks on {hooked} changed the forward pass in a way no term carries: "
+            f"{', '.join(broken)}. The decomposition follows edits of hook_q, hook_k, hook_v, "
+            "hook_attn_scores, hook_pattern, norm scales, MLPs and hook_embed (and of hook_z for "
+            "per-head terms); remove the other hooks while decomposing."
+        )
+
+
+# One forward pass ---------------------------------------------------------------------------
+
+class _Capture:
+    """Forward hooks that keep only what the decomposition needs, restricted to the pool's rows.
+
+    When every pooled row enters with the same weight up to a per-image factor (a class-token
+    pool, or a mean pool without a per-token norm) the rows are averaged at once; otherwise they
+    are kept and contracted with the row weights after the pass.
+    """
+
+    def __init__(self, vit: HookedViT, granularity: str, layers: Sequence[int],
+                 dtype: torch.dtype, token_maps: dict[int, Tensor] | None,
+                 pattern_hooked: dict[int, bool]) -> None:
+        self.vit, self.granularity, self.layers, self.dtype = vit, granularity, tuple(layers), dtype
+        self.rows = vit.pool_rows
+        n_rows = len(range(vit.n_tokens)[self.rows])
+        self.reduce = n_rows == 1 or (vit.pool_type == "avg" and vit.final_ln_after_pool)
+        self.token_maps = token_maps
+        self.pattern_hooked = pattern_hooked
+        self.store: dict[str, Tensor] = {}
+        self.scratch: dict[str, Tensor] = {}
+
+    def pooled_rows(self, x: Tensor, reduce: bool | None = None) -> Tensor:
+        x = x[:, self.rows].to(self.dtype)
+        reduce = self.reduce if reduce is None else reduce
+        return x.mean(dim=1, keepdim=True) if reduce else x
+
+    def save(self, key: str, reduce: bool | None = None):
+        def hook(tensor: Tensor, hook: Any) -> None:
+            self.store[key] = self.pooled_rows(tensor, reduce)
+        return hook
+
+    def save_whole(self, key: str):
+        def hook(tensor: Tensor, hook: Any) -> None:
+            self.store[key] = tensor.to(self.dtype)
+        return hook
+
+    def save_scratch(self, key: str):
+        def hook(tensor: Tensor, hook: Any) -> None:
+            self.scratch[key] = tensor
+        return hook
+
+    def layer_reduces(self, layer: int) -> bool:
+        """Rows of this layer's heads can be averaged now: no per-row sub-LN scale."""
+        return self.reduce and not self.vit.blocks[layer].attn.ln.exists
+
+    @property
+    def n_rows(self) -> int:
+        return len(range(self.vit.n_tokens)[self.rows])
+
+    def values_hook(self, layer: int):
+        def hook(values: Tensor, hook: Any) -> None:
+            if self.pattern_hooked[layer]:
+                self.scratch[f"v.{layer}"] = values
+                return
+            attn = self.vit.blocks[layer].attn
+            q_rows = self.scratch.pop("q")[:, self.rows].to(self.dtype)
+            keys = self.scratch.pop("k").to(self.dtype)
+            pattern = attn.scores(q_rows, keys, rows=self.rows).softmax(dim=-1)  # [B, H, R, N]
+            self.tokens_from_pattern(layer, pattern, values)
+        return hook
+
+    def pattern_hook(self, layer: int):
+        def hook(pattern: Tensor, hook: Any) -> None:
+            rows = pattern[:, :, self.rows].to(self.dtype)
+            self.tokens_from_pattern(layer, rows, self.scratch.pop(f"v.{layer}"))
+        return hook
+
+    def tokens_from_pattern(self, layer: int, pattern: Tensor, values: Tensor) -> None:
+        values = values.to(self.dtype)
+        if self.layer_reduces(layer):  # the row weights are a per-image factor: map now
+            pooled = pattern.mean(dim=2)[:, None]  # [B, 1, H, N]
+            self.store[f"tokens.{layer}"] = token_terms(pooled, values, self.token_maps[layer])
+        else:
+            self.store[f"pattern.{layer}"] = pattern
+            self.store[f"values.{layer}"] = values
+
+    def hooks(self) -> list[tuple[str, Any]]:
+        vit = self.vit
+        hooks = [
+            ("hook_embed", self.save("embed")),
+            (f"blocks.{vit.n_layers - 1}.hook_resid_post", self.save("resid")),
+            ("hook_image_embed", self.save_scratch("image_embed")),
+        ]
+        if vit.ln_final.exists:
+            if vit.final_ln_after_pool:
+                hooks.append(("ln_final.hook_scale", self.save_whole("post_scale")))
+            else:
+                hooks.append(("ln_final.hook_scale", self.save("pre_scale", reduce=False)))
+        if vit.pool is not None:
+            hooks.append(("pool.hook_pattern", self.save_whole("pool_pattern")))
+            if vit.pool.ln_k.exists:
+                hooks.append(("pool.ln_k.hook_scale", self.save_whole("pre_scale")))
+            if vit.pool.spec.mlp is not None:
+                hooks.append(("pool.hook_mlp_out", self.save_whole("pool_mlp")))
+        for layer in range(vit.n_layers):
+            hooks.append((f"blocks.{layer}.hook_attn_out", self.save(f"attn.{layer}")))
+            hooks.append((f"blocks.{layer}.hook_mlp_out", self.save(f"mlp.{layer}")))
+        for layer in self.layers:
+            prefix = f"blocks.{layer}.attn."
+            if self.granularity == "layer":
+                continue
+            reduce = self.layer_reduces(layer)
+            hooks.append((prefix + "hook_z", self.save(f"z.{layer}", reduce)))
+            if vit.blocks[layer].attn.ln.exists:
+                hooks.append((prefix + "ln.hook_scale",
+                              self.save(f"z_scale.{layer}", reduce=False)))
+            if self.granularity == "token":
+                hooks.append((prefix + "hook_q", self.save_scratch("q")))
+                hooks.append((prefix + "hook_k", self.save_scratch("k")))
+                hooks.append((prefix + "hook_v", self.values_hook(layer)))
+                if self.pattern_hooked[layer]:
+                    hooks.append((prefix + "hook_pattern", self.pattern_hook(layer)))
+        return hooks
+
+
+def _row_weights(vit: HookedViT, store: dict[str, Tensor], like: Tensor) -> tuple[Tensor, Tensor]:
+    """``(w, s_post)``: the pool's weight of each pooled row per pool head ``[B, G, R]`` and the
+    post-pool norm's scale ``[B]`` (ones without one)."""
+    batch, n_rows = like.shape[0], len(range(vit.n_tokens)[vit.pool_rows])
+    if vit.pool is not None:
+        pattern = store["pool_pattern"]  # [B, G, Q, R]
+        weights = torch.einsum("q,bgqr->bgr", vit.pool.query_weights(pattern), pattern)
+    else:
+        weights = like.new_full((batch, 1, n_rows), 1.0 / n_rows)
+    post_scale = store["post_scale"].reshape(batch) if "post_scale" in store else like.new_ones(
+        batch)
+    return weights, post_scale
+
+
 def decompose(
     clip: Any,
     images: Tensor,
@@ -332,11 +549,12 @@ def decompose(
         images: ``[B, 3, H, W]`` preprocessed images at the model's input size.
         granularity: ``"layer"`` (embedding, MSA and MLP layers), ``"head"`` (adds ``heads``) or
             ``"token"`` (adds ``heads`` and ``tokens``, per image token).
-        convention: ``"reference"`` (default) reproduces the paper's code: ``ln_post``'s mean and
-            bias are shared equally by the ``2L + 1`` residual terms and, inside an attention
-            layer, by its ``N * H`` (token, head) cells together with the out-projection bias.
-            ``"centered"`` centers every term on its own and keeps the out-projection biases
-            (``attn_biases``) and ``ln_post``'s bias (``ln_bias``) as separate terms.
+        convention: ``"reference"`` (default) reproduces the paper's code: the final norm's mean
+            and bias (and every other readout constant) are shared equally by the ``2L + 1``
+            residual terms and, inside an attention layer, by its ``N * H`` (token, head) cells
+            together with the out-projection bias. ``"centered"`` centers every term on its own and
+            keeps the out-projection biases (``attn_biases``) and the readout's constant
+            (``ln_bias``) as separate terms.
         layers: layers for ``heads``/``tokens`` (``None``: all). Whole-layer terms always cover
             every layer, so the decomposition stays complete.
         normalize: divide every term by ``||encode_image(x)||`` so that they sum to the unit-norm
@@ -346,6 +564,10 @@ def decompose(
 
     Returns:
         A :class:`Decomposition`; ``total()`` equals ``image_embed`` (fp64: ~1e-12, fp32: ~1e-6).
+
+    Raises:
+        ValueError: for a model in training mode, bad arguments, or a hook on the model that
+            changed the forward pass in a way no term carries (the message names the hooks).
 
     Examples::
 
@@ -364,85 +586,102 @@ def decompose(
     vit.check_images(images)
     selected = resolve_layers(layers, vit.n_layers)
     dtype = compute_dtype(vit.dtype)
-    visual = vit.model
     if text_embeddings is not None:
-        text_embeddings = check_text_embeddings(text_embeddings, vit.output_dim)
-
-    ln_post = visual.ln_post
-    joint = joint_space_map(
-        _param(ln_post, "weight", dtype), _param(ln_post, "bias", dtype),
-        visual.proj.detach().to(dtype), convention, text_embeddings,
-    )
-    blocks = visual.transformer.resblocks
-    head_maps = {
-        layer: head_output_maps(
-            blocks[layer].attn.out_proj.weight.detach().to(dtype),
-            _layer_scale(blocks[layer].ls_1, vit.d_model, joint.matrix), joint.matrix,
-        )
-        for layer in (selected if granularity != "layer" else ())
-    }
-    per_row = vit.pool_type == "avg" and not vit.final_ln_after_pool
-    capture = _Capture(vit, granularity, selected, per_row, head_maps, dtype)
-    with torch.no_grad():
+        text_embeddings = check_text_embeddings(text_embeddings, vit.output_dim).to(vit.device)
+    with torch.no_grad(), vit.lock:
+        hooked = user_hooks(vit)
+        pattern_hooked = {l: any(name.startswith(f"blocks.{l}.attn.hook_") and name.endswith(
+            ("hook_pattern", "hook_attn_scores")) for name in hooked) for l in range(vit.n_layers)}
+        weights = readout_weights(vit, dtype)
+        centered = convention == "centered"
+        term_map = readout_map(weights, centered, text_embeddings)
+        head_outs = {layer: _head_output(vit, layer, dtype) for layer in selected}
+        token_maps = ({layer: term_map.fold(head_outs[layer]) for layer in selected}
+                      if granularity == "token" else None)
+        capture = _Capture(vit, granularity, selected, dtype, token_maps, pattern_hooked)
         with vit.hooks(fwd_hooks=capture.hooks()):
             vit(images)
-        return _assemble(vit, capture, joint, convention, normalize, text_embeddings, dtype)
+        parts = _assemble(vit, capture, weights, term_map, head_outs, convention, normalize,
+                          text_embeddings)
+    if hooked:
+        check_consistent(parts, hooked, dtype)
+    return parts
 
 
-def _param(module: torch.nn.Module, name: str, dtype: torch.dtype) -> Tensor | None:
-    value = getattr(module, name, None)
-    return value.detach().to(dtype) if value is not None else None
+def _head_output(vit: HookedViT, layer: int, dtype: torch.dtype) -> Tensor:
+    attn = vit.blocks[layer].attn
+    return head_output_weights(_detached(attn.W_O, dtype), _detached(attn.layer_scale, dtype),
+                               norm_weights(attn.ln, dtype))
 
 
-def _assemble(vit: HookedViT, capture: _Capture, joint: JointSpaceMap, convention: str,
-              normalize: bool, text_embeddings: Tensor | None, dtype: torch.dtype) -> Decomposition:
-    store, n_layers, blocks = capture.store, vit.n_layers, vit.model.transformer.resblocks
-    omega = ln_post_row_weights(store["resid"], vit.model.ln_post.eps, capture.per_row)
-    omega_sum = omega.sum(dim=1)
-    mean_z_hat = pool_rows(omega, store["resid"]).mean(dim=-1)
+def _attention_constant(vit: HookedViT, layer: int, dtype: torch.dtype) -> Tensor:
+    attn = vit.blocks[layer].attn
+    return attention_constant(_detached(attn.W_O, dtype), _detached(attn.b_O, dtype),
+                              _detached(attn.layer_scale, dtype), norm_weights(attn.ln, dtype))
 
-    embed = pool_rows(omega, store["embed"]) @ joint.matrix
-    attns = torch.stack([pool_rows(omega, store[f"attn.{l}"]) for l in range(n_layers)], 1)
-    attns = attns @ joint.matrix
-    mlps = torch.stack([pool_rows(omega, store[f"mlp.{l}"]) for l in range(n_layers)], 1)
-    mlps = mlps @ joint.matrix
-    bias_terms = torch.stack([
-        _layer_scale(b.ls_1, vit.d_model, omega) * b.attn.out_proj.bias.detach().to(dtype)
-        for b in blocks
-    ]) @ joint.matrix  # [L, X]
-    bias_terms = omega_sum[:, None, None] * bias_terms[None]  # [B, L, X]
+
+def _assemble(vit: HookedViT, capture: _Capture, weights: ReadoutWeights, term_map: ReadoutMap,
+              head_outs: dict[int, Tensor], convention: str, normalize: bool,
+              text_embeddings: Tensor | None) -> Decomposition:
+    store, n_layers, dtype = capture.store, vit.n_layers, capture.dtype
+    pool_weights, post_scale = _row_weights(vit, store, store["resid"])
+    omega = pool_weights / post_scale[:, None, None]
+    if "pre_scale" in store:
+        omega = omega / store["pre_scale"].reshape(omega.shape[0], 1, -1)
+    reduced_omega = omega.sum(dim=-1, keepdim=True)  # pairs with rows averaged during the pass
+
+    def pooled(key: str) -> Tensor:
+        rows = store[key]
+        return pool_rows(reduced_omega if rows.shape[1] == 1 else omega, rows)
+
+    embed = term_map(pooled("embed"))
+    attns = torch.stack([term_map(pooled(f"attn.{l}")) for l in range(n_layers)], 1)
+    mlps = torch.stack([term_map(pooled(f"mlp.{l}")) for l in range(n_layers)], 1)
+    constants = torch.stack([_attention_constant(vit, l, dtype) for l in range(n_layers)])
+    omega_sum = reduced_omega[..., 0]  # [B, G]
+    bias_terms = term_map(torch.einsum("bg,ld->bgld", omega_sum, constants))  # [B, L, X]
 
     heads = tokens = attn_biases = ln_bias = None
     layer_index = list(capture.layers)
     if capture.granularity != "layer":
-        heads = torch.stack([
-            head_terms(pool_rows(omega, store[f"z.{l}"]), capture.head_maps[l])
-            for l in layer_index
-        ], 1)
+        heads = torch.stack([_head_terms(capture, omega, reduced_omega, l, head_outs[l], term_map)
+                             for l in layer_index], 1)
     if capture.granularity == "token":
-        tokens = torch.stack([_pooled_token_terms(capture, omega, l) for l in layer_index], 1)
+        tokens = torch.stack([_pooled_token_terms(capture, omega, reduced_omega, l)
+                              for l in layer_index], 1)
 
+    constant = readout_constant(weights, pool_weights, post_scale, text_embeddings)
+    pool_mlp = None
+    if "pool_mlp" in store:
+        mlp_out = torch.einsum("q,bqd->bd", vit.pool.query_weights(store["pool_mlp"]),
+                               store["pool_mlp"])
+        after_pool = norm_then(weights.post_norm, projection(weights, text_embeddings), True)
+        pool_mlp = mlp_out / post_scale[:, None] @ after_pool
     if convention == "reference":
-        constant = reference_constant(mean_z_hat, 2 * n_layers + 1, joint)[:, None]  # [B, 1, X]
-        embed = embed + constant[:, 0]
-        mlps = mlps + constant
-        attns = attns + constant
+        # The constant plus what centering would have removed from every term, shared equally.
+        residual = pooled("resid")
+        centered_map = readout_map(weights, True, text_embeddings)
+        shared = (centered_map(residual) - term_map(residual) + constant) / (2 * n_layers + 1)
+        embed = embed + shared
+        mlps = mlps + shared[:, None]
+        attns = attns + shared[:, None]
         if heads is not None:
-            layer_constant = (bias_terms[:, layer_index] + constant)  # [B, L_s, X]
+            layer_constant = bias_terms[:, layer_index] + shared[:, None]  # [B, L_s, X]
             heads = heads + layer_constant[:, :, None] / vit.n_heads
             if tokens is not None:
                 n_cells = vit.n_heads * tokens.shape[2]
                 tokens = tokens + layer_constant[:, :, None, None] / n_cells
     else:
         attn_biases = bias_terms
-        ln_bias = joint.bias_direction.expand_as(embed).clone()
+        ln_bias = constant
 
     image_embed = capture.scratch["image_embed"].to(dtype)
     norm = image_embed.norm(dim=-1)
     if text_embeddings is not None:
         image_embed = image_embed @ text_embeddings.to(dtype).T
     parts = dict(embed=embed, attns=attns, mlps=mlps, heads=heads, tokens=tokens,
-                 attn_biases=attn_biases, ln_bias=ln_bias, image_embed=image_embed)
+                 attn_biases=attn_biases, ln_bias=ln_bias, pool_mlp=pool_mlp,
+                 image_embed=image_embed)
     if normalize:
         parts = {k: None if v is None else v / norm.reshape(-1, *[1] * (v.dim() - 1))
                  for k, v in parts.items()}
@@ -450,10 +689,29 @@ def _assemble(vit: HookedViT, capture: _Capture, joint: JointSpaceMap, conventio
                          normalized=normalize, text_embeddings=text_embeddings)
 
 
-def _pooled_token_terms(capture: _Capture, omega: Tensor, layer: int) -> Tensor:
-    """``[B, N, H, X]`` token terms of one layer, weighted by the pooled rows' ``omega``."""
+def _row_omega(capture: _Capture, omega: Tensor, layer: int) -> Tensor:
+    """The row weights of one layer's heads, divided by its sub-LN's per-row scale if any."""
+    key = f"z_scale.{layer}"
+    if key not in capture.store:
+        return omega
+    return omega / capture.store[key].reshape(omega.shape[0], 1, -1)
+
+
+def _head_terms(capture: _Capture, omega: Tensor, reduced_omega: Tensor, layer: int,
+                head_out: Tensor, term_map: ReadoutMap) -> Tensor:
+    """``[B, H, X]`` the head terms of one layer."""
+    z = capture.store[f"z.{layer}"]  # [B, R, H, d], or [B, 1, H, d] when averaged in the pass
+    weights = _row_omega(capture, omega, layer) if z.shape[1] == capture.n_rows else reduced_omega
+    pooled_z = pool_rows(weights, z)  # [B, G, H, d]
+    return term_map(torch.einsum("bghk,hkD->bghD", pooled_z, head_out))
+
+
+def _pooled_token_terms(capture: _Capture, omega: Tensor, reduced_omega: Tensor,
+                        layer: int) -> Tensor:
+    """``[B, N, H, X]`` the token terms of one layer."""
     store = capture.store
     if f"tokens.{layer}" in store:
-        return pool_rows(omega, store[f"tokens.{layer}"])
-    pooled_pattern = pool_rows(omega, store[f"pattern.{layer}"])  # [B, H, N]
-    return token_terms(pooled_pattern, store[f"values.{layer}"], capture.head_maps[layer])
+        return reduced_omega.sum(dim=1)[:, 0, None, None, None] * store[f"tokens.{layer}"]
+    weights = _row_omega(capture, omega, layer)
+    pooled_pattern = torch.einsum("bgr,bhrn->bghn", weights, store[f"pattern.{layer}"])
+    return token_terms(pooled_pattern, store[f"values.{layer}"], capture.token_maps[layer])

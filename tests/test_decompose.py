@@ -136,3 +136,34 @@ def test_half_precision_model_accumulates_in_fp32():
     with torch.no_grad():
         expected = F.normalize(clip.model.encode_image(images).float(), dim=-1)
     assert (parts.total() - expected).abs().max() < 5e-2
+
+
+def _coca_tower(dtype: torch.dtype) -> torch.nn.Module:
+    from conftest import randomize_
+    from open_clip.model import _build_vision_tower
+
+    torch.manual_seed(0)
+    vision = dict(image_size=32, patch_size=8, width=64, layers=2, head_width=16,
+                  attentional_pool=True, attn_pooler_heads=4, attn_pooler_queries=6,
+                  output_tokens=True, ls_init_value=0.5)
+    return randomize_(_build_vision_tower(24, vision).eval()).to(dtype)
+
+
+def test_coca_attentional_pool_passthrough_is_bit_identical():
+    visual = _coca_tower(torch.float32)
+    vit = cs.HookedViT(visual)
+    images = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        assert torch.equal(vit(images), visual(images)[0])
+    assert vit.pool_type == "attn" and vit.pool.n_queries == 6
+
+
+@pytest.mark.parametrize("convention", ["reference", "centered"])
+def test_coca_attentional_pool_terms_sum_to_embedding_fp64(convention):
+    visual = _coca_tower(torch.float64)
+    vit = cs.HookedViT(visual)
+    images = torch.randn(3, 3, 32, 32, dtype=torch.float64)
+    expected = F.normalize(visual(images)[0], dim=-1)
+    parts = cs.decompose(vit, images, granularity="token", convention=convention)
+    check_complete(parts, expected, atol=1e-10)
+    assert parts.tokens.shape == (3, 2, 17, 4, 24)
