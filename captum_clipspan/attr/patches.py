@@ -7,6 +7,7 @@ from typing import Any
 
 from captum.attr import LayerAttribution
 from captum.log import log_usage
+import torch
 from torch import Tensor
 
 from ..decomposition import resolve_layers
@@ -48,7 +49,7 @@ class PatchContribution(ClipSpanAttribution, LayerAttribution):
             self.layers = resolve_layers([layer for layer, _ in heads], n_layers)
         else:
             self.layers = resolve_layers(layers, n_layers)
-        self.head_mask = clip.visual.model.proj.new_zeros(len(self.layers), n_heads)
+        self.head_mask = torch.zeros(len(self.layers), n_heads, device=clip.device)
         if heads is None:
             self.head_mask.fill_(1.0)
         else:
@@ -81,7 +82,8 @@ class PatchContribution(ClipSpanAttribution, LayerAttribution):
         """
         parts, resolved = self.decompose(inputs, target, classifier, "token", self.layers)
         mask = self.head_mask.to(parts.tokens.dtype)
-        per_token = (parts.tokens[:, :, 1:] * mask[None, :, None, :, None]).sum(dim=(1, 3))
+        patches = parts.tokens[:, :, self.clip.visual.n_prefix_tokens:]  # drop class/registers
+        per_token = (patches * mask[None, :, None, :, None]).sum(dim=(1, 3))
         grid = self.clip.visual.grid_size
         maps = resolved.select(per_token).permute(0, 2, 1).reshape(
             per_token.shape[0], -1, *grid
