@@ -5,9 +5,9 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+import torch
 from captum.attr import LayerAttribution
 from captum.log import log_usage
-import torch
 from torch import Tensor
 
 from ..decomposition import resolve_layers
