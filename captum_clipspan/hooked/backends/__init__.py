@@ -9,7 +9,7 @@ and relative-position ViTs), and ``transformers`` CLIP and SigLIP vision towers.
 
 from __future__ import annotations
 
-from torch import nn
+from torch import Tensor, nn
 
 from ..spec import TowerSpec, UnsupportedTowerError
 
@@ -25,6 +25,11 @@ SUPPORTED_TOWERS = (
 def unsupported(reason: str) -> UnsupportedTowerError:
     """An error that names why a tower is refused and lists what is supported."""
     return UnsupportedTowerError(f"{reason} captum_clipspan supports {SUPPORTED_TOWERS}.")
+
+
+def split_heads(x: Tensor, n_heads: int) -> Tensor:
+    """``[..., H * d]`` -> ``[..., H, d]``."""
+    return x.reshape(*x.shape[:-1], n_heads, x.shape[-1] // n_heads)
 
 
 def tower_spec(visual: nn.Module) -> TowerSpec:
