@@ -1,12 +1,199 @@
-"""transformers CLIP and SigLIP vision towers (not yet described: refused)."""
+"""Hugging Face ``transformers`` CLIP and SigLIP vision towers.
+
+CLIP (``CLIPModel``, ``CLIPVisionModel``, ``CLIPVisionModelWithProjection``): class token,
+``pre_layrnorm`` inside the embedding, the class token pooled, ``post_layernorm`` on the pooled
+vector, then ``visual_projection`` (no bias). SigLIP (``SiglipModel``, ``SiglipVisionModel``): no
+class token, ``post_layernorm`` on every token, then the MAP head (a learned probe through an
+``nn.MultiheadAttention``, ``y + mlp(layernorm(y))``), no projection.
+"""
 
 from __future__ import annotations
 
-from torch import nn
+from collections.abc import Callable
 
-from ..spec import TowerSpec
-from . import unsupported
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from ..spec import AttentionPoolSpec, AttentionSpec, BlockSpec, MLPSpec, ReadoutSpec, TowerSpec
+from . import split_heads, unsupported
+from .open_clip import _mha_weights
+
+_SIGLIP_TOWERS = ("SiglipModel", "SiglipVisionModel")
 
 
-def transformers_tower_spec(visual: nn.Module) -> TowerSpec:
-    raise unsupported(f"This image tower is a transformers {type(visual).__name__}.")
+class CLIPImageTower(nn.Module):
+    """``CLIPModel``'s image tower as one module: exactly the vision model's and the projection's
+    parameters (the text tower's are not among them).
+
+    Args:
+        vision_model: the ``CLIPVisionModel``.
+        visual_projection: the ``nn.Linear`` (no bias) into the joint space.
+    """
+
+    def __init__(self, vision_model: nn.Module, visual_projection: nn.Linear) -> None:
+        super().__init__()
+        self.vision_model = vision_model
+        self.visual_projection = visual_projection
+
+    # CLIPModel.eval() does not reach this wrapper (it is not CLIPModel's child), so its mode is
+    # the vision model's; Module.train() sets the children's mode and this setter ignores it.
+    @property
+    def training(self) -> bool:
+        vision_model = self._modules.get("vision_model")
+        return vision_model.training if vision_model is not None else False
+
+    @training.setter
+    def training(self, mode: bool) -> None:
+        pass
+
+    def forward(self, pixel_values: Tensor) -> Tensor:
+        """Unnormalized image embeddings ``[B, E]`` (``CLIPModel.get_image_features``)."""
+        return self.visual_projection(self.vision_model(pixel_values=pixel_values).pooler_output)
+
+
+def transformers_tower_spec(model: nn.Module) -> TowerSpec:
+    """Describe a transformers CLIP or SigLIP model's image tower.
+
+    Args:
+        model: a ``CLIPModel``, ``CLIPVisionModel``, ``CLIPVisionModelWithProjection``,
+            ``SiglipModel`` or ``SiglipVisionModel``.
+
+    Raises:
+        UnsupportedTowerError: for any other class (SigLIP2's NaFlex towers included).
+    """
+    kind = type(model).__name__
+    if kind.startswith("Siglip2"):
+        raise unsupported(f"This image tower is a transformers {kind} (SigLIP2 NaFlex: variable "
+                          "resolution patches with an attention mask and resized positions).")
+    if kind == "CLIPModel":
+        return _clip_spec(CLIPImageTower(model.vision_model, model.visual_projection),
+                          model.vision_model, model.visual_projection)
+    if kind == "CLIPVisionModelWithProjection":
+        return _clip_spec(model, model.vision_model, model.visual_projection)
+    if kind == "CLIPVisionModel":
+        return _clip_spec(model, model, None)
+    if kind in _SIGLIP_TOWERS:
+        vision = model.vision_model if kind == "SiglipModel" else model
+        return _siglip_spec(vision)
+    raise unsupported(f"This image tower is a transformers {kind}.")
+
+
+def _vision_transformer(vision_model: nn.Module) -> nn.Module:
+    """The module that holds ``embeddings`` and ``encoder`` (transformers 4.x nests it one
+    level deeper, as ``vision_model.vision_model``)."""
+    return vision_model if hasattr(vision_model, "embeddings") else vision_model.vision_model
+
+
+def _clip_spec(tower: nn.Module, vision_model: nn.Module,
+               projection: nn.Linear | None) -> TowerSpec:
+    vision = _vision_transformer(vision_model)
+    embeddings = vision.embeddings
+
+    def assemble(patches: Tensor) -> tuple[Tensor, dict]:  # CLIPVisionEmbeddings.forward
+        cls = embeddings.class_embedding.expand(patches.shape[0], 1, -1)
+        x = torch.cat([cls, patches], dim=1)
+        return vision.pre_layrnorm(x + embeddings.position_embedding(embeddings.position_ids)), {}
+
+    readout = ReadoutSpec(
+        pool="token", pool_rows=0, final_norm=vision.post_layernorm, final_norm_after_pool=True,
+        project=projection if projection is not None else nn.Identity(),
+        proj=(lambda: projection.weight.T) if projection is not None else None,
+    )
+    return _tower_spec("transformers-clip", tower, vision, assemble, readout, n_prefix=1)
+
+
+def _siglip_spec(vision_model: nn.Module) -> TowerSpec:
+    vision = _vision_transformer(vision_model)
+    if not getattr(vision, "use_head", False):
+        raise unsupported("This SigLIP vision model has no attention-pooling head "
+                          "(vision_use_head=False), so it has no image embedding.")
+    embeddings = vision.embeddings
+
+    def assemble(patches: Tensor) -> tuple[Tensor, dict]:  # SiglipVisionEmbeddings.forward
+        return patches + embeddings.position_embedding(embeddings.position_ids), {}
+
+    readout = ReadoutSpec(
+        pool="attention", pool_rows=slice(0, None), final_norm=vision.post_layernorm,
+        final_norm_after_pool=False, project=nn.Identity(), proj=None,
+        attention_pool=_map_head_spec(vision.head),
+    )
+    return _tower_spec("transformers-siglip", vision_model, vision, assemble, readout, n_prefix=0)
+
+
+def _tower_spec(family: str, tower: nn.Module, vision: nn.Module,
+                assemble: Callable[[Tensor], tuple[Tensor, dict]],
+                readout: ReadoutSpec, n_prefix: int) -> TowerSpec:
+    """The parts CLIP and SigLIP share: patch embedding, encoder layers, sizes."""
+    patch_embedding = vision.embeddings.patch_embedding
+    config = vision.config
+
+    def patchify(images: Tensor) -> Tensor:
+        x = patch_embedding(images.to(dtype=patch_embedding.weight.dtype))
+        return x.flatten(2).transpose(1, 2)
+
+    size = config.image_size
+    grid = size // config.patch_size
+    notes = []
+    if getattr(config, "_attn_implementation", None) == "eager":
+        notes.append("eager attention takes its softmax in float32, so in float64 the split path "
+                     "and the decomposition differ from the model's own forward by ~1e-8.")
+    return TowerSpec(
+        family=family, module=tower, patchify=patchify, assemble=assemble,
+        blocks=[_block_spec(layer) for layer in vision.encoder.layers], readout=readout,
+        image_size=(size, size), grid_size=(grid, grid), n_prefix_tokens=n_prefix, notes=notes,
+    )
+
+
+def _block_spec(layer: nn.Module) -> BlockSpec:
+    """``CLIPEncoderLayer``/``SiglipEncoderLayer``: ``x + attn(ln1(x))``, ``x + mlp(ln2(x))``."""
+    kind = type(layer).__name__
+    if kind not in ("CLIPEncoderLayer", "SiglipEncoderLayer"):
+        raise unsupported(f"This tower uses transformers {kind} layers.")
+    mlp = layer.mlp
+    return BlockSpec(
+        ln1=layer.layer_norm1, attention=_attention_spec(layer.self_attn), ln2=layer.layer_norm2,
+        mlp=MLPSpec(run=mlp, pre=mlp.fc1, act=mlp.activation_fn, post=mlp.fc2),
+    )
+
+
+def _attention_spec(attn: nn.Module) -> AttentionSpec:
+    """``CLIPAttention``/``SiglipAttention`` (separate q/k/v projections, ``attn.scale``)."""
+    n_heads, d_head = attn.num_heads, attn.head_dim
+    linears = (attn.q_proj, attn.k_proj, attn.v_proj)
+
+    def project(x: Tensor, context: dict) -> tuple[Tensor, Tensor, Tensor]:
+        return tuple(split_heads(linear(x), n_heads) for linear in linears)
+
+    def run(x: Tensor, context: dict) -> Tensor:
+        # The vision encoders pass no attention mask; the module picks eager/sdpa/flash itself.
+        return attn(hidden_states=x)[0]
+
+    return AttentionSpec(
+        n_heads=n_heads, d_head=d_head, project=project, out_weight=attn.out_proj.weight,
+        out_bias=attn.out_proj.bias, run=run,
+        qkv_weights=tuple(linear.weight for linear in linears),
+        qkv_biases=tuple(linear.bias for linear in linears), scale=attn.scale,
+    )
+
+
+def _map_head_spec(head: nn.Module) -> AttentionPoolSpec:
+    """``SiglipMultiheadAttentionPoolingHead``: the probe attends to the (normed) tokens through
+    an ``nn.MultiheadAttention``, then ``y + mlp(layernorm(y))`` and the first query's row."""
+    attn = head.attention
+    weights, biases = _mha_weights(attn)
+    n_heads = attn.num_heads
+
+    def query() -> Tensor:
+        return split_heads(F.linear(head.probe[0], weights[0], biases[0]), n_heads)
+
+    def project_kv(x: Tensor) -> tuple[Tensor, Tensor]:
+        return (split_heads(F.linear(x, weights[1], biases[1]), n_heads),
+                split_heads(F.linear(x, weights[2], biases[2]), n_heads))
+
+    return AttentionPoolSpec(
+        n_heads=n_heads, d_head=attn.head_dim, query=query, project_kv=project_kv,
+        v_weight=weights[2], v_bias=biases[2], out_weight=attn.out_proj.weight,
+        out_bias=attn.out_proj.bias, run=head, mlp=lambda y: head.mlp(head.layernorm(y)),
+        select="first",
+    )
