@@ -85,6 +85,33 @@ class HookedCLIP(nn.Module):
         )
         return cls(model.eval(), preprocess=preprocess, model_name=model_name)
 
+    @classmethod
+    def from_transformers(cls, model_or_repo_id: nn.Module | str, processor: Any = None,
+                          device: str | torch.device = "cpu",
+                          dtype: torch.dtype | None = None) -> HookedCLIP:
+        """Wrap a Hugging Face ``CLIPModel`` or ``SiglipModel``, or load one by repo id.
+
+        Args:
+            model_or_repo_id: a live ``CLIPModel``/``SiglipModel``, a Hub repo id
+                (``"openai/clip-vit-base-patch16"``) or a local ``save_pretrained`` folder.
+            processor: its ``CLIPProcessor``/``SiglipProcessor`` (tokenizer and image processor);
+                loaded with the model when a repo id is given and this is ``None``.
+            device: where to put the model (a live model is moved too).
+            dtype: the model's dtype; ``None`` keeps a live model's and loads ``float32``.
+
+        Raises:
+            OSError: a repo id that is not cached locally while the Hub cannot be reached.
+        """
+        from .transformers_clip import HookedTransformersCLIP, load_transformers
+
+        model, name = model_or_repo_id, None
+        if isinstance(model_or_repo_id, str):
+            name = model_or_repo_id
+            model, processor = load_transformers(name, processor, dtype or torch.float32)
+        elif dtype is not None:
+            model = model.to(dtype)
+        return HookedTransformersCLIP(model.to(device), processor, model_name=name)
+
     @property
     def tokenizer(self) -> Callable:
         if self._tokenizer is None:
@@ -130,12 +157,13 @@ class HookedCLIP(nn.Module):
                     batch_size: int = 256) -> Tensor:
         """Text embeddings ``[T, E]``, unit norm by default, computed without gradients."""
         texts = check_texts(texts)
-        chunks = []
         with torch.no_grad():
-            for start in range(0, len(texts), batch_size):
-                tokens = self.tokenizer(list(texts[start:start + batch_size])).to(self.device)
-                chunks.append(self.model.encode_text(tokens, normalize=normalize))
-        return torch.cat(chunks)
+            return torch.cat([self._encode_text_batch(texts[start:start + batch_size], normalize)
+                              for start in range(0, len(texts), batch_size)])
+
+    def _encode_text_batch(self, texts: list[str], normalize: bool) -> Tensor:
+        tokens = self.tokenizer(texts).to(self.device)
+        return self.model.encode_text(tokens, normalize=normalize)
 
     def forward(self, images: Tensor, text_embeddings: Tensor | None = None) -> Tensor:
         """Unit-norm image embeddings ``[B, E]``, or cosine similarities ``[B, T]`` with texts.

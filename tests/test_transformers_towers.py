@@ -1,0 +1,289 @@
+"""transformers CLIP and SigLIP towers: the hooked tower computes what transformers computes, and
+HookedCLIP.from_transformers works offline with a real (tiny, locally built) tokenizer and image
+processor. Every 1-D parameter is randomized (transformers initializes biases to zero)."""
+
+from __future__ import annotations
+
+import copy
+import functools
+import io
+import time
+
+import numpy as np
+import pytest
+import torch
+import transformers
+from conftest import randomize_
+from PIL import Image
+
+import captum_clipspan as cs
+from captum_clipspan.hooked.spec import UnsupportedTowerError
+from captum_clipspan.hooked.transformers_clip import pooled
+
+IMAGE_SIZE = 32
+VISION = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
+              image_size=IMAGE_SIZE, patch_size=8)
+TEXT = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=2,
+            max_position_embeddings=16)
+FAMILIES = ("clip", "siglip")
+TEXTS = ["a photo of a cat", "a red circle", "dog"]
+
+
+@functools.cache
+def _clip_tokenizer() -> transformers.CLIPTokenizer:
+    """A character-level CLIP BPE tokenizer (byte alphabet, no merges): no download needed."""
+    from open_clip.tokenizer import bytes_to_unicode
+
+    chars = list(bytes_to_unicode().values())
+    words = chars + [c + "</w>" for c in chars] + ["<|startoftext|>", "<|endoftext|>"]
+    return transformers.CLIPTokenizer(vocab={w: i for i, w in enumerate(words)}, merges=[])
+
+
+@functools.cache
+def _siglip_tokenizer() -> transformers.SiglipTokenizer:
+    """A SigLIP SentencePiece tokenizer trained here on a few sentences."""
+    import tempfile
+
+    import sentencepiece
+
+    model = io.BytesIO()
+    sentencepiece.SentencePieceTrainer.train(
+        sentence_iterator=iter(TEXTS * 10), model_writer=model, vocab_size=40, minloglevel=2,
+        hard_vocab_limit=False)
+    path = f"{tempfile.mkdtemp()}/spiece.model"
+    with open(path, "wb") as file:
+        file.write(model.getvalue())
+    return transformers.SiglipTokenizer(vocab_file=path,
+                                        model_max_length=TEXT["max_position_embeddings"])
+
+
+def processor_for(family: str):
+    if family == "clip":
+        image_processor = transformers.CLIPImageProcessor(
+            size={"shortest_edge": IMAGE_SIZE},
+            crop_size={"height": IMAGE_SIZE, "width": IMAGE_SIZE})
+        return transformers.CLIPProcessor(image_processor=image_processor,
+                                          tokenizer=_clip_tokenizer())
+    image_processor = transformers.SiglipImageProcessor(
+        size={"height": IMAGE_SIZE, "width": IMAGE_SIZE})
+    return transformers.SiglipProcessor(image_processor=image_processor,
+                                        tokenizer=_siglip_tokenizer())
+
+
+@functools.cache
+def _model(family: str) -> torch.nn.Module:
+    torch.manual_seed(0)
+    if family == "clip":
+        tokenizer = _clip_tokenizer()
+        text = dict(TEXT, vocab_size=len(tokenizer), eos_token_id=tokenizer.eos_token_id,
+                    bos_token_id=tokenizer.bos_token_id, pad_token_id=tokenizer.pad_token_id)
+        config = transformers.CLIPConfig(text_config=text, projection_dim=24, vision_config=dict(
+            VISION, hidden_act="quick_gelu"))
+        model = transformers.CLIPModel(config)
+    else:
+        tokenizer = _siglip_tokenizer()
+        text = dict(TEXT, vocab_size=len(tokenizer), eos_token_id=tokenizer.eos_token_id,
+                    pad_token_id=tokenizer.pad_token_id, bos_token_id=None)
+        model = transformers.SiglipModel(transformers.SiglipConfig(text_config=text,
+                                                                   vision_config=VISION))
+    return randomize_(model.eval())
+
+
+def model_for(family: str, dtype: torch.dtype = torch.float64,
+              attention: str = "sdpa") -> torch.nn.Module:
+    model = copy.deepcopy(_model(family)).to(dtype)
+    model.set_attn_implementation(attention)
+    return model
+
+
+def images(batch: int = 2, dtype: torch.dtype = torch.float64) -> torch.Tensor:
+    generator = torch.Generator().manual_seed(0)
+    return torch.randn(batch, 3, IMAGE_SIZE, IMAGE_SIZE, generator=generator).to(dtype)
+
+
+def own_features(model: torch.nn.Module, pixels: torch.Tensor) -> torch.Tensor:
+    with torch.no_grad():
+        return pooled(model.get_image_features(pixel_values=pixels))
+
+
+def vision_only(family: str) -> list[tuple[torch.nn.Module, torch.Tensor]]:
+    """The vision-only classes around the same weights, with their own outputs."""
+    model, pixels = model_for(family), images()
+    if family == "clip":
+        with_projection = transformers.CLIPVisionModelWithProjection(
+            transformers.CLIPVisionConfig(**VISION, projection_dim=24, hidden_act="quick_gelu"))
+        with_projection.vision_model = model.vision_model
+        with_projection.visual_projection = model.visual_projection
+        towers = [(with_projection.eval(), lambda out: out.image_embeds),
+                  (model.vision_model, lambda out: out.pooler_output)]
+    else:
+        towers = [(model.vision_model, lambda out: out.pooler_output)]
+    with torch.no_grad():
+        return [(tower, read(tower(pixel_values=pixels))) for tower, read in towers]
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_passthrough_is_bit_identical_to_get_image_features(family):
+    model, pixels = model_for(family, torch.float32), images(dtype=torch.float32)
+    with torch.no_grad():
+        assert torch.equal(cs.HookedViT(model)(pixels), own_features(model, pixels))
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_vision_only_classes_are_bit_identical(family):
+    pixels = images()
+    for tower, expected in vision_only(family):
+        with torch.no_grad():
+            assert torch.equal(cs.HookedViT(tower)(pixels), expected), type(tower).__name__
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_split_path_and_pattern_hooks_match_fp64(family):
+    model, pixels = model_for(family), images()
+    expected = own_features(model, pixels)
+    hooked = cs.HookedViT(model)
+    for block in hooked.blocks:
+        block.attn.force_split = True
+    with torch.no_grad():
+        assert torch.allclose(hooked(pixels), expected, rtol=0, atol=1e-10)
+        names = lambda name: name.endswith("hook_pattern")  # noqa: E731
+        out, cache = hooked.run_with_cache(pixels, names_filter=names)
+    assert torch.allclose(out, expected, rtol=0, atol=1e-10)
+    n, h = hooked.n_tokens, hooked.n_heads
+    assert cache["blocks.1.attn.hook_pattern"].shape == (2, h, n, n)
+    if family == "siglip":
+        assert cache["pool.hook_pattern"].shape == (2, h, 1, n)
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_eager_attention_is_bit_identical_and_its_fp32_softmax_is_noted(family):
+    model, pixels = model_for(family, attention="eager"), images()
+    hooked = cs.HookedViT(model)
+    expected = own_features(model, pixels)
+    with torch.no_grad():
+        assert torch.equal(hooked(pixels), expected)
+        for block in hooked.blocks:
+            block.attn.force_split = True
+        assert torch.allclose(hooked(pixels), expected, rtol=0, atol=1e-6)
+    assert any("float32" in note for note in hooked.spec.notes)
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_tower_module_owns_exactly_the_image_tower_parameters(family):
+    model = model_for(family)
+    expected = {id(p) for p in model.vision_model.parameters()}
+    if family == "clip":
+        expected |= {id(p) for p in model.visual_projection.parameters()}
+    hooked = cs.HookedViT(model)
+    assert {id(p) for p in hooked.model.parameters()} == expected
+    assert len(list(hooked.model.parameters())) == len(expected)
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_from_transformers_encodes_text_and_images(family):
+    model = model_for(family, torch.float32)
+    clip = cs.HookedCLIP.from_transformers(model, processor_for(family))
+    texts = clip.encode_text(TEXTS)
+    assert texts.shape == (3, clip.embed_dim)
+    assert torch.allclose(texts.norm(dim=-1), torch.ones(3))
+    pil = [Image.fromarray(np.full((40, 48, 3), 60 * i, dtype=np.uint8)) for i in range(2)]
+    pixels = clip.preprocess_images(pil)
+    assert pixels.shape == (2, 3, IMAGE_SIZE, IMAGE_SIZE)
+    assert torch.equal(clip.encode_image(pixels), own_features(model, pixels))
+    cosines = clip(pixels, texts)
+    assert cosines.shape == (2, 3) and cosines.abs().max() <= 1 + 1e-6
+
+
+def test_siglip_texts_are_padded_to_full_length():
+    clip = cs.HookedCLIP.from_transformers(model_for("siglip", torch.float32),
+                                           processor_for("siglip"))
+    with torch.no_grad():
+        one = clip.encode_text(["dog"])
+        batch = clip.encode_text(["dog", "a photo of a cat"])
+    assert torch.allclose(one[0], batch[0], atol=1e-6)
+
+
+def test_from_transformers_loads_a_saved_folder_offline(tmp_path):
+    model, processor = model_for("clip", torch.float32), processor_for("clip")
+    model.save_pretrained(tmp_path)
+    processor.save_pretrained(tmp_path)
+    clip = cs.HookedCLIP.from_transformers(str(tmp_path))
+    pixels = images(dtype=torch.float32)
+    assert type(clip.model).__name__ == "CLIPModel" and not clip.model.training
+    assert clip.model_name == str(tmp_path) and clip.dtype == torch.float32
+    assert torch.equal(clip.encode_image(pixels), own_features(model, pixels))
+    assert torch.allclose(clip.encode_text(TEXTS), cs.HookedCLIP.from_transformers(
+        model, processor).encode_text(TEXTS))
+
+
+def test_uncached_repo_fails_fast_when_offline(monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    start = time.monotonic()
+    with pytest.raises(OSError, match="not in the local Hugging Face cache"):
+        cs.HookedCLIP.from_transformers("captum-clipspan-tests/no-such-model")
+    assert time.monotonic() - start < 5
+
+
+def test_live_model_is_switched_to_eval_mode():
+    model = model_for("clip", torch.float32).train()
+    with pytest.warns(UserWarning, match="training mode"):
+        clip = cs.HookedCLIP.from_transformers(model)
+    assert not model.training
+    with pytest.raises(ValueError, match="no tokenizer"):
+        clip.encode_text("a cat")
+
+
+def test_unsupported_transformers_towers_are_named():
+    siglip2 = transformers.Siglip2VisionModel(transformers.Siglip2VisionConfig(
+        hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=2,
+        num_patches=16, patch_size=8))
+    with pytest.raises(UnsupportedTowerError, match="Siglip2VisionModel.*NaFlex"):
+        cs.HookedViT(siglip2)
+    vit = transformers.ViTModel(transformers.ViTConfig(
+        hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=2,
+        image_size=IMAGE_SIZE, patch_size=8))
+    with pytest.raises(UnsupportedTowerError, match="ViTModel"):
+        cs.HookedViT(vit)
+    headless = transformers.SiglipVisionModel(transformers.SiglipVisionConfig(
+        **VISION, vision_use_head=False))
+    with pytest.raises(UnsupportedTowerError, match="vision_use_head"):
+        cs.HookedViT(headless)
+    with pytest.raises(TypeError, match="CLIPModel or SiglipModel"):
+        cs.HookedCLIP.from_transformers(model_for("clip").vision_model)
+
+
+def test_clip_tower_follows_the_models_train_and_eval_mode():
+    model = model_for("clip")
+    hooked = cs.HookedViT(model)
+    assert not hooked.model.training
+    model.train()
+    assert hooked.model.training
+    model.eval()
+    assert not hooked.model.training
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+@pytest.mark.parametrize("dtype, tolerance", [(torch.float64, 1e-10), (torch.float32, 1e-5)])
+def test_token_decomposition_is_exact(family, dtype, tolerance):
+    model = model_for(family, dtype)
+    clip = cs.HookedCLIP.from_transformers(model)
+    pixels = images(dtype=dtype)
+    expected = torch.nn.functional.normalize(own_features(model, pixels), dim=-1)
+    for convention in cs.decomposition.CONVENTIONS:
+        parts = cs.decompose(clip, pixels, granularity="token", convention=convention)
+        assert (parts.total() - expected.to(parts.total().dtype)).abs().max() <= tolerance
+        biases = parts.attn_biases if convention == "centered" else 0
+        assert (parts.heads.sum(2) + biases - parts.attns).abs().max() <= tolerance
+        assert (parts.tokens.sum(2) - parts.heads).abs().max() <= tolerance
+        assert (parts.pool_mlp is not None) == (family == "siglip")
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_head_contribution_runs_on_text_targets(family):
+    clip = cs.HookedCLIP.from_transformers(model_for(family, torch.float32),
+                                           processor_for(family))
+    pixels = images(dtype=torch.float32)
+    texts = clip.encode_text(TEXTS)
+    attributions = cs.HeadContribution(clip).attribute(pixels, target=texts)
+    assert attributions.shape[0] == 2 and attributions.shape[-1] == len(TEXTS)
+    assert torch.isfinite(attributions).all()
