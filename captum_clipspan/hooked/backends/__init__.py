@@ -3,8 +3,9 @@
 Supported: open_clip's own ``VisionTransformer`` (LayerScale, QuickGELU, no ``ln_pre``, class-token
 or mean pooling, ``final_ln_after_pool``, ``LayerNormFp32``, CoCa's attentional pooler), timm
 ``VisionTransformer`` and ``Eva`` towers inside open_clip's ``TimmModel`` (SigLIP/SigLIP2 and
-PE-Core with attention pooling, EVA01/EVA02 with RoPE, sub-LN and SwiGLU, MobileCLIP-B, mean-pooled
-and relative-position ViTs), and ``transformers`` CLIP and SigLIP vision towers.
+PE-Core with attention pooling, EVA01/EVA02 with RoPE, sub-LN and SwiGLU, MobileCLIP-B and ViTamin
+with their convolutional stems, mean-pooled and relative-position ViTs), and ``transformers`` CLIP
+and SigLIP vision towers.
 """
 
 from __future__ import annotations
@@ -16,9 +17,9 @@ from ..spec import TowerSpec, UnsupportedTowerError
 SUPPORTED_TOWERS = (
     "open_clip VisionTransformer towers (LayerScale, QuickGELU, no ln_pre, 'tok'/'avg' pooling, "
     "final_ln_after_pool, CoCa's attentional pooler); timm VisionTransformer and Eva towers in "
-    "open_clip's TimmModel (SigLIP, SigLIP2, PE-Core, EVA01, EVA02, MobileCLIP-B, mean-pooled and "
-    "relative-position ViTs); transformers CLIPVisionModel/CLIPModel and SiglipVisionModel/"
-    "SiglipModel"
+    "open_clip's TimmModel (SigLIP, SigLIP2, PE-Core, EVA01, EVA02, MobileCLIP-B, ViTamin, "
+    "mean-pooled and relative-position ViTs); transformers CLIPVisionModel/CLIPModel and "
+    "SiglipVisionModel/SiglipModel"
 )
 
 
@@ -36,8 +37,8 @@ def tower_spec(visual: nn.Module) -> TowerSpec:
     """Describe a live image tower for :class:`~captum_clipspan.hooked.vit.HookedViT`.
 
     Raises:
-        UnsupportedTowerError: for ResNets, ConvNeXt, FastViT, Swin, ViTamin and any block layout
-            the decomposition cannot be exact on; the message names the tower.
+        UnsupportedTowerError: for ResNets, ConvNeXt, FastViT, Swin, post-norm EVA and any block
+            layout the decomposition cannot be exact on; the message names the tower.
     """
     kind = type(visual).__name__
     module = type(visual).__module__

@@ -7,15 +7,11 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..spec import AttentionPoolSpec, AttentionSpec, BlockSpec, MLPSpec, ReadoutSpec, TowerSpec
-from . import unsupported
+from . import split_heads, unsupported
 
 
 def _gamma(layer_scale: nn.Module) -> Tensor | None:
     return getattr(layer_scale, "gamma", None)
-
-
-def _split_heads(x: Tensor, n_heads: int) -> Tensor:
-    return x.reshape(*x.shape[:-1], n_heads, x.shape[-1] // n_heads)
 
 
 def _mha_weights(attn: nn.MultiheadAttention) -> tuple[tuple[Tensor, ...], tuple[Tensor, ...]]:
@@ -41,7 +37,7 @@ def mha_attention_spec(attn: nn.MultiheadAttention, run) -> AttentionSpec:
             qkv = F.linear(x, attn.in_proj_weight, attn.in_proj_bias).chunk(3, dim=-1)
         else:
             qkv = [F.linear(x, w, b) for w, b in zip(weights, biases, strict=True)]
-        return tuple(_split_heads(t, n_heads) for t in qkv)
+        return tuple(split_heads(t, n_heads) for t in qkv)
 
     return AttentionSpec(
         n_heads=n_heads, d_head=attn.head_dim, project=project,
@@ -75,11 +71,11 @@ def _coca_pool(pooler: nn.Module, select: str) -> AttentionPoolSpec:
     n_heads, d_head = attn.num_heads, attn.head_dim
 
     def query() -> Tensor:
-        return _split_heads(F.linear(pooler.ln_q(pooler.query), weights[0], biases[0]), n_heads)
+        return split_heads(F.linear(pooler.ln_q(pooler.query), weights[0], biases[0]), n_heads)
 
     def project_kv(x: Tensor) -> tuple[Tensor, Tensor]:
-        return (_split_heads(F.linear(x, weights[1], biases[1]), n_heads),
-                _split_heads(F.linear(x, weights[2], biases[2]), n_heads))
+        return (split_heads(F.linear(x, weights[1], biases[1]), n_heads),
+                split_heads(F.linear(x, weights[2], biases[2]), n_heads))
 
     def run(x: Tensor) -> Tensor:  # AttentionalPooler.forward after its ln_k
         q = pooler.ln_q(pooler.query)

@@ -1,0 +1,295 @@
+"""timm towers (bare, or inside open_clip's TimmModel) are described exactly: the hooked tower is
+bit-identical to timm's forward, its split path matches it, and the decomposition sums to it. The
+towers are the real open_clip configurations, shrunk to two blocks (and a small width where the
+architecture allows it), with every 1-D parameter randomized."""
+
+from __future__ import annotations
+
+import collections
+import contextlib
+import dataclasses
+import re
+
+import open_clip
+import pytest
+import timm
+import torch
+import torch.nn.functional as F
+from conftest import randomize_
+from timm.layers import AttentionPoolLatent, RmsNorm
+from timm.models.eva import Eva
+from timm.models.vision_transformer import ResPostBlock, VisionTransformer
+from timm.models.vision_transformer_relpos import VisionTransformerRelPos
+from timm.models.vitamin import VitCfg, VitConvCfg
+from torch import nn
+
+import captum_clipspan as cs
+from captum_clipspan.hooked.backends.timm import timm_trunk_spec
+from captum_clipspan.hooked.spec import UnsupportedTowerError
+
+# One open_clip configuration per tower family.
+FAMILIES = {
+    "siglip": "ViT-B-16-SigLIP",
+    "siglip2": "ViT-SO400M-14-SigLIP2",
+    "pe-core": "PE-Core-B-16",
+    "eva01": "EVA01-g-14",
+    "eva02": "EVA02-B-16",
+    "mobileclip-b": "MobileCLIP-B",
+    "mobileclip2-l": "MobileCLIP2-L-14",
+    "gap": "vit_medium_patch16_gap_256",
+    "relpos": "vit_relpos_medium_patch16_cls_224",
+    "vitamin": "ViTamin-S",
+}
+# MobileCLIP-B's convolutional stem fixes the transformer width; ViTamin's is shrunk with it.
+FIXED_WIDTH = ("mci",)
+SMALL_VITAMIN_STEM = VitCfg(embed_dim=(16, 32, 64), depths=(1, 1, 1), stem_width=16,
+                            conv_cfg=VitConvCfg(norm_layer="layernorm2d"), head_type="1d")
+NEW_DECOMPOSE = "pool_mlp" in {f.name for f in dataclasses.fields(cs.Decomposition)}
+needs_new_decompose = pytest.mark.skipif(not NEW_DECOMPOSE, reason="decompose reads the spec soon")
+
+
+@contextlib.contextmanager
+def timm_overrides(**overrides):
+    """Make ``timm.create_model`` (as open_clip's TimmModel calls it) pass ``overrides``."""
+    create = timm.create_model
+
+    def create_small(name, *args, **kwargs):
+        return create(name, *args, **{**kwargs, **overrides})
+
+    timm.create_model = create_small
+    try:
+        yield
+    finally:
+        timm.create_model = create
+
+
+def _timm_vision_cfg(name: str) -> tuple[int, dict]:
+    config = open_clip.get_model_config(name)
+    return config["embed_dim"], dict(config["vision_cfg"])
+
+
+def tiny_tower(name: str, patches: int = 4, dtype: torch.dtype = torch.float64,
+               **vision_updates) -> nn.Module:
+    """open_clip's vision tower of config ``name``: 2 blocks, ``patches`` x ``patches`` tokens."""
+    embed_dim, vision = _timm_vision_cfg(name)
+    vision.update(vision_updates)
+    timm_name = vision["timm_model_name"]
+    patch = re.search(r"patch(\d+)", timm_name)
+    patch = int(patch.group(1)) if patch else 16  # the conv stems' stride
+    overrides = dict(depth=2, img_size=patches * patch)
+    if not any(part in timm_name for part in FIXED_WIDTH):
+        overrides.update(embed_dim=64, num_heads=4)
+    if "vitamin" in timm_name:
+        overrides.update(embed_cfg=SMALL_VITAMIN_STEM)
+    vision["image_size"] = patches * patch
+    torch.manual_seed(0)
+    with timm_overrides(**overrides):
+        visual = open_clip.model._build_vision_tower(embed_dim, vision)
+    return randomize_(visual.eval()).to(dtype)
+
+
+def images_of(hooked: cs.HookedViT, batch: int = 2) -> torch.Tensor:
+    generator = torch.Generator().manual_seed(0)
+    return torch.randn(batch, 3, *hooked.image_size, generator=generator).to(hooked.dtype)
+
+
+def check_hooked_paths(hooked: cs.HookedViT, reference, images: torch.Tensor) -> None:
+    """(a) passthrough bit-identical, (b) split path and hooked patterns exact in fp64, (c) the
+    cached patterns are ``[B, H, N, N]``."""
+    with torch.no_grad():
+        expected = reference(images)
+        assert torch.equal(hooked(images), expected)
+        for block in hooked.blocks:
+            block.attn.force_split = True
+        try:
+            torch.testing.assert_close(hooked(images), expected, rtol=0, atol=1e-10)
+            names = lambda name: name.endswith("hook_pattern")  # noqa: E731
+            out, cache = hooked.run_with_cache(images, names_filter=names)
+        finally:
+            for block in hooked.blocks:
+                block.attn.force_split = False
+    torch.testing.assert_close(out, expected, rtol=0, atol=1e-10)
+    n = hooked.n_tokens
+    for layer in range(hooked.n_layers):
+        pattern = cache[f"blocks.{layer}.attn.hook_pattern"]
+        assert pattern.shape == (len(images), hooked.n_heads, n, n)
+    if hooked.pool is not None:
+        assert cache["pool.hook_pattern"].shape[-1] == len(range(n)[hooked.pool_rows])
+    assert hooked.list_hooks() == {}
+
+
+def check_decomposition(hooked: cs.HookedViT, reference, images: torch.Tensor,
+                        atol: float) -> None:
+    """(d) every convention's terms sum to the unit embedding; heads and tokens sum up."""
+    with torch.no_grad():
+        expected = F.normalize(reference(images), dim=-1)
+    for convention in ("reference", "centered"):
+        parts = cs.decompose(hooked, images, granularity="token", convention=convention)
+        torch.testing.assert_close(parts.total(), expected, rtol=0, atol=atol)
+        attns = parts.attns if parts.attn_biases is None else parts.attns - parts.attn_biases
+        torch.testing.assert_close(parts.heads.sum(2), attns, rtol=0, atol=atol)
+        torch.testing.assert_close(parts.tokens.sum(2), parts.heads, rtol=0, atol=atol)
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_open_clip_timm_tower_is_exact(family):
+    visual = tiny_tower(FAMILIES[family])
+    hooked = cs.HookedViT(visual)
+    images = images_of(hooked)
+    check_hooked_paths(hooked, visual, images)
+    if NEW_DECOMPOSE:
+        check_decomposition(hooked, visual, images, atol=1e-10)
+
+
+@needs_new_decompose
+@pytest.mark.parametrize("family", ["siglip", "pe-core", "eva02", "gap"])
+def test_open_clip_timm_tower_decomposes_in_fp32(family):
+    visual = tiny_tower(FAMILIES[family], dtype=torch.float32)
+    hooked = cs.HookedViT(visual)
+    check_decomposition(hooked, visual, images_of(hooked), atol=1e-5)
+
+
+def _latent_pool_with_three_queries(trunk: nn.Module) -> AttentionPoolLatent:
+    n_rows = trunk.patch_embed.num_patches + trunk.num_prefix_tokens
+    return AttentionPoolLatent(64, num_heads=4, latent_len=3, pool_type="avg", qk_norm=True,
+                               pos_embed="abs", feat_size=n_rows, norm_layer=nn.LayerNorm)
+
+
+SMALL = dict(img_size=32, patch_size=8, embed_dim=64, depth=2, num_heads=4, num_classes=10)
+# Options of the three trunk classes that no open_clip configuration uses.
+VARIANTS = {
+    "vit-registers-prefix-mean-fc-norm": lambda: VisionTransformer(
+        **SMALL, reg_tokens=2, no_embed_class=True, global_pool="avg", pool_include_prefix=True,
+        fc_norm=True, init_values=0.5, qk_norm=True, scale_attn_norm=True, pre_norm=True),
+    "vit-token-rmsnorm-patch-drop": lambda: VisionTransformer(
+        **SMALL, norm_layer=RmsNorm, patch_drop_rate=0.5, scale_mlp_norm=True),
+    "vit-map-three-latents": lambda: VisionTransformer(
+        **SMALL, global_pool="map", reg_tokens=1, pool_include_prefix=True),
+    "relpos-shared-bias-mean": lambda: VisionTransformerRelPos(
+        **SMALL, shared_rel_pos=True, rel_pos_type="bias", class_token=True, fc_norm=True),
+    "eva-fused-qkv-registers": lambda: Eva(
+        **SMALL, qkv_fused=True, use_rot_pos_emb=True, rope_rotate_half=True, num_reg_tokens=2,
+        init_values=0.5, qk_norm=True, scale_attn_inner=True, global_pool="avg"),
+    "eva-rope-attention-unfused": lambda: Eva(
+        **SMALL, attn_type="rope", qkv_fused=False, use_rot_pos_emb=True, global_pool="map",
+        use_pre_transformer_norm=True, attn_pool_num_heads=2, swiglu_mlp=True),
+}
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_timm_trunk_variant_is_exact(variant):
+    torch.manual_seed(0)
+    trunk = VARIANTS[variant]()
+    if variant == "vit-map-three-latents":
+        trunk.attn_pool = _latent_pool_with_three_queries(trunk)
+    trunk = randomize_(trunk.eval()).double()
+    hooked = cs.HookedViT(trunk)
+    images = images_of(hooked)
+    check_hooked_paths(hooked, trunk, images)
+    if NEW_DECOMPOSE:
+        check_decomposition(hooked, trunk, images, atol=1e-10)
+
+
+def test_trunk_head_and_extra_projection_compose_into_one_matrix():
+    torch.manual_seed(0)
+    trunk = randomize_(VisionTransformer(**SMALL).eval()).double()
+    head = nn.Sequential(collections.OrderedDict(
+        drop=nn.Dropout(0.1), proj=nn.Linear(10, 6, dtype=torch.float64))).eval()
+    hooked = cs.HookedViT(timm_trunk_spec(trunk, head))
+    images = images_of(hooked)
+    reference = lambda x: head(trunk(x))  # noqa: E731
+    with torch.no_grad():
+        pooled = hooked.run_with_cache(images, names_filter="hook_pooled")[1]["hook_pooled"]
+        torch.testing.assert_close(pooled @ hooked.proj + hooked.proj_bias, reference(images))
+    check_hooked_paths(hooked, reference, images)
+    if NEW_DECOMPOSE:
+        check_decomposition(hooked, reference, images, atol=1e-10)
+
+
+def test_open_clip_projection_bias_is_in_the_readout():
+    visual = tiny_tower("vit_medium_patch16_gap_256", timm_proj_bias=True)
+    hooked = cs.HookedViT(visual)
+    assert torch.equal(hooked.proj_bias, visual.head.proj.bias)
+    torch.testing.assert_close(hooked.proj, visual.head.proj.weight.T)
+
+
+def _gated() -> nn.Module:
+    trunk = VisionTransformer(**SMALL)
+    trunk.blocks[1].attn.gate = nn.Linear(64, 64)
+    return trunk
+
+
+REFUSED = {
+    "gated attention": _gated,
+    "mixed RoPE": lambda: Eva(**SMALL, use_rot_pos_emb=True, rope_type="mixed"),
+    "post-norm blocks": lambda: Eva(**SMALL, use_post_norm=True),
+    "dynamic_img_size": lambda: VisionTransformer(**SMALL, dynamic_img_size=True),
+    "ResPostBlock": lambda: VisionTransformer(**SMALL, block_fn=ResPostBlock),
+    "global_pool='max'": lambda: VisionTransformer(**SMALL, class_token=False, global_pool="max"),
+    "global_pool=''": lambda: VisionTransformer(**SMALL, global_pool=""),
+}
+
+
+@pytest.mark.parametrize("reason", REFUSED)
+def test_inexact_timm_trunks_are_refused_by_name(reason):
+    with pytest.raises(UnsupportedTowerError, match=re.escape(reason)):
+        cs.HookedViT(REFUSED[reason]())
+
+
+def test_mlp_projection_head_is_refused():
+    with pytest.raises(UnsupportedTowerError, match="MLP"):
+        cs.HookedViT(tiny_tower("vit_medium_patch16_gap_256", timm_proj="mlp"))
+
+
+# The sweep over every open_clip configuration with a timm image tower --------------------------
+
+def _timm_configs() -> list[str]:
+    return [name for name in open_clip.list_models()
+            if open_clip.get_model_config(name).get("vision_cfg", {}).get("timm_model_name")]
+
+
+def _tower_key(name: str) -> tuple:
+    """Configurations with the same key differ only in their text towers."""
+    embed_dim, vision = _timm_vision_cfg(name)
+    keys = ("timm_model_name", "timm_pool", "timm_proj", "timm_proj_bias")
+    return embed_dim, *(vision.get(key) for key in keys)
+
+
+def _sweep_family(name: str) -> str:
+    """Check one tower: the family it decomposes exactly as, or its refusal message."""
+    try:
+        visual = tiny_tower(name, patches=2, dtype=torch.float32)
+    except TypeError:  # a non-ViT builder takes no depth: the full-size structure, no memory
+        embed_dim, vision = _timm_vision_cfg(name)
+        with torch.device("meta"):
+            visual = open_clip.model._build_vision_tower(embed_dim, vision)
+    try:
+        hooked = cs.HookedViT(visual)
+    except UnsupportedTowerError as error:
+        return "refused: " + str(error).split(" captum_clipspan supports")[0]
+    images = images_of(hooked, batch=1)
+    if NEW_DECOMPOSE:
+        check_decomposition(hooked, visual, images, atol=1e-5)
+    else:
+        with torch.no_grad():
+            assert torch.equal(hooked(images), visual(images))
+    return hooked.family
+
+
+REFUSAL = {"ConvNeXt": "timm ConvNeXt", "FastViT": "timm FastVit", "Swin": "timm SwinTransformer",
+           "EVA post-norm": "post-norm blocks"}
+
+
+def test_every_open_clip_timm_tower_is_exact_or_refused_by_name():
+    counts, families = collections.Counter(), {}
+    for name in _timm_configs():
+        key = _tower_key(name)
+        family = families[key] = families.get(key) or _sweep_family(name)
+        if family.startswith("refused"):
+            label = next((k for k, text in REFUSAL.items() if text in family), None)
+            assert label is not None, f"{name}: unexpected refusal ({family})"
+            counts[f"refused ({label})"] += 1
+            continue
+        counts[family] += 1
+    print(dict(sorted(counts.items())))
+    assert counts["timm-vit"] and counts["timm-eva"] and counts["timm-relpos"]
