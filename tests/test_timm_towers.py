@@ -16,7 +16,7 @@ import timm
 import torch
 import torch.nn.functional as F
 from conftest import randomize_
-from timm.layers import AttentionPoolLatent, RmsNorm
+from timm.layers import Attention, AttentionPoolLatent, RmsNorm
 from timm.models.eva import Eva
 from timm.models.vision_transformer import ResPostBlock, VisionTransformer
 from timm.models.vision_transformer_relpos import VisionTransformerRelPos
@@ -149,10 +149,20 @@ def test_open_clip_timm_tower_decomposes_in_fp32(family):
     check_decomposition(hooked, visual, images_of(hooked), atol=1e-5)
 
 
-def _latent_pool_with_three_queries(trunk: nn.Module) -> AttentionPoolLatent:
+def _with_three_latents(trunk: nn.Module) -> nn.Module:
     n_rows = trunk.patch_embed.num_patches + trunk.num_prefix_tokens
-    return AttentionPoolLatent(64, num_heads=4, latent_len=3, pool_type="avg", qk_norm=True,
-                               pos_embed="abs", feat_size=n_rows, norm_layer=nn.LayerNorm)
+    trunk.attn_pool = AttentionPoolLatent(64, num_heads=4, latent_len=3, pool_type="avg",
+                                          qk_norm=True, pos_embed="abs", feat_size=n_rows,
+                                          norm_layer=nn.LayerNorm)
+    return trunk
+
+
+def _with_narrow_heads(trunk: nn.Module) -> nn.Module:
+    """Heads of width 8, so that ``H * d = 32`` is not the model width ``D = 64``."""
+    for block in trunk.blocks:
+        block.attn = Attention(64, num_heads=4, attn_head_dim=8, qkv_bias=True, qk_norm=True,
+                               scale_norm=True, norm_layer=nn.LayerNorm)
+    return trunk
 
 
 SMALL = dict(img_size=32, patch_size=8, embed_dim=64, depth=2, num_heads=4, num_classes=10)
@@ -163,8 +173,9 @@ VARIANTS = {
         fc_norm=True, init_values=0.5, qk_norm=True, scale_attn_norm=True, pre_norm=True),
     "vit-token-rmsnorm-patch-drop": lambda: VisionTransformer(
         **SMALL, norm_layer=RmsNorm, patch_drop_rate=0.5, scale_mlp_norm=True),
-    "vit-map-three-latents": lambda: VisionTransformer(
-        **SMALL, global_pool="map", reg_tokens=1, pool_include_prefix=True),
+    "vit-map-three-latents": lambda: _with_three_latents(VisionTransformer(
+        **SMALL, global_pool="map", reg_tokens=1, pool_include_prefix=True)),
+    "vit-narrow-heads": lambda: _with_narrow_heads(VisionTransformer(**SMALL, qkv_bias=False)),
     "relpos-shared-bias-mean": lambda: VisionTransformerRelPos(
         **SMALL, shared_rel_pos=True, rel_pos_type="bias", class_token=True, fc_norm=True),
     "eva-fused-qkv-registers": lambda: Eva(
@@ -179,15 +190,27 @@ VARIANTS = {
 @pytest.mark.parametrize("variant", VARIANTS)
 def test_timm_trunk_variant_is_exact(variant):
     torch.manual_seed(0)
-    trunk = VARIANTS[variant]()
-    if variant == "vit-map-three-latents":
-        trunk.attn_pool = _latent_pool_with_three_queries(trunk)
-    trunk = randomize_(trunk.eval()).double()
+    trunk = randomize_(VARIANTS[variant]().eval()).double()
     hooked = cs.HookedViT(trunk)
     images = images_of(hooked)
     check_hooked_paths(hooked, trunk, images)
     if NEW_DECOMPOSE:
         check_decomposition(hooked, trunk, images, atol=1e-10)
+
+
+def test_spec_reads_prefix_tokens_pool_rows_and_norm_placement():
+    vit = cs.HookedViT(VARIANTS["vit-registers-prefix-mean-fc-norm"]().eval())
+    assert (vit.n_prefix_tokens, vit.pool_rows, vit.pool_type) == (3, slice(0, None), "avg")
+    assert vit.final_ln_after_pool and vit.blocks[0].attn.ln.exists
+    siglip = cs.HookedViT(tiny_tower(FAMILIES["siglip"]))
+    assert (siglip.n_prefix_tokens, siglip.pool_rows, siglip.pool_type) == (0, slice(0, None),
+                                                                            "attn")
+    assert not siglip.final_ln_after_pool and siglip.proj is None
+    pe_core = cs.HookedViT(tiny_tower(FAMILIES["pe-core"]))  # Eva's pool reads the class token
+    assert (pe_core.n_prefix_tokens, pe_core.pool_rows) == (1, slice(0, None))
+    assert pe_core.proj_bias is not None
+    gap = cs.HookedViT(tiny_tower(FAMILIES["gap"]))
+    assert (gap.pool_type, gap.final_ln_after_pool, gap.ln_final.exists) == ("avg", False, True)
 
 
 def test_trunk_head_and_extra_projection_compose_into_one_matrix():

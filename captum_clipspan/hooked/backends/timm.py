@@ -165,8 +165,7 @@ def _require(module: nn.Module, kinds: type | tuple[type, ...], what: str) -> nn
 def _norm(module: nn.Module) -> nn.Module:
     """A LayerNorm/RMSNorm (or Identity) that :class:`HookedNorm` can expand exactly."""
     name = type(module).__name__
-    if isinstance(module, (nn.Identity, nn.LayerNorm, nn.RMSNorm)) or name in ("RmsNorm",
-                                                                               "RmsNormFp32"):
+    if isinstance(module, (nn.Identity, nn.LayerNorm, nn.RMSNorm)) or name == "RmsNorm":
         return module
     raise unsupported(f"This timm tower uses {name} as a norm layer.")
 
