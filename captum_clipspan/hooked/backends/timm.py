@@ -1,9 +1,10 @@
 """timm ViTs, bare or inside open_clip's ``TimmModel``.
 
 Three trunk classes are described: ``VisionTransformer`` (SigLIP/SigLIP2 with their MAP head,
-MobileCLIP-B's conv stem, mean-pooled ViTs), ``VisionTransformerRelPos`` (relative position bias in
-the scores) and ``Eva`` (EVA01/EVA02 with RoPE, sub-LN and SwiGLU, PE-Core with ``AttentionRope``
-and a MAP head). Every ``run`` is timm's own module call, so the passthrough is timm's forward.
+MobileCLIP-B's and ViTamin's conv stems, mean-pooled ViTs), ``VisionTransformerRelPos`` (relative
+position bias in the scores) and ``Eva`` (EVA01/EVA02 with RoPE, sub-LN and SwiGLU, PE-Core with
+``AttentionRope`` and a MAP head). Every ``run`` is timm's own module call, so the passthrough is
+timm's forward.
 """
 
 from __future__ import annotations
@@ -67,15 +68,15 @@ def _vit_spec(trunk: nn.Module, head: nn.Module | None) -> TowerSpec:
     blocks = []
     for block in trunk.blocks:
         _require(block, Block, "block")
-        _require(block.attn, Attention, "attention")
+        attn = _require(block.attn, Attention, "attention")
         blocks.append(_block_spec(block, block.ls1, block.ls2,
-                                  _attention_spec(block.attn, lambda x, _, a=block.attn: a(x))))
+                                  _attention_spec(attn, lambda x, _, a=attn: a(x))))
 
     def assemble(patches: Tensor) -> tuple[Tensor, dict]:
         return trunk.norm_pre(trunk.patch_drop(trunk._pos_embed(patches))), {}
 
     rows = slice(0 if trunk.pool_include_prefix else trunk.num_prefix_tokens, None)
-    return _tower_spec("timm-vit", trunk, head, assemble, blocks, _readout(trunk, head, rows, rows))
+    return _tower_spec("timm-vit", trunk, assemble, blocks, _readout(trunk, head, rows, rows))
 
 
 def _relpos_spec(trunk: nn.Module, head: nn.Module | None) -> TowerSpec:
@@ -104,8 +105,7 @@ def _relpos_spec(trunk: nn.Module, head: nn.Module | None) -> TowerSpec:
         return torch.cat((trunk.cls_token.expand(patches.shape[0], -1, -1), patches), dim=1), {}
 
     rows = slice(trunk.num_prefix_tokens, None)
-    return _tower_spec("timm-relpos", trunk, head, assemble, blocks,
-                       _readout(trunk, head, rows, rows))
+    return _tower_spec("timm-relpos", trunk, assemble, blocks, _readout(trunk, head, rows, rows))
 
 
 def _eva_spec(trunk: nn.Module, head: nn.Module | None) -> TowerSpec:
@@ -133,13 +133,12 @@ def _eva_spec(trunk: nn.Module, head: nn.Module | None) -> TowerSpec:
         return trunk.norm_pre(tokens), {"rope": rope}
 
     # Eva's attention pool reads every token, its mean pool only the patch tokens.
-    return _tower_spec("timm-eva", trunk, head, assemble, blocks,
+    return _tower_spec("timm-eva", trunk, assemble, blocks,
                        _readout(trunk, head, slice(0, None), slice(trunk.num_prefix_tokens, None)))
 
 
-def _tower_spec(family: str, trunk: nn.Module, head: nn.Module | None,
-                assemble: Callable[[Tensor], tuple[Tensor, dict]], blocks: list[BlockSpec],
-                readout: ReadoutSpec) -> TowerSpec:
+def _tower_spec(family: str, trunk: nn.Module, assemble: Callable[[Tensor], tuple[Tensor, dict]],
+                blocks: list[BlockSpec], readout: ReadoutSpec) -> TowerSpec:
     patch_embed = trunk.patch_embed
     if getattr(patch_embed, "grid_size", None) is None:
         raise unsupported(f"This timm tower's patch embedding ({type(patch_embed).__name__}) has "
