@@ -471,11 +471,22 @@ class _Capture:
             self.tokens_from_pattern(layer, rows, self.scratch.pop(f"v.{layer}"))
         return hook
 
+    def token_buffer(self, values: Tensor) -> Tensor:
+        """The ``[B, L_s, N, H, X]`` output, allocated once and filled layer by layer (memory:
+        the returned tensor, not a stack of copies)."""
+        if "tokens" not in self.store:
+            columns = next(iter(self.token_maps.values())).shape[-1]
+            self.store["tokens"] = values.new_empty(
+                values.shape[0], len(self.layers), values.shape[1], values.shape[2], columns)
+        return self.store["tokens"]
+
     def tokens_from_pattern(self, layer: int, pattern: Tensor, values: Tensor) -> None:
         values = values.to(self.dtype)
+        buffer = self.token_buffer(values)
         if self.layer_reduces(layer):  # the row weights are a per-image factor: map now
             pooled = pattern.mean(dim=2)[:, None]  # [B, 1, H, N]
-            self.store[f"tokens.{layer}"] = token_terms(pooled, values, self.token_maps[layer])
+            buffer[:, self.layers.index(layer)] = token_terms(pooled, values,
+                                                              self.token_maps[layer])
         else:
             self.store[f"pattern.{layer}"] = pattern
             self.store[f"values.{layer}"] = values
@@ -647,8 +658,7 @@ def _assemble(vit: HookedViT, capture: _Capture, weights: ReadoutWeights, term_m
         heads = torch.stack([_head_terms(capture, omega, reduced_omega, l, head_outs[l], term_map)
                              for l in layer_index], 1)
     if capture.granularity == "token":
-        tokens = torch.stack([_pooled_token_terms(capture, omega, reduced_omega, l)
-                              for l in layer_index], 1)
+        tokens = _fill_token_terms(capture, omega, reduced_omega)
 
     constant = readout_constant(weights, pool_weights, post_scale, text_embeddings)
     pool_mlp = None
@@ -670,7 +680,7 @@ def _assemble(vit: HookedViT, capture: _Capture, weights: ReadoutWeights, term_m
             heads = heads + layer_constant[:, :, None] / vit.n_heads
             if tokens is not None:
                 n_cells = vit.n_heads * tokens.shape[2]
-                tokens = tokens + layer_constant[:, :, None, None] / n_cells
+                tokens.add_(layer_constant[:, :, None, None] / n_cells)
     else:
         attn_biases = bias_terms
         ln_bias = constant
@@ -684,7 +694,9 @@ def _assemble(vit: HookedViT, capture: _Capture, weights: ReadoutWeights, term_m
                  image_embed=image_embed)
     if normalize:
         parts = {k: None if v is None else v / norm.reshape(-1, *[1] * (v.dim() - 1))
-                 for k, v in parts.items()}
+                 for k, v in parts.items() if k != "tokens"}
+        if tokens is not None:
+            parts["tokens"] = tokens.div_(norm.reshape(-1, 1, 1, 1, 1))
     return Decomposition(**parts, layers=tuple(layer_index), convention=convention,
                          normalized=normalize, text_embeddings=text_embeddings)
 
@@ -706,12 +718,16 @@ def _head_terms(capture: _Capture, omega: Tensor, reduced_omega: Tensor, layer: 
     return term_map(torch.einsum("bghk,hkD->bghD", pooled_z, head_out))
 
 
-def _pooled_token_terms(capture: _Capture, omega: Tensor, reduced_omega: Tensor,
-                        layer: int) -> Tensor:
-    """``[B, N, H, X]`` the token terms of one layer."""
+def _fill_token_terms(capture: _Capture, omega: Tensor, reduced_omega: Tensor) -> Tensor:
+    """``[B, L_s, N, H, X]`` the token terms, completed in place in the capture's buffer."""
     store = capture.store
-    if f"tokens.{layer}" in store:
-        return reduced_omega.sum(dim=1)[:, 0, None, None, None] * store[f"tokens.{layer}"]
-    weights = _row_omega(capture, omega, layer)
-    pooled_pattern = torch.einsum("bgr,bhrn->bghn", weights, store[f"pattern.{layer}"])
-    return token_terms(pooled_pattern, store[f"values.{layer}"], capture.token_maps[layer])
+    tokens = store["tokens"]
+    for index, layer in enumerate(capture.layers):
+        if f"pattern.{layer}" not in store:  # mapped during the pass, up to the image's factor
+            tokens[:, index].mul_(reduced_omega.sum(dim=1)[:, 0, None, None, None])
+            continue
+        weights = _row_omega(capture, omega, layer)
+        pooled_pattern = torch.einsum("bgr,bhrn->bghn", weights, store.pop(f"pattern.{layer}"))
+        tokens[:, index] = token_terms(pooled_pattern, store.pop(f"values.{layer}"),
+                                       capture.token_maps[layer])
+    return tokens
