@@ -11,7 +11,7 @@ import importlib
 from typing import Any
 
 # Bound eagerly: the function shares its name with its module (torch is needed anyway).
-from .decomposition import Decomposition, decompose  # noqa: F401
+from .decomposition import Decomposition, decompose, decompose_batches  # noqa: F401
 
 __version__ = "0.1.0"
 
@@ -41,7 +41,7 @@ _EXPORTS = {
     "prompt_templates": "text",
 }
 
-__all__ = sorted([*_EXPORTS, "Decomposition", "decompose"])
+__all__ = sorted([*_EXPORTS, "Decomposition", "decompose", "decompose_batches"])
 
 
 def __getattr__(name: str) -> Any:

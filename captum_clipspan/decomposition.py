@@ -22,7 +22,7 @@ tower's accessors and hook points (``hooked/vit.py``); everything else is pure f
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, fields
 from typing import TYPE_CHECKING, Any
 
@@ -617,6 +617,23 @@ def decompose(
     if hooked:
         check_consistent(parts, hooked, dtype)
     return parts
+
+
+def decompose_batches(clip: Any, images: Tensor, batch_size: int = 8,
+                      **kwargs: Any) -> Iterator[Decomposition]:
+    """Stream :func:`decompose` over ``images`` in chunks of ``batch_size``, one
+    :class:`Decomposition` per chunk, so memory stays that of one chunk (token granularity on a
+    large batch needs it: its output is ``[B, L_s, N, H, E]``).
+
+    Examples::
+
+        >>> for parts in cs.decompose_batches(clip, images, 8, granularity="token"):
+        ...     maps.append(parts.tokens.sum(dim=(1, 3)) @ texts.T)   # reduce, then drop
+    """
+    if not isinstance(batch_size, int) or batch_size < 1:
+        raise ValueError(f"batch_size must be a positive int, got {batch_size!r}.")
+    for chunk in images.split(batch_size):
+        yield decompose(clip, chunk, **kwargs)
 
 
 def _head_output(vit: HookedViT, layer: int, dtype: torch.dtype) -> Tensor:

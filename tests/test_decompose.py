@@ -167,3 +167,13 @@ def test_coca_attentional_pool_terms_sum_to_embedding_fp64(convention):
     parts = cs.decompose(vit, images, granularity="token", convention=convention)
     check_complete(parts, expected, atol=1e-10)
     assert parts.tokens.shape == (3, 2, 17, 4, 24)
+
+
+def test_streamed_batches_equal_one_call(clip64):
+    images = images_for(clip64, batch=5)
+    whole = cs.decompose(clip64, images, granularity="token")
+    chunks = list(cs.decompose_batches(clip64, images, 2, granularity="token"))
+    assert [len(parts.tokens) for parts in chunks] == [2, 2, 1]
+    assert torch.allclose(torch.cat([parts.tokens for parts in chunks]), whole.tokens, atol=1e-13)
+    with pytest.raises(ValueError, match="batch_size"):
+        next(cs.decompose_batches(clip64, images, 0))
