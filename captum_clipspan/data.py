@@ -12,19 +12,29 @@ mtime for an image folder, else the image's values and label. A pass that resume
 finished cache, checks them (every file of a folder; the first and last committed batch of other
 sources) and refuses other images. Opening checks every array's header, dtype, shape and size, and
 a lock file keeps a second writer out.
+
+Under ``torch.distributed`` every process of the pass writes its own rows of the same files: the
+rows are cut into the batches of a one-process pass, the batches not yet committed are shared out
+in order, and each process commits its batches to its own ``progress.rank{r}.json``. The process of
+rank 0 creates the files, holds the folder's lock (the others hold ``lock.rank{r}``) and, once every
+batch is committed, folds the per-process files into ``progress.json``. Every batch is the same as
+in one process, so the arrays are the same bit for bit, also after a resumed pass.
 """
 
 from __future__ import annotations
 
 import errno
 import hashlib
+import itertools
 import json
 import math
 import os
+import re
 import shutil
 import socket
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from bisect import bisect_left, bisect_right
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -50,7 +60,11 @@ DIGEST_SIZE = 16
 _HASH_CHUNK = 1 << 24  # bytes hashed at a time: bounds the host copy of a GPU tensor
 _META, _PROGRESS, _LOCK = "meta.json", "progress.json", "lock"
 _FIELDS = ("heads", "attns", "mlps", "embed", "image_embeds", "labels", "digests", "attn_biases",
-           "ln_bias")
+           "ln_bias", "tokens")
+GRANULARITIES = ("head", "token")
+# Per-process files of a pass under torch.distributed: progress of rank r and the lock it holds.
+_RANK_FILE = re.compile(r"progress\.rank\d+\.(json|tmp)|lock\.rank\d+")
+Rows = list[tuple[int, int]]  # row spans [start, stop), sorted and disjoint
 # The files a cache folder may hold, progress first so that removing them one by one never leaves
 # a progress.json without its arrays; overwrite=True deletes these and nothing else.
 _OWNED = (_PROGRESS, "progress.tmp", _META, "meta.tmp", *(f"{name}.npy" for name in _FIELDS))
@@ -252,16 +266,79 @@ def _read_json(file: Path) -> dict:
     return value
 
 
-def _load_progress(path: Path) -> dict | None:
-    """``{"done", "meta"}`` from ``progress.json``, or ``None`` when no batch was committed."""
-    file = path / _PROGRESS
-    if not file.exists():
-        return None
+def _rank_progress(rank: int) -> str:
+    return f"progress.rank{rank}.json"
+
+
+def _rank_progress_files(path: Path) -> list[Path]:
+    """The per-process progress files in ``path`` (and their temporary files), sorted."""
+    return sorted(file for file in path.glob("progress.rank*")
+                  if _RANK_FILE.fullmatch(file.name) and file.name.startswith("progress"))
+
+
+def _merge(rows: Sequence[Sequence[int]]) -> Rows:
+    """Sorted, disjoint spans covering the same rows as ``rows``."""
+    merged: Rows = []
+    for start, stop in sorted((int(a), int(b)) for a, b in rows):
+        if merged and start <= merged[-1][1]:
+            merged[-1] = (merged[-1][0], max(merged[-1][1], stop))
+        else:
+            merged.append((start, stop))
+    return merged
+
+
+def _read_progress_file(file: Path) -> tuple[Rows, str | None]:
+    """The committed spans and the pass identity of ``progress.json`` (``{"done", "meta"}``) or
+    of one process's ``progress.rank{r}.json`` (``{"rows", "meta"}``)."""
     value = _read_json(file)
-    done, meta = value.get("done"), value.get("meta")
-    if type(done) is not int or done < 0 or not isinstance(meta, (str, type(None))):
-        raise _DamagedFile(file, "damaged (no valid 'done' count)")
-    return {"done": done, "meta": meta}
+    meta = value.get("meta")
+    if file.name == _PROGRESS:
+        done = value.get("done")
+        if type(done) is not int or done < 0 or not isinstance(meta, (str, type(None))):
+            raise _DamagedFile(file, "damaged (no valid 'done' count)")
+        return ([(0, done)] if done else []), meta
+    rows = value.get("rows")
+    valid = isinstance(rows, list) and all(
+        isinstance(span, list) and len(span) == 2 and all(type(end) is int for end in span)
+        and 0 <= span[0] < span[1] for span in rows)
+    if not valid or not isinstance(meta, str):
+        raise _DamagedFile(file, "damaged (no valid 'rows' list of [start, stop] spans)")
+    return _merge(rows), meta
+
+
+def _load_progress(path: Path) -> dict | None:
+    """What is committed, from ``progress.json`` and every process's ``progress.rank{r}.json``.
+
+    Returns:
+        ``None`` when there is no progress file, else ``{"rows": the committed spans, "done": how
+        many rows from row 0 on are committed, "meta": the identity of the pass that committed
+        them, "file": the file to name in errors, "sharded": whether per-process files exist}``.
+    """
+    files = [path / _PROGRESS] if (path / _PROGRESS).exists() else []
+    files += [file for file in _rank_progress_files(path) if file.suffix == ".json"]
+    if not files:
+        return None
+    rows: Rows = []
+    identity, named = None, files[0]
+    for file in files:
+        spans, meta = _read_progress_file(file)
+        if not spans:
+            continue
+        if rows and meta != identity:
+            raise _DamagedFile(file, f"damaged (its rows are from another pass than those of "
+                                     f"{named.name})")
+        rows, identity, named = rows + spans, meta, named if rows else file
+    rows = _merge(rows)
+    done = rows[0][1] if rows and rows[0][0] == 0 else 0
+    return {"rows": rows, "done": done, "meta": identity, "file": named,
+            "sharded": any(file.name != _PROGRESS for file in files)}
+
+
+def _check_progress(progress: dict, meta: dict) -> None:
+    """Raise unless ``progress`` is that of the pass described by ``meta``."""
+    stop = progress["rows"][-1][1] if progress["rows"] else 0
+    if progress["meta"] != _identity(meta) or stop > meta["n"]:
+        raise _DamagedFile(progress["file"], "not the progress of the pass in meta.json")
 
 
 def _load_meta(path: Path) -> dict:
@@ -329,6 +406,9 @@ class DecompositionCache:
         labels: ``[N]`` int labels (``-1`` where the source had none).
         layers: the model layers of ``heads``; ``convention``: the decomposition convention.
         attn_biases, ln_bias: ``[N, L, E]`` and ``[N, E]`` for the ``"centered"`` convention.
+        tokens: ``[N, L_s, N_tokens, H, E]`` per (token, head) terms of the cached layers (prefix
+            tokens first) in a cache built with ``granularity="token"``, else ``None``; summed
+            over tokens they give ``heads``.
         digests: ``[N, 16]`` uint8 digest of what each row was computed from (the file's path,
             size and mtime for an image folder, else the image's values and label).
         classes: class names of an image folder with class sub-folders, else ``[]``.
@@ -346,6 +426,7 @@ class DecompositionCache:
     digests: np.ndarray | None = None
     attn_biases: np.ndarray | None = None
     ln_bias: np.ndarray | None = None
+    tokens: np.ndarray | None = None
 
     @property
     def layers(self) -> tuple[int, ...]:
@@ -391,8 +472,8 @@ class DecompositionCache:
             raise ValueError(f"{path} is not a decomposition cache (no meta.json).")
         meta, progress = _load_meta(path), _load_progress(path)
         done = 0 if progress is None else progress["done"]
-        if progress is not None and (progress["meta"] != _identity(meta) or done > meta["n"]):
-            raise _DamagedFile(path / _PROGRESS, "not the progress of the pass in meta.json")
+        if progress is not None:
+            _check_progress(progress, meta)
         if done < meta["n"] and (not allow_partial or progress is None):
             raise ValueError(f"the cache at {path} is incomplete ({done} of {meta['n']} "
                              "images); run cache_decomposition again to resume it.")
@@ -427,32 +508,48 @@ def cache_decomposition(
     show_progress: bool = True,
     num_workers: int = 0,
     overwrite: bool = False,
+    granularity: str = "head",
 ) -> DecompositionCache:
     """Decompose every image of a dataset into an on-disk, memory-mapped cache; resumable.
 
+    Under ``torch.distributed`` (e.g. ``torchrun --nproc-per-node N``; any backend), every process
+    of the default group calls this with the same arguments. The images are cut into the batches
+    of a one-process pass; each process decomposes a contiguous share of the batches not yet
+    committed and writes its rows into the same files, so the cache is the same bit for bit as
+    one process's. A killed pass resumes with any number of processes. Give each process its own
+    device (``cuda:LOCAL_RANK``) and a folder on a local disk of one machine.
+
     Args:
-        clip: a :class:`~captum_clipspan.HookedCLIP`.
+        clip: a :class:`~captum_clipspan.HookedCLIP`. It runs in its own dtype: a bf16 or fp16
+            model is decomposed with fp32 accumulation.
         images: an image folder path, a tensor ``[N, 3, H, W]``, a Dataset (items: image tensor or
             ``(image, label)``) or a DataLoader in a fixed order yielding images or
             ``(images, labels)``.
         path: the cache folder (created if missing). If it holds a pass of the same model,
             settings and images, that pass resumes there, or is returned when finished; one of
             another model, settings or images is refused, unless nothing of it was committed.
-        layers: layers whose per-head terms are stored (``None``: all).
+        layers: layers whose per-head (and per-token) terms are stored (``None``: all).
         convention: ``"reference"`` or ``"centered"``.
-        batch_size: images per forward pass (ignored for a DataLoader).
+        batch_size: images per forward pass (ignored for a DataLoader: its batches are used).
         dtype: storage dtype of the terms, ``"float16"`` or ``"float32"`` (embeddings are fp32).
-        show_progress: show a tqdm progress bar.
-        num_workers: DataLoader workers for folders and Datasets.
+        show_progress: show a tqdm progress bar (of rank 0's share under torch.distributed).
+        num_workers: DataLoader workers for folders and Datasets, which load the next batches
+            while the model runs (a DataLoader keeps its own). Batches are pinned on CUDA.
         overwrite: delete the cache files in ``path`` (and nothing else) and build it anew.
+        granularity: ``"head"``, or ``"token"`` to also store ``tokens``, the per (token, head)
+            terms ``[N, L_s, N_tokens, H, E]`` of ``layers``. They take ``N_tokens`` times the
+            disk of ``heads`` (and the memory of a batch of :func:`decompose` with
+            ``granularity="token"``): keep ``layers`` and ``batch_size`` small.
 
     Returns:
         The finished :class:`DecompositionCache`.
 
     Raises:
         ValueError: the folder holds a cache of another model, settings or images, a damaged
-            file, or other files; or the images are refused by :func:`decompose`.
-        RuntimeError: another process or thread is writing this cache.
+            file, or other files; the processes of a distributed pass were given different
+            models, images or settings; or the images are refused by :func:`decompose`.
+        RuntimeError: another process or thread is writing this cache, or another process of
+            this distributed pass failed (every process raises; the committed rows are kept).
         OSError: the disk has no room for the cache (before any image is decomposed, where the
             file system can say so).
 
@@ -465,73 +562,319 @@ def cache_decomposition(
         raise ValueError(f"convention must be one of {CONVENTIONS}, got {convention!r}.")
     if dtype not in ("float16", "float32"):
         raise ValueError(f"dtype must be 'float16' or 'float32', got {dtype!r}.")
-    path = Path(path)
+    if granularity not in GRANULARITIES:
+        raise ValueError(f"granularity must be 'head' (per-head terms) or 'token' (per-head and "
+                         f"per-token terms), got {granularity!r}.")
+    if type(batch_size) is not int or batch_size < 1:
+        raise ValueError(f"batch_size must be a positive int, got {batch_size!r}.")
     source = as_dataset(clip, images)
     n = _length(source)
     if n == 0:
         raise ValueError("the image source is empty.")
     chosen = resolve_layers(layers, clip.visual.n_layers)
-    meta = _cache_meta(clip, source, n, chosen, convention, dtype)
-    _check_target(path)
-    path.mkdir(parents=True, exist_ok=True)
-    with _writer_lock(path):
-        done = _prepare_folder(path, meta, overwrite)
-        if done:
-            _check_rows(clip, source, path, done, batch_size, num_workers)
-        if done < n:
-            _run_pass(clip, source, path, meta, done, chosen, convention, batch_size,
-                      num_workers, show_progress)
-        return DecompositionCache.open(path)
+    with _Pass(clip, source, Path(path), n, chosen, convention, dtype, granularity, batch_size,
+               num_workers, show_progress) as job:
+        return job.run(overwrite)
 
 
-def _run_pass(clip: HookedCLIP, source: Dataset | DataLoader, path: Path, meta: dict, done: int,
-              layers: tuple[int, ...], convention: str, batch_size: int, num_workers: int,
-              show_progress: bool) -> None:
-    """Decompose rows ``done..n`` into the cache, committing ``progress.json`` after each batch."""
-    from tqdm.auto import tqdm
+class _World:
+    """The processes of a pass: those of torch.distributed's default group, or this one alone."""
 
-    n, identity = meta["n"], _identity(meta)
-    if done:
-        arrays = {name: np.lib.format.open_memmap(path / f"{name}.npy", mode="r+")
-                  for name in meta["fields"]}
-    else:
-        arrays = None
-        _check_free_space(path, meta)
-    progress = tqdm(total=n, initial=done, unit="img", disable=not show_progress,
-                    desc="decomposing")
-    try:
-        for batch, labels in iterate_batches(clip, source, batch_size, done, num_workers):
-            stop = done + batch.shape[0]
-            if stop > n:
-                raise ValueError(f"the image source yielded more than its length ({n} images); "
-                                 "give a Dataset whose __len__ matches what it yields.")
-            parts = decompose(clip, batch, granularity="head", convention=convention,
-                              layers=layers)
-            if arrays is None:  # the first batch passed decompose's checks of the images
-                arrays = _create_files(path, meta)
+    def __init__(self) -> None:
+        import torch.distributed as dist
+
+        active = dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
+        self.rank, self.size = (dist.get_rank(), dist.get_world_size()) if active else (0, 1)
+        # Object collectives on the CPU whatever the backend (NCCL needs a device per process).
+        self.group = (dist.new_group(backend="gloo")
+                      if active and dist.get_backend() != "gloo" else None)
+
+    @property
+    def role(self) -> str:
+        return f" (rank {self.rank} of a {self.size}-process pass)" if self.size > 1 else ""
+
+    def step(self, work: Callable[[], Any]) -> list[Any]:
+        """Run ``work`` here and wait for the other processes; return every process's result.
+
+        If ``work`` raised in any process, every process raises: that error where it happened,
+        a RuntimeError naming the failed process elsewhere (so that none waits forever).
+        """
+        if self.size == 1:
+            return [work()]
+        import torch.distributed as dist
+
+        try:
+            result, failure = work(), None
+        except BaseException as error:  # KeyboardInterrupt too: the others must not hang
+            result, failure = None, error
+        gathered: list[Any] = [None] * self.size
+        message = None if failure is None else f"{type(failure).__name__}: {failure}"
+        dist.all_gather_object(gathered, (message, result), group=self.group)
+        if failure is not None:
+            raise failure
+        for rank, (message, _) in enumerate(gathered):
+            if message is not None:
+                raise RuntimeError(f"process {rank} of this {self.size}-process cache pass "
+                                   f"failed ({message}); the rows committed so far are kept: "
+                                   "run the same pass again to resume it.")
+        return [value for _, value in gathered]
+
+    def close(self) -> None:
+        if self.group is not None:
+            import torch.distributed as dist
+
+            dist.destroy_process_group(self.group)
+            self.group = None
+
+
+class _Pass:
+    """One process's part of a :func:`cache_decomposition` call (all of it in one process)."""
+
+    def __init__(self, clip: HookedCLIP, source: Dataset | DataLoader, path: Path, n: int,
+                 layers: tuple[int, ...], convention: str, dtype: str, granularity: str,
+                 batch_size: int, num_workers: int, show_progress: bool) -> None:
+        self.clip, self.source, self.path, self.n = clip, source, path, n
+        self.layers, self.convention, self.dtype = layers, convention, dtype
+        self.granularity, self.batch_size, self.num_workers = granularity, batch_size, num_workers
+        self.show_progress = show_progress
+        self.arrays: dict[str, np.memmap] | None = None
+        self.stack = ExitStack()
+        self.world = _World()
+        self.stack.callback(self.world.close)
+
+    def __enter__(self) -> _Pass:
+        return self
+
+    def __exit__(self, *exc_info: Any) -> None:
+        self.arrays = None
+        self.stack.close()  # releases the locks, then the process group
+
+    def run(self, overwrite: bool) -> DecompositionCache:
+        world = self.world
+        identities = world.step(self._plan)
+        if len(set(identities)) > 1:
+            other = next(rank for rank, found in enumerate(identities) if found != identities[0])
+            raise ValueError(f"the processes of this {world.size}-process cache pass were given "
+                             f"different models, images or settings (process {other} differs "
+                             "from process 0); give every process the same arguments.")
+        committed, sharded = world.step(lambda: self._open_folder(overwrite))[0]
+        world.step(self._lock_rank)
+        pending = [piece for start, stop in _gaps(committed, self.n)
+                   for piece in _cut(start, stop, self.bounds)]
+        if pending:
+            count, rank = len(pending), world.rank
+            mine = pending[rank * count // world.size:(rank + 1) * count // world.size]
+            batches = self._decomposed(mine)
+            self.stack.callback(batches.close)
+            first: list = []
+            world.step(lambda: first.append(next(batches, None)))  # the images pass decompose
+            world.step(self._create if world.rank == 0 and not committed else lambda: None)
+            world.step(lambda: self._write(mine, first[0], batches, sharded))
+        world.step(self._finalize if world.rank == 0 else lambda: None)
+        return DecompositionCache.open(self.path)
+
+    def _plan(self) -> str:
+        """Settle the cache's description and the batches (in every process); its identity."""
+        self.meta = _cache_meta(self.clip, self.source, self.n, self.layers, self.convention,
+                                self.dtype, self.granularity)
+        self.bounds = _batch_bounds(self.source, self.n, self.batch_size)
+        return _identity(self.meta)
+
+    def _open_folder(self, overwrite: bool) -> tuple[Rows, bool] | None:
+        """In process 0: lock the folder and check what it holds; the committed rows, and
+        whether they are recorded per process."""
+        if self.world.rank:
+            return None
+        path = self.path
+        _check_target(path)
+        path.mkdir(parents=True, exist_ok=True)
+        self.stack.enter_context(_writer_lock(path, _LOCK, self.world.role))
+        _check_rank_locks(path)
+        committed, sharded = _prepare_folder(path, self.meta, overwrite)
+        if committed:
+            self._check_rows(committed)
+        else:
+            _check_free_space(path, self.meta)
+        return committed, sharded or self.world.size > 1
+
+    def _lock_rank(self) -> None:
+        if self.world.rank:
+            self.stack.enter_context(_writer_lock(self.path, f"lock.rank{self.world.rank}",
+                                                  self.world.role))
+
+    def _create(self) -> None:
+        self.arrays = _create_files(self.path, self.meta)
+
+    def _loaded(self, pieces: Rows) -> Iterator[tuple[int, int, Tensor, Tensor]]:
+        """``(start, stop, images, labels)`` of each piece, on the model's device and dtype."""
+        clip = self.clip
+        loader = _piece_loader(self.source, pieces, self.num_workers,
+                               pin_memory=clip.device.type == "cuda")
+        for (start, stop), batch in zip(pieces, loader, strict=True):
+            images, labels = _split_batch(batch)
+            if images.shape[0] != stop - start:
+                raise ValueError(f"the image source gave {images.shape[0]} images for rows "
+                                 f"{start}..{stop - 1}; give a Dataset whose items are single "
+                                 "images, or a DataLoader whose collate_fn keeps every image.")
+            yield start, stop, images.to(clip.device, clip.dtype, non_blocking=True), labels
+
+    def _decomposed(self, pieces: Rows) -> Iterator[tuple[int, int, dict[str, np.ndarray]]]:
+        """``(start, stop, arrays)`` of each piece: every cached field, as numpy on the CPU."""
+        fields = self.meta["fields"]
+        for start, stop, images, labels in self._loaded(pieces):
+            parts = decompose(self.clip, images, granularity=self.granularity,
+                              convention=self.convention, layers=self.layers)
             values = {"heads": parts.heads, "attns": parts.attns, "mlps": parts.mlps,
                       "embed": parts.embed, "image_embeds": parts.image_embed,
                       "labels": labels, "attn_biases": parts.attn_biases,
-                      "ln_bias": parts.ln_bias}
+                      "ln_bias": parts.ln_bias, "tokens": parts.tokens}
             values = {name: value.cpu().numpy() for name, value in values.items()
-                      if name in arrays}
-            values["digests"] = _batch_digests(source, done, batch, labels)
-            for name, array in arrays.items():
-                array[done:stop] = values[name]
-                array.flush()
-            done = stop
-            _write_json_atomic(path / _PROGRESS, {"done": done, "meta": identity})
-            progress.update(batch.shape[0])
-    finally:
-        progress.close()
-        arrays = None
-    if done < n:
-        raise ValueError(f"the image source yielded {done} of its {n} images (a DataLoader with "
-                         f"drop_last=True?); the cache at {path} is incomplete.")
+                      if name in fields}
+            values["digests"] = _batch_digests(self.source, start, images, labels)
+            yield start, stop, values
+
+    def _write(self, pieces: Rows, first: tuple | None, batches: Iterator, sharded: bool) -> None:
+        """Write this process's pieces, committing each batch (arrays flushed, then progress)."""
+        from tqdm.auto import tqdm
+
+        if first is None:
+            return
+        arrays = self.arrays or {name: np.lib.format.open_memmap(self.path / f"{name}.npy",
+                                                                 mode="r+")
+                                 for name in self.meta["fields"]}
+        self.arrays = None
+        commits = _Commits(self.path, _identity(self.meta), self.world.rank, sharded)
+        rows = sum(stop - start for start, stop in pieces)
+        before = self.n - rows if self.world.size == 1 else 0
+        progress = tqdm(total=before + rows, initial=before, unit="img", desc="decomposing"
+                        + self.world.role, disable=not self.show_progress or self.world.rank)
+        try:
+            for start, stop, values in itertools.chain([first], batches):
+                for name, array in arrays.items():
+                    array[start:stop] = values[name]
+                    array.flush()
+                commits.add(start, stop)
+                progress.update(stop - start)
+        finally:
+            progress.close()
+
+    def _finalize(self) -> None:
+        """In process 0, once every process committed its share: fold the per-process progress
+        files into ``progress.json``, which marks the cache complete."""
+        progress = _load_progress(self.path)
+        done = 0 if progress is None else progress["done"]
+        if done < self.n:
+            raise RuntimeError(f"the cache at {self.path} holds {done} of {self.n} rows after "
+                               "every process finished its share; run the pass again to "
+                               "complete it.")
+        if progress["sharded"]:
+            _write_json_atomic(self.path / _PROGRESS, {"done": self.n,
+                                                       "meta": _identity(self.meta)})
+            for file in _rank_progress_files(self.path):
+                file.unlink(missing_ok=True)
+
+    def _check_rows(self, committed: Rows) -> None:
+        """Raise unless the source's committed rows are those cached: every file's path, size
+        and mtime for a folder, else the images and labels of the first and last batch of each
+        committed span (read again)."""
+        source, path = self.source, self.path
+        stored = np.load(path / "digests.npy", mmap_mode="r")
+        if isinstance(source, ImageFolder):
+            found = ((start, stop, _file_digests(source, start, stop))
+                     for start, stop in committed)
+        else:
+            spans = []
+            for start, stop in committed:
+                inside = _cut(start, stop, self.bounds)
+                spans += inside[:1] + inside[-1:] if len(inside) > 1 else inside
+            found = ((start, stop, _image_digests(images, labels))
+                     for start, stop, images, labels in self._loaded(spans))
+        for start, stop, digests in found:
+            changed = np.flatnonzero((digests != stored[start:stop]).any(axis=1))
+            if not changed.size:
+                continue
+            row = start + int(changed[0])
+            if isinstance(source, ImageFolder):
+                what = (f"the image file {source.files[row]} (row {row}) changed since it was "
+                        "cached (its size or mtime differs)")
+            else:
+                what = (f"the images given differ from those the cache was built from (row {row} "
+                        "has another image or label; random transforms make every pass differ)")
+            raise ValueError(f"{what}; the cache at {path} cannot be reused with them: "
+                             f"{_REBUILD}")
+
+
+class _Commits:
+    """Records the rows one process committed, after each batch: ``progress.json``'s count in a
+    one-process pass from row 0, else the process's own ``progress.rank{r}.json``."""
+
+    def __init__(self, path: Path, identity: str, rank: int, sharded: bool) -> None:
+        self.identity = identity
+        self.file = path / (_rank_progress(rank) if sharded else _PROGRESS)
+        self.rows: Rows | None = None
+        if sharded:  # keep what this rank's file already holds, from an earlier pass
+            self.rows = _read_progress_file(self.file)[0] if self.file.exists() else []
+
+    def add(self, start: int, stop: int) -> None:
+        if self.rows is None:
+            _write_json_atomic(self.file, {"done": stop, "meta": self.identity})
+            return
+        self.rows = _merge([*self.rows, (start, stop)])
+        _write_json_atomic(self.file, {"rows": [list(span) for span in self.rows],
+                                       "meta": self.identity})
+
+
+def _batch_bounds(source: Dataset | DataLoader, n: int, batch_size: int) -> list[int]:
+    """Where the batches of a one-process pass start, then ``n``: a DataLoader's own batches
+    (read from its batch sampler, no image loaded), else every ``batch_size`` rows."""
+    if not isinstance(source, DataLoader):
+        return [*range(0, n, batch_size), n]
+    if source.batch_sampler is None:
+        raise ValueError("the DataLoader has batch_size=None (no batches); give it a batch_size, "
+                         "or pass its Dataset.")
+    bounds = [0, *itertools.accumulate(len(indices) for indices in source.batch_sampler)]
+    if bounds[-1] != n:
+        raise ValueError(f"the image source would have yielded {bounds[-1]} of its {n} images (a "
+                         "DataLoader with drop_last=True?); give a DataLoader that yields every "
+                         "image once.")
+    return bounds
+
+
+def _gaps(rows: Rows, n: int) -> Rows:
+    """The spans of ``0..n`` that ``rows`` (sorted, disjoint) do not cover."""
+    gaps, at = [], 0
+    for start, stop in rows:
+        if start > at:
+            gaps.append((at, start))
+        at = max(at, stop)
+    return gaps + ([(at, n)] if at < n else [])
+
+
+def _cut(start: int, stop: int, bounds: list[int]) -> Rows:
+    """The span ``start..stop`` cut at the batch bounds inside it."""
+    points = [start, *bounds[bisect_right(bounds, start):bisect_left(bounds, stop)], stop]
+    return list(zip(points[:-1], points[1:], strict=True))
+
+
+def _piece_loader(source: Dataset | DataLoader, pieces: Rows, num_workers: int,
+                  pin_memory: bool) -> DataLoader:
+    """A DataLoader with one batch per piece: rows ``start..stop`` of the source, loaded by
+    index (rows before them are never read). A DataLoader's dataset, collate_fn and worker
+    settings are kept."""
+    batches = [range(start, stop) for start, stop in pieces]
+    if not isinstance(source, DataLoader):
+        return DataLoader(source, batch_sampler=batches, num_workers=num_workers,
+                          pin_memory=pin_memory)
+    workers = {} if not source.num_workers else {
+        "prefetch_factor": source.prefetch_factor, "worker_init_fn": source.worker_init_fn,
+        "multiprocessing_context": source.multiprocessing_context, "timeout": source.timeout}
+    return DataLoader(source.dataset, batch_sampler=batches, collate_fn=source.collate_fn,
+                      num_workers=source.num_workers, pin_memory=source.pin_memory or pin_memory,
+                      **workers)
 
 
 def _cache_meta(clip: HookedCLIP, source: Dataset | DataLoader, n: int, layers: tuple[int, ...],
-                convention: str, dtype: str) -> dict:
+                convention: str, dtype: str, granularity: str = "head") -> dict:
     vit = clip.visual
     width, n_layers = vit.output_dim, vit.n_layers
     fields = {
@@ -546,6 +889,8 @@ def _cache_meta(clip: HookedCLIP, source: Dataset | DataLoader, n: int, layers: 
     if convention == "centered":
         fields["attn_biases"] = (dtype, [n, n_layers, width])
         fields["ln_bias"] = (dtype, [n, width])
+    if granularity == "token":
+        fields["tokens"] = (dtype, [n, len(layers), vit.n_tokens, vit.n_heads, width])
     if isinstance(source, ImageFolder):
         record = {"kind": "folder",
                   "files": [file.relative_to(source.root).as_posix() for file in source.files]}
@@ -565,7 +910,8 @@ def _check_target(path: Path) -> None:
         raise ValueError(f"the cache path {path} is a file; give a new or empty folder.")
     if path.is_dir():
         foreign = sorted(entry.name for entry in path.iterdir()
-                         if entry.name not in _OWNED and entry.name != _LOCK)
+                         if entry.name not in _OWNED and entry.name != _LOCK
+                         and not _RANK_FILE.fullmatch(entry.name))
         if foreign:
             more = ", ..." if len(foreign) > 3 else ""
             raise ValueError(f"{path} exists and is not an empty folder or a decomposition cache "
@@ -573,13 +919,8 @@ def _check_target(path: Path) -> None:
                              "folder.")
 
 
-@contextmanager
-def _writer_lock(path: Path) -> Iterator[None]:
-    """Hold an exclusive lock on ``path/lock`` for a whole pass; refuse at once if it is held."""
-    if fcntl is None:
-        yield
-        return
-    file = path / _LOCK
+def _lock_file(file: Path) -> int:
+    """Open ``file`` and lock it exclusively; refuse at once, naming the holder, if it is held."""
     try:
         handle = os.open(file, os.O_RDWR | os.O_CREAT, 0o644)
     except OSError as error:
@@ -587,42 +928,72 @@ def _writer_lock(path: Path) -> Iterator[None]:
                       "cache pass needs a writable folder (DecompositionCache.open reads a "
                       "finished cache without one).") from None
     try:
-        try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            holder = os.pread(handle, 256, 0).decode(errors="replace").strip()
-            raise RuntimeError(f"the cache at {path} is being written by another process or "
-                               f"thread ({holder or 'it has not written its pid yet'}); wait "
-                               "for it to finish, or write to another folder.") from None
-        except OSError as error:
-            raise OSError(error.errno, f"cannot lock {file} ({error.strerror}): this file system "
-                          "does not support flock; write the cache on a local disk.") from None
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        holder = os.pread(handle, 256, 0).decode(errors="replace").strip()
+        os.close(handle)
+        raise RuntimeError(f"the cache at {file.parent} is being written by another process or "
+                           f"thread ({holder or 'it has not written its pid yet'}); wait for it "
+                           "to finish, or write to another folder.") from None
+    except OSError as error:
+        os.close(handle)
+        raise OSError(error.errno, f"cannot lock {file} ({error.strerror}): this file system "
+                      "does not support flock; write the cache on a local disk.") from None
+    return handle
+
+
+@contextmanager
+def _writer_lock(path: Path, name: str = _LOCK, role: str = "") -> Iterator[None]:
+    """Hold an exclusive lock on ``path/name`` for a whole pass; refuse at once if it is held.
+
+    A pass holds ``lock``; under torch.distributed its process ``r > 0`` holds ``lock.rank{r}``,
+    so the processes of one pass never refuse each other.
+    """
+    if fcntl is None:
+        yield
+        return
+    handle = _lock_file(path / name)
+    try:
         os.ftruncate(handle, 0)
-        os.pwrite(handle, f"pid {os.getpid()} on host {socket.gethostname()}\n".encode(), 0)
+        os.pwrite(handle, f"pid {os.getpid()} on host {socket.gethostname()}{role}\n".encode(), 0)
         yield
     finally:
         os.close(handle)  # releases the lock
 
 
+def _check_rank_locks(path: Path) -> None:
+    """Refuse while a process of an earlier distributed pass still holds its ``lock.rank{r}``
+    (its process 0 gone, it may still write)."""
+    if fcntl is None:
+        return
+    for file in sorted(path.glob("lock.rank*")):
+        if _RANK_FILE.fullmatch(file.name):
+            os.close(_lock_file(file))
+
+
 def _remove_cache_files(path: Path) -> None:
+    for file in _rank_progress_files(path):
+        file.unlink(missing_ok=True)
     for name in _OWNED:
         (path / name).unlink(missing_ok=True)
 
 
-def _prepare_folder(path: Path, meta: dict, overwrite: bool) -> int:
-    """Check that the folder holds a compatible pass (repairing a lost meta.json); return how
-    many images it has committed, after clearing it when there are none."""
+def _prepare_folder(path: Path, meta: dict, overwrite: bool) -> tuple[Rows, bool]:
+    """Check that the folder holds a compatible pass (repairing a lost meta.json); return the
+    rows it has committed, after clearing it when there are none, and whether they are
+    recorded per process."""
     progress = None if overwrite else _load_progress(path)
-    if progress is None or progress["done"] == 0:
+    if progress is None or not progress["rows"]:
         _remove_cache_files(path)  # nothing committed: start over with this call's settings
-        return 0
+        return [], False
     try:
         existing = _load_meta(path)
     except _DamagedFile as damage:
         if progress["meta"] != _identity(meta):
-            raise ValueError(f"{damage}. Its {progress['done']} committed images are not from "
-                             "this model, these settings and images, so it cannot be restored "
-                             "from this call.") from None
+            count = sum(stop - start for start, stop in progress["rows"])
+            raise ValueError(f"{damage}. Its {count} committed images are not from this model, "
+                             "these settings and images, so it cannot be restored from this "
+                             "call.") from None
         _write_json_atomic(path / _META, meta)  # the committed rows are this call's: restore it
         existing = meta
     if existing["source"] != meta["source"]:
@@ -632,14 +1003,13 @@ def _prepare_folder(path: Path, meta: dict, overwrite: bool) -> int:
     different = [key for key in _META_KEYS if existing[key] != meta[key]]
     if different:
         raise ValueError(f"{path} holds a cache with other settings ({', '.join(different)} "
-                         "differ: another model, dataset size, layers, convention or dtype); "
-                         f"{_REBUILD}")
-    if progress["meta"] != _identity(existing) or progress["done"] > meta["n"]:
-        raise _DamagedFile(path / _PROGRESS, "not the progress of the pass in meta.json")
+                         "differ: another model, dataset size, layers, convention, dtype or "
+                         f"granularity); {_REBUILD}")
+    _check_progress(progress, existing)
     _check_arrays(path, meta)
     if existing != meta:  # only informational keys differ: the folder moved, the model's name
         _write_json_atomic(path / _META, meta)
-    return progress["done"]
+    return progress["rows"], progress["sharded"]
 
 
 def _source_difference(old: dict, new: dict) -> str:
@@ -652,46 +1022,6 @@ def _source_difference(old: dict, new: dict) -> str:
     parts = [f"{len(names)} files {what}, e.g. {names[0]}"
              for names, what in ((added, "added"), (removed, "removed")) if names]
     return "; ".join(parts) or "the same files in another order"
-
-
-def _check_rows(clip: HookedCLIP, source: Dataset | DataLoader, path: Path, done: int,
-                batch_size: int, num_workers: int) -> None:
-    """Raise unless the source's first ``done`` rows are those committed: every file's path,
-    size and mtime for a folder, else the images and labels of the first and last committed
-    batch (read again)."""
-    stored = np.load(path / "digests.npy", mmap_mode="r")
-    if isinstance(source, ImageFolder):
-        spans = [(0, done)]
-    else:
-        count = min(batch_size, done)
-        spans = [(0, count)] + ([(max(count, done - count), done)] if done > count else [])
-    for start, stop in spans:
-        found = _source_digests(clip, source, start, stop, batch_size, num_workers)
-        changed = np.flatnonzero((found != stored[start:stop]).any(axis=1))
-        if not changed.size:
-            continue
-        row = start + int(changed[0])
-        if isinstance(source, ImageFolder):
-            what = (f"the image file {source.files[row]} (row {row}) changed since it was "
-                    "cached (its size or mtime differs)")
-        else:
-            what = (f"the images given differ from those the cache was built from (row {row} "
-                    "has another image or label; random transforms make every pass differ)")
-        raise ValueError(f"{what}; the cache at {path} cannot be reused with them: {_REBUILD}")
-
-
-def _source_digests(clip: HookedCLIP, source: Dataset | DataLoader, start: int, stop: int,
-                    batch_size: int, num_workers: int) -> np.ndarray:
-    if isinstance(source, ImageFolder):
-        return _file_digests(source, start, stop)
-    parts, row = [], start
-    for images, labels in iterate_batches(clip, source, batch_size, start, num_workers):
-        take = min(images.shape[0], stop - row)
-        parts.append(_image_digests(images[:take], labels[:take]))
-        row += take
-        if row >= stop:
-            break
-    return np.concatenate(parts)
 
 
 def _cache_bytes(meta: dict) -> int:
