@@ -177,3 +177,21 @@ def test_streamed_batches_equal_one_call(clip64):
     assert torch.allclose(torch.cat([parts.tokens for parts in chunks]), whole.tokens, atol=1e-13)
     with pytest.raises(ValueError, match="batch_size"):
         next(cs.decompose_batches(clip64, images, 0))
+
+
+@pytest.mark.parametrize("build", ["coca", "open_clip"])
+def test_weights_are_read_live_after_the_model_moves_to_another_dtype(build):
+    """``module.to()`` swaps parameters' storage; sliced weights must be read at use time."""
+    visual = _coca_tower(torch.float32) if build == "coca" else small_clip("tok",
+                                                                           torch.float32).model
+    vit = cs.HookedViT(visual if build == "coca" else visual.visual)
+    vit.model.to(torch.float64)
+    with torch.no_grad():  # then fine-tune a little, in place
+        for name, param in vit.model.named_parameters():
+            if "in_proj" in name:
+                param.mul_(1.1)
+    images = torch.randn(2, 3, 32, 32, dtype=torch.float64)
+    out = visual(images)[0] if build == "coca" else visual.encode_image(images)
+    parts = cs.decompose(vit, images, granularity="token")
+    check_complete(parts, F.normalize(out, dim=-1), atol=1e-10)
+    assert vit.blocks[0].attn.W_Q.dtype == torch.float64

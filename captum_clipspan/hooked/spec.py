@@ -34,7 +34,9 @@ class AttentionSpec:
         out_bias: ``[D]`` or ``None``.
         run: ``(x, context) -> [B, N, D]`` the backend's own attention (before LayerScale).
         qkv_weights: the query, key and value projection weights, each ``[H * d, D]``.
-        qkv_biases: their biases, each ``[H * d]`` or ``None``.
+        qkv_biases: their biases, each ``[H * d]`` or ``None``. Both may be zero-argument
+            callables: a slice of a fused weight must be taken at use time, because
+            ``module.to()`` replaces the parameters' storage.
         scale: the softmax temperature (``d ** -0.5`` unless the model says otherwise).
         score_bias: ``() -> [H, N, N]`` an additive score term (relative positions), or
             ``None``.
@@ -48,8 +50,9 @@ class AttentionSpec:
     out_weight: Tensor
     out_bias: Tensor | None
     run: Callable[[Tensor, Context], Tensor]
-    qkv_weights: tuple[Tensor, Tensor, Tensor] | None = None
-    qkv_biases: tuple[Tensor | None, Tensor | None, Tensor | None] = (None, None, None)
+    qkv_weights: tuple[Tensor, ...] | Callable[[], tuple[Tensor, ...]] | None = None
+    qkv_biases: tuple[Tensor | None, ...] | Callable[[], tuple[Tensor | None, ...]] = (
+        None, None, None)
     scale: float | None = None
     score_bias: Callable[[], Tensor] | None = None
     z_norm: nn.Module | None = None
@@ -88,7 +91,8 @@ class AttentionPoolSpec:
         query: ``() -> [Q, G, d]`` the queries as they enter the dot product.
         project_kv: ``(x [B, N, D]) -> (k, v)``, each ``[B, N, G, d]`` (position embedding,
             biases and key norm included).
-        v_weight: ``[G * d, D]`` the value projection weight; ``v_bias`` ``[G * d]`` or ``None``.
+        v_weight: ``[G * d, D]`` the value projection weight; ``v_bias`` ``[G * d]`` or ``None``
+            (either may be a zero-argument callable, as for ``AttentionSpec.qkv_weights``).
         out_weight: ``[D_out, G * d]`` the out-projection; ``out_bias`` ``[D_out]`` or ``None``.
         run: ``(x) -> [B, D_out]`` the backend's own pool (after query selection).
         scale: softmax temperature (``d ** -0.5`` when ``None``).
@@ -104,8 +108,8 @@ class AttentionPoolSpec:
     d_head: int
     query: Callable[[], Tensor]
     project_kv: Callable[[Tensor], tuple[Tensor, Tensor]]
-    v_weight: Tensor
-    v_bias: Tensor | None
+    v_weight: Tensor | Callable[[], Tensor]
+    v_bias: Tensor | Callable[[], Tensor | None] | None
     out_weight: Tensor
     out_bias: Tensor | None
     run: Callable[[Tensor], Tensor]

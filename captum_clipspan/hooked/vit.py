@@ -17,6 +17,7 @@ Captum's layer methods add them).
 from __future__ import annotations
 
 import threading
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -31,6 +32,11 @@ def is_hooked(point: nn.Module) -> bool:
     """Whether any hook, TransformerLens' or a plain PyTorch one, is on ``point``."""
     return bool(point._forward_hooks or point._forward_pre_hooks or point._backward_hooks
                 or point._backward_pre_hooks)
+
+
+def _live(value: Any) -> Any:
+    """A spec field that may be given as a zero-argument callable of the live weights."""
+    return value() if callable(value) else value
 
 
 def _register_quietly(owner: nn.Module, name: str, module: nn.Module | None) -> None:
@@ -135,27 +141,30 @@ class HookedAttention(nn.Module):
 
     @property
     def W_Q(self) -> Tensor | None:  # noqa: N802 (TransformerLens' names)
-        return self._heads(self.spec.qkv_weights[0]) if self.spec.qkv_weights else None
+        weights = _live(self.spec.qkv_weights)
+        return self._heads(weights[0]) if weights else None
 
     @property
     def W_K(self) -> Tensor | None:  # noqa: N802
-        return self._heads(self.spec.qkv_weights[1]) if self.spec.qkv_weights else None
+        weights = _live(self.spec.qkv_weights)
+        return self._heads(weights[1]) if weights else None
 
     @property
     def W_V(self) -> Tensor | None:  # noqa: N802
-        return self._heads(self.spec.qkv_weights[2]) if self.spec.qkv_weights else None
+        weights = _live(self.spec.qkv_weights)
+        return self._heads(weights[2]) if weights else None
 
     @property
     def b_Q(self) -> Tensor | None:  # noqa: N802
-        return self._heads(self.spec.qkv_biases[0], bias=True)
+        return self._heads(_live(self.spec.qkv_biases)[0], bias=True)
 
     @property
     def b_K(self) -> Tensor | None:  # noqa: N802
-        return self._heads(self.spec.qkv_biases[1], bias=True)
+        return self._heads(_live(self.spec.qkv_biases)[1], bias=True)
 
     @property
     def b_V(self) -> Tensor | None:  # noqa: N802
-        return self._heads(self.spec.qkv_biases[2], bias=True)
+        return self._heads(_live(self.spec.qkv_biases)[2], bias=True)
 
     @property
     def W_O(self) -> Tensor:  # noqa: N802
@@ -285,11 +294,11 @@ class HookedAttentionPool(nn.Module):
 
     @property
     def W_V(self) -> Tensor:  # noqa: N802
-        return self.spec.v_weight.reshape(self.n_heads, self.d_head, -1).transpose(1, 2)
+        return _live(self.spec.v_weight).reshape(self.n_heads, self.d_head, -1).transpose(1, 2)
 
     @property
     def b_V(self) -> Tensor | None:  # noqa: N802
-        bias = self.spec.v_bias
+        bias = _live(self.spec.v_bias)
         return None if bias is None else bias.reshape(self.n_heads, self.d_head)
 
     @property

@@ -7,21 +7,11 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..spec import AttentionPoolSpec, AttentionSpec, BlockSpec, MLPSpec, ReadoutSpec, TowerSpec
-from . import split_heads, unsupported
+from . import mha_pool_spec, mha_weights, split_heads, unsupported
 
 
 def _gamma(layer_scale: nn.Module) -> Tensor | None:
     return getattr(layer_scale, "gamma", None)
-
-
-def _mha_weights(attn: nn.MultiheadAttention) -> tuple[tuple[Tensor, ...], tuple[Tensor, ...]]:
-    """``nn.MultiheadAttention``'s q, k, v weights ``[H * d, D_in]`` and biases."""
-    if attn._qkv_same_embed_dim:
-        weights = tuple(attn.in_proj_weight.chunk(3))
-    else:
-        weights = (attn.q_proj_weight, attn.k_proj_weight, attn.v_proj_weight)
-    biases = tuple(attn.in_proj_bias.chunk(3)) if attn.in_proj_bias is not None else (None,) * 3
-    return weights, biases
 
 
 def mha_attention_spec(attn: nn.MultiheadAttention, run) -> AttentionSpec:
@@ -29,20 +19,19 @@ def mha_attention_spec(attn: nn.MultiheadAttention, run) -> AttentionSpec:
     if attn.bias_k is not None or attn.add_zero_attn or not attn.batch_first:
         raise unsupported("This tower's attention has extra k/v biases, zero attention or is not "
                           "batch_first (open_clip < 2.26).")
-    weights, biases = _mha_weights(attn)
     n_heads = attn.num_heads
 
     def project(x: Tensor, context: dict) -> tuple[Tensor, Tensor, Tensor]:
         if attn._qkv_same_embed_dim:
             qkv = F.linear(x, attn.in_proj_weight, attn.in_proj_bias).chunk(3, dim=-1)
         else:
-            qkv = [F.linear(x, w, b) for w, b in zip(weights, biases, strict=True)]
+            qkv = [F.linear(x, w, b) for w, b in zip(*mha_weights(attn), strict=True)]
         return tuple(split_heads(t, n_heads) for t in qkv)
 
     return AttentionSpec(
         n_heads=n_heads, d_head=attn.head_dim, project=project,
         out_weight=attn.out_proj.weight, out_bias=attn.out_proj.bias, run=run,
-        qkv_weights=weights, qkv_biases=biases,
+        qkv_weights=lambda: mha_weights(attn)[0], qkv_biases=lambda: mha_weights(attn)[1],
     )
 
 
@@ -67,26 +56,14 @@ def _block_spec(block: nn.Module) -> BlockSpec:
 def _coca_pool(pooler: nn.Module, select: str) -> AttentionPoolSpec:
     """CoCa's ``AttentionalPooler``: ``ln_k`` on the tokens, then learned queries."""
     attn = pooler.attn
-    weights, biases = _mha_weights(attn)
-    n_heads, d_head = attn.num_heads, attn.head_dim
-
-    def query() -> Tensor:
-        return split_heads(F.linear(pooler.ln_q(pooler.query), weights[0], biases[0]), n_heads)
-
-    def project_kv(x: Tensor) -> tuple[Tensor, Tensor]:
-        return (split_heads(F.linear(x, weights[1], biases[1]), n_heads),
-                split_heads(F.linear(x, weights[2], biases[2]), n_heads))
 
     def run(x: Tensor) -> Tensor:  # AttentionalPooler.forward after its ln_k
         q = pooler.ln_q(pooler.query)
         out = attn(q.unsqueeze(0).expand(x.shape[0], -1, -1), x, x, need_weights=False)[0]
         return out[:, 0]
 
-    return AttentionPoolSpec(
-        n_heads=n_heads, d_head=d_head, query=query, project_kv=project_kv,
-        v_weight=weights[2], v_bias=biases[2], out_weight=attn.out_proj.weight,
-        out_bias=attn.out_proj.bias, run=run, select=select, kv_norm=pooler.ln_k,
-    )
+    return mha_pool_spec(attn, lambda: pooler.ln_q(pooler.query), run, select=select,
+                         kv_norm=pooler.ln_k)
 
 
 def open_clip_tower_spec(visual: nn.Module) -> TowerSpec:

@@ -233,10 +233,10 @@ def _attention_spec(attn: nn.Module, run: Callable[[Tensor, dict], Tensor],
             q, k = (_rotate(t, rope, rope_prefix, half).type_as(v) for t in (q, k))
         return q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2)
 
-    weights, biases = _qkv_params(attn)
     return AttentionSpec(
         n_heads=n_heads, d_head=d_head, project=project, out_weight=attn.proj.weight,
-        out_bias=attn.proj.bias, run=run, qkv_weights=weights, qkv_biases=biases,
+        out_bias=attn.proj.bias, run=run, qkv_weights=lambda: _qkv_params(attn)[0],
+        qkv_biases=lambda: _qkv_params(attn)[1],
         scale=attn.scale, score_bias=score_bias,
         z_norm=_z_norm(getattr(attn, "norm", None)),
     )
@@ -344,10 +344,10 @@ def _latent_pool(pool: nn.Module) -> AttentionPoolSpec:
         k, v = (split_heads(t, n_heads) for t in pool.kv(x).chunk(2, dim=-1))
         return pool.k_norm(k), v
 
-    kv_bias = pool.kv.bias
     return AttentionPoolSpec(
         n_heads=n_heads, d_head=pool.head_dim, query=query, project_kv=project_kv,
-        v_weight=pool.kv.weight[width:], v_bias=None if kv_bias is None else kv_bias[width:],
+        v_weight=lambda: pool.kv.weight[width:],
+        v_bias=lambda: None if pool.kv.bias is None else pool.kv.bias[width:],
         out_weight=pool.proj.weight, out_bias=pool.proj.bias, run=pool, scale=pool.scale,
         pos_embed=pool.pos_embed, mlp=lambda y: pool.mlp(pool.norm(y)),
         select="first" if pool.pool == "token" else "mean",

@@ -12,12 +12,10 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..spec import AttentionPoolSpec, AttentionSpec, BlockSpec, MLPSpec, ReadoutSpec, TowerSpec
-from . import split_heads, unsupported
-from .open_clip import _mha_weights
+from . import mha_pool_spec, split_heads, unsupported
 
 _SIGLIP_TOWERS = ("SiglipModel", "SiglipVisionModel")
 
@@ -180,20 +178,5 @@ def _attention_spec(attn: nn.Module) -> AttentionSpec:
 def _map_head_spec(head: nn.Module) -> AttentionPoolSpec:
     """``SiglipMultiheadAttentionPoolingHead``: the probe attends to the (normed) tokens through
     an ``nn.MultiheadAttention``, then ``y + mlp(layernorm(y))`` and the first query's row."""
-    attn = head.attention
-    weights, biases = _mha_weights(attn)
-    n_heads = attn.num_heads
-
-    def query() -> Tensor:
-        return split_heads(F.linear(head.probe[0], weights[0], biases[0]), n_heads)
-
-    def project_kv(x: Tensor) -> tuple[Tensor, Tensor]:
-        return (split_heads(F.linear(x, weights[1], biases[1]), n_heads),
-                split_heads(F.linear(x, weights[2], biases[2]), n_heads))
-
-    return AttentionPoolSpec(
-        n_heads=n_heads, d_head=attn.head_dim, query=query, project_kv=project_kv,
-        v_weight=weights[2], v_bias=biases[2], out_weight=attn.out_proj.weight,
-        out_bias=attn.out_proj.bias, run=head, mlp=lambda y: head.mlp(head.layernorm(y)),
-        select="first",
-    )
+    return mha_pool_spec(head.attention, lambda: head.probe[0], head,
+                         mlp=lambda y: head.mlp(head.layernorm(y)), select="first")
