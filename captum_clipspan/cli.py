@@ -1,7 +1,11 @@
 """The ``clipspan`` command: decompositions, TextSpan reports, heat maps, ablations, retrieval.
 
 Every subcommand takes ``--model`` and ``--pretrained`` (open_clip names and tags; default: the
-embedded toy model, which runs offline) and writes PNG, CSV and JSON files into ``--out``.
+embedded toy model, which runs offline) and writes PNG, CSV and JSON files into ``--out``. The
+commands that build a decomposition cache take ``--nproc N``: the cache pass then runs in N
+processes of one machine under ``torchrun`` (``python -m torch.distributed.run --standalone
+--nproc-per-node N -m captum_clipspan.cli COMMAND ...``, which may also be run directly), and
+process 0 alone goes on with the rest of the command.
 """
 
 from __future__ import annotations
@@ -9,8 +13,11 @@ from __future__ import annotations
 import argparse
 import csv
 import json
+import os
+import subprocess
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +29,7 @@ examples:
   clipspan ablate photos/ --classes dog cat      # class sub-folders give the labels
   clipspan retrieve photos/ --head 3.1 --query "a red object"
   clipspan segment-benchmark synthetic --n 500   # zero-shot segmentation, every heat-map method
+  clipspan cache photos/ --nproc 2 --granularity token --layers -1   # per-token terms, 2 processes
   clipspan heads photos/ --model ViT-B-16 --pretrained laion2b_s34b_b88k --bank general
 """
 
@@ -30,15 +38,75 @@ class CommandError(Exception):
     """A problem with the command line, reported without a traceback."""
 
 
+PRECISIONS = ("fp32", "bf16", "fp16")
+
+
 def _load_model(args: argparse.Namespace) -> Any:
+    import torch
+
     import captum_clipspan as cs
 
+    device = args.device
+    if device == "cuda" and "LOCAL_RANK" in os.environ:  # one GPU per process under torchrun
+        device = f"cuda:{os.environ['LOCAL_RANK']}"
     try:
-        return cs.HookedCLIP.from_pretrained(args.model, pretrained=args.pretrained,
-                                             device=args.device)
+        clip = cs.HookedCLIP.from_pretrained(args.model, pretrained=args.pretrained,
+                                             device=device)
     except (RuntimeError, FileNotFoundError) as error:
         raise CommandError(f"could not load model {args.model!r} "
                            f"(pretrained={args.pretrained!r}): {error}") from error
+    precision = getattr(args, "precision", "fp32")
+    if precision != "fp32":  # the decomposition accumulates in fp32 for half-precision models
+        clip.model.to({"bf16": torch.bfloat16, "fp16": torch.float16}[precision])
+    return clip
+
+
+def _rank() -> int:
+    """This process's rank in a distributed cache pass (0 in one process)."""
+    import torch.distributed as dist
+
+    return dist.get_rank() if dist.is_available() and dist.is_initialized() else 0
+
+
+def _build_cache(args: argparse.Namespace, clip: Any, images: Any,
+                 layers: Sequence[int] | None, **kwargs: Any) -> Any:
+    """The decomposition cache of ``images`` (every process of a distributed pass writes its
+    share); ``None`` in processes other than 0, which have nothing more to do."""
+    import captum_clipspan as cs
+
+    cache = cs.cache_decomposition(clip, images, args.cache or _out_dir(args) / "cache",
+                                   layers=layers, batch_size=args.batch_size,
+                                   num_workers=args.num_workers, **kwargs)
+    return None if _rank() else cache
+
+
+@contextmanager
+def _process_group(args: argparse.Namespace) -> Iterator[None]:
+    """Join the process group when started by torchrun (``WORLD_SIZE`` > 1): NCCL on CUDA, else
+    gloo."""
+    import torch.distributed as dist
+
+    if int(os.environ.get("WORLD_SIZE", "1")) <= 1 or dist.is_initialized():
+        yield
+        return
+    dist.init_process_group("nccl" if args.device.startswith("cuda") else "gloo")
+    try:
+        yield
+    finally:
+        dist.destroy_process_group()
+
+
+def _launch(argv: list[str], nproc: int) -> int:
+    """Run the same command in ``nproc`` processes of this machine under torchrun."""
+    rest, skip = [], False
+    for arg in argv:
+        if skip or arg == "--nproc" or arg.startswith("--nproc="):
+            skip = arg == "--nproc"
+            continue
+        rest.append(arg)
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone",
+               f"--nproc-per-node={nproc}", "-m", "captum_clipspan.cli", *rest]
+    return subprocess.run(command, check=False).returncode
 
 
 def _out_dir(args: argparse.Namespace) -> Path:
@@ -76,8 +144,9 @@ def _heads(args: argparse.Namespace) -> int:
 
     clip, out = _load_model(args), _out_dir(args)
     images = _existing(args.images, "image folder")
-    cache = cs.cache_decomposition(clip, images, args.cache or out / "cache", layers=args.layers,
-                                   batch_size=args.batch_size)
+    cache = _build_cache(args, clip, images, args.layers)
+    if cache is None:
+        return 0
     report = cs.TextSpan(clip, texts=_default_bank(args)).attribute(cache, m=args.m)
     for layer, head in report.results:
         print(report.describe(layer, head))
@@ -127,10 +196,14 @@ def _ablate(args: argparse.Namespace) -> int:
                            f"{len(classes)} class sub-folders ({', '.join(classes)}).")
     classifier = cs.ZeroShotClassifier(clip, names)
     if args.mode == "direct":
-        cache = cs.cache_decomposition(clip, folder, args.cache or out / "cache", layers=[-1],
-                                       batch_size=args.batch_size)
+        cache = _build_cache(args, clip, folder, [-1])
+        if cache is None:
+            return 0
         means, data = cs.ComponentMeans.from_cache(cache), cache
     else:
+        if args.nproc > 1 or _rank():
+            raise CommandError("--mode total builds no cache, so it runs in one process; drop "
+                               "--nproc (or use --mode direct).")
         means = cs.component_means(clip, folder, batch_size=args.batch_size)
         data = folder
     study = cs.MeanAblation(clip, means, mode=args.mode).study(data, classifier,
@@ -160,8 +233,9 @@ def _retrieve(args: argparse.Namespace) -> int:
     except ValueError:
         raise CommandError(f"--head must look like LAYER.HEAD (e.g. 11.4), got {args.head!r}."
                            ) from None
-    cache = cs.cache_decomposition(clip, folder, args.cache or out / "cache", layers=[layer],
-                                   batch_size=args.batch_size)
+    cache = _build_cache(args, clip, folder, [layer])
+    if cache is None:
+        return 0
     query: Any = args.query
     if Path(args.query).is_file():
         query = clip.preprocess_images([_open_rgb(args.query)])[0]
@@ -176,6 +250,19 @@ def _retrieve(args: argparse.Namespace) -> int:
     for row in rows:
         print(f"{row['rank']:3d}  {row['score']:+.4f}  {row['file']}")
     print(f"wrote {out / 'retrieval.csv'}, {out / 'retrieval.png'}")
+    return 0
+
+
+def _cache(args: argparse.Namespace) -> int:
+    clip = _load_model(args)
+    cache = _build_cache(args, clip, _existing(args.images, "image folder"), args.layers,
+                         granularity=args.granularity, dtype=args.dtype,
+                         convention=args.convention, overwrite=args.overwrite)
+    if cache is None:
+        return 0
+    arrays = ", ".join(f"{name} {list(getattr(cache, name).shape)}"
+                       for name in cache.meta["fields"] if name not in ("labels", "digests"))
+    print(f"cached {len(cache)} images in {cache.path}: {arrays}")
     return 0
 
 
@@ -271,6 +358,19 @@ def _add_common(parser: argparse.ArgumentParser, out: str) -> None:
     parser.add_argument("--batch-size", type=int, default=64, help="images per forward pass")
 
 
+def _add_cache_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--cache", default=None, help="cache folder (default: OUT/cache)")
+    parser.add_argument("--nproc", type=int, default=1,
+                        help="processes for the cache pass, on this machine under torchrun "
+                             "(with --device cuda, one GPU each); default: 1")
+    parser.add_argument("--num-workers", type=int, default=0,
+                        help="DataLoader workers loading images while the model runs "
+                             "(default: 0)")
+    parser.add_argument("--precision", choices=PRECISIONS, default="fp32",
+                        help="run the model in this precision; the terms accumulate in fp32 "
+                             "(default: fp32; bf16 or fp16 for GPUs)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="clipspan", formatter_class=argparse.RawDescriptionHelpFormatter, epilog=EXAMPLES,
@@ -302,7 +402,7 @@ def build_parser() -> argparse.ArgumentParser:
     heads.add_argument("--bank", default=None,
                        help="text bank: general, words, toy or a text file with one description "
                             "per line (default: toy for the toy model, else general)")
-    heads.add_argument("--cache", default=None, help="cache folder (default: OUT/cache)")
+    _add_cache_options(heads)
     heads.set_defaults(run=_heads)
 
     heatmap = commands.add_parser("heatmap", help="patch heat maps of one image for texts",
@@ -327,7 +427,7 @@ def build_parser() -> argparse.ArgumentParser:
                              "sub-folder names)")
     ablate.add_argument("--mode", choices=["direct", "total"], default="direct")
     _add_common(ablate, "clipspan-ablate")
-    ablate.add_argument("--cache", default=None, help="cache folder (default: OUT/cache)")
+    _add_cache_options(ablate)
     ablate.set_defaults(run=_ablate)
 
     retrieve = commands.add_parser("retrieve", help="top images of a folder for one head",
@@ -339,8 +439,29 @@ def build_parser() -> argparse.ArgumentParser:
     retrieve.add_argument("--query", required=True, help="a text, or the path of an image")
     retrieve.add_argument("--k", type=int, default=8)
     _add_common(retrieve, "clipspan-retrieve")
-    retrieve.add_argument("--cache", default=None, help="cache folder (default: OUT/cache)")
+    _add_cache_options(retrieve)
     retrieve.set_defaults(run=_retrieve)
+
+    cache = commands.add_parser(
+        "cache", help="cache the decomposition of a folder of images",
+        description="Decompose every image of a folder into a resumable, memory-mapped cache "
+        "(DecompositionCache): per-head terms of the chosen layers, and with --granularity "
+        "token per (token, head) terms. With --nproc N the pass runs in N processes and the "
+        "cache is the same bit for bit.")
+    cache.add_argument("images", help="folder of images (searched recursively)")
+    _add_common(cache, "clipspan-cache")
+    _add_cache_options(cache)
+    cache.add_argument("--layers", type=int, nargs="+", default=None,
+                       help="layers of the per-head terms (negative counts from the end; "
+                            "default: all)")
+    cache.add_argument("--granularity", choices=["head", "token"], default="head",
+                       help="token: also store per-token head terms (N_tokens times the disk)")
+    cache.add_argument("--dtype", choices=["float16", "float32"], default="float16",
+                       help="storage dtype of the terms (default: float16)")
+    cache.add_argument("--convention", choices=["reference", "centered"], default="reference")
+    cache.add_argument("--overwrite", action="store_true",
+                       help="delete the cache files in the folder and build it anew")
+    cache.set_defaults(run=_cache)
 
     segbench = commands.add_parser(
         "segment-benchmark", help="zero-shot segmentation scores of heat-map methods",
@@ -378,9 +499,16 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
+    argv = list(sys.argv[1:] if argv is None else argv)
     args = parser.parse_args(argv)
     try:
-        return args.run(args)
+        nproc = getattr(args, "nproc", 1)
+        if nproc < 1:
+            raise CommandError(f"--nproc must be at least 1, got {nproc}.")
+        if nproc > 1 and "LOCAL_RANK" not in os.environ:
+            return _launch(argv, nproc)
+        with _process_group(args):
+            return args.run(args)
     except (CommandError, ValueError, TypeError, FileNotFoundError) as error:
         print(f"clipspan {args.command}: error: {error}", file=sys.stderr)
         return 2

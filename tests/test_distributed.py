@@ -7,6 +7,8 @@ import datetime
 import json
 import os
 import signal
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -125,7 +127,7 @@ def test_a_killed_process_resumes_to_the_same_cache(tmp_path, clip, data):
     with pytest.raises(ValueError, match="incomplete"):
         cs.DecompositionCache.open(path)
     partial = cs.DecompositionCache.open(path, allow_partial=True)  # the rows from row 0 on
-    assert len(partial) in (0, 4, 8, 12) and partial.tokens.shape[1:] == (2, 17, 4, 24)
+    assert len(partial) in (0, 4, 8, 12, 16) and partial.tokens.shape[1:] == (2, 17, 4, 24)
     launch(tmp_path, clip, data, path, **settings)
     assert not list(path.glob("progress.rank*"))
     assert_identical(cs.DecompositionCache.open(path), reference)
@@ -166,3 +168,27 @@ def test_an_error_in_one_process_stops_every_process(tmp_path, clip, data):
     assert Path(f"{store}.error0").read_text().startswith(
         "RuntimeError: process 1 of this 2-process cache pass failed (ValueError: image 16 is "
         "unreadable); the rows committed so far are kept")
+
+
+def test_the_command_line_runs_the_pass_in_two_processes(tmp_path, capsys):
+    from PIL import Image
+
+    from captum_clipspan.cli import main
+
+    rng = np.random.default_rng(0)
+    (tmp_path / "images").mkdir()
+    for index in range(6):
+        pixels = rng.integers(0, 255, (64, 64, 3), dtype=np.uint8)
+        Image.fromarray(pixels).save(tmp_path / "images" / f"{index}.png")
+    common = ["cache", str(tmp_path / "images"), "--batch-size", "2", "--layers", "-1",
+              "--granularity", "token"]
+    assert main([*common, "--cache", str(tmp_path / "one")]) == 0
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).parents[1])}
+    command = [sys.executable, "-m", "captum_clipspan.cli", *common, "--cache",
+               str(tmp_path / "two"), "--nproc", "2"]
+    done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.count("cached 6 images") == 1  # printed by process 0 only
+    assert (tmp_path / "two" / "lock.rank1").exists()
+    assert_identical(cs.DecompositionCache.open(tmp_path / "two"),
+                     cs.DecompositionCache.open(tmp_path / "one"))
