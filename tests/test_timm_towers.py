@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import collections
 import contextlib
-import dataclasses
 import re
 
 import open_clip
@@ -44,8 +43,6 @@ FAMILIES = {
 FIXED_WIDTH = ("mci",)
 SMALL_VITAMIN_STEM = VitCfg(embed_dim=(16, 32, 64), depths=(1, 1, 1), stem_width=16,
                             conv_cfg=VitConvCfg(norm_layer="layernorm2d"), head_type="1d")
-NEW_DECOMPOSE = "pool_mlp" in {f.name for f in dataclasses.fields(cs.Decomposition)}
-needs_new_decompose = pytest.mark.skipif(not NEW_DECOMPOSE, reason="decompose reads the spec soon")
 
 
 @contextlib.contextmanager
@@ -137,11 +134,9 @@ def test_open_clip_timm_tower_is_exact(family):
     hooked = cs.HookedViT(visual)
     images = images_of(hooked)
     check_hooked_paths(hooked, visual, images)
-    if NEW_DECOMPOSE:
-        check_decomposition(hooked, visual, images, atol=1e-10)
+    check_decomposition(hooked, visual, images, atol=1e-10)
 
 
-@needs_new_decompose
 @pytest.mark.parametrize("family", ["siglip", "pe-core", "eva02", "gap"])
 def test_open_clip_timm_tower_decomposes_in_fp32(family):
     visual = tiny_tower(FAMILIES[family], dtype=torch.float32)
@@ -194,8 +189,7 @@ def test_timm_trunk_variant_is_exact(variant):
     hooked = cs.HookedViT(trunk)
     images = images_of(hooked)
     check_hooked_paths(hooked, trunk, images)
-    if NEW_DECOMPOSE:
-        check_decomposition(hooked, trunk, images, atol=1e-10)
+    check_decomposition(hooked, trunk, images, atol=1e-10)
 
 
 def test_spec_reads_prefix_tokens_pool_rows_and_norm_placement():
@@ -225,8 +219,7 @@ def test_trunk_head_and_extra_projection_compose_into_one_matrix():
         pooled = hooked.run_with_cache(images, names_filter="hook_pooled")[1]["hook_pooled"]
         torch.testing.assert_close(pooled @ hooked.proj + hooked.proj_bias, reference(images))
     check_hooked_paths(hooked, reference, images)
-    if NEW_DECOMPOSE:
-        check_decomposition(hooked, reference, images, atol=1e-10)
+    check_decomposition(hooked, reference, images, atol=1e-10)
 
 
 def test_open_clip_projection_bias_is_in_the_readout():
@@ -291,11 +284,7 @@ def _sweep_family(name: str) -> str:
     except UnsupportedTowerError as error:
         return "refused: " + str(error).split(" captum_clipspan supports")[0]
     images = images_of(hooked, batch=1)
-    if NEW_DECOMPOSE:
-        check_decomposition(hooked, visual, images, atol=1e-5)
-    else:
-        with torch.no_grad():
-            assert torch.equal(hooked(images), visual(images))
+    check_decomposition(hooked, visual, images, atol=1e-5)
     return hooked.family
 
 
