@@ -461,7 +461,8 @@ class DecompositionCache:
 
     @classmethod
     def open(cls, path: str | Path, allow_partial: bool = False) -> DecompositionCache:
-        """Open a cache folder read-only; a partial one only with ``allow_partial``.
+        """Open a cache folder read-only; a partial one only with ``allow_partial`` (its rows
+        committed from row 0 on, by one process or by every process of a distributed pass).
 
         Raises:
             ValueError: naming the file, if ``meta.json`` or ``progress.json`` is missing or
@@ -737,12 +738,11 @@ class _Pass:
         """Write this process's pieces, committing each batch (arrays flushed, then progress)."""
         from tqdm.auto import tqdm
 
+        arrays, self.arrays = self.arrays, None
         if first is None:
             return
-        arrays = self.arrays or {name: np.lib.format.open_memmap(self.path / f"{name}.npy",
-                                                                 mode="r+")
-                                 for name in self.meta["fields"]}
-        self.arrays = None
+        arrays = arrays or {name: np.lib.format.open_memmap(self.path / f"{name}.npy", mode="r+")
+                            for name in self.meta["fields"]}
         commits = _Commits(self.path, _identity(self.meta), self.world.rank, sharded)
         rows = sum(stop - start for start, stop in pieces)
         before = self.n - rows if self.world.size == 1 else 0
