@@ -21,15 +21,10 @@ import subprocess
 import sys
 import time
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from decomposition import _resident_kib  # noqa: E402
+
 GIB = 1024 ** 3
-
-
-def _kib(field: str) -> int:
-    with open("/proc/self/status") as status:
-        for line in status:
-            if line.startswith(field):
-                return int(line.split()[1])
-    raise RuntimeError(f"{field} not in /proc/self/status")
 
 
 def run_mode(args: argparse.Namespace) -> dict:
@@ -43,7 +38,7 @@ def run_mode(args: argparse.Namespace) -> dict:
     texts = torch.nn.functional.normalize(torch.randn(16, clip.embed_dim), dim=-1)
     with open("/proc/self/clear_refs", "w") as refs:
         refs.write("5")
-    before = _kib("VmRSS:") * 1024
+    before = _resident_kib("VmRSS:") * 1024
     start = time.perf_counter()
     output_bytes = 0
     with torch.no_grad():
@@ -56,7 +51,7 @@ def run_mode(args: argparse.Namespace) -> dict:
             for parts in cs.decompose_batches(clip, images, args.chunk, granularity="token"):
                 parts.tokens.sum(dim=(1, 3)) @ texts.T
     seconds = time.perf_counter() - start
-    peak = _kib("VmHWM:") * 1024
+    peak = _resident_kib("VmHWM:") * 1024
     extra = max(peak - before, 0)
     return {"seconds": seconds, "peak_extra_gib": extra / GIB, "output_gib": output_bytes / GIB,
             "beyond_output_gib": (extra - output_bytes) / GIB}
