@@ -344,7 +344,7 @@ def readout_weights(vit: HookedViT, dtype: torch.dtype) -> ReadoutWeights:
     after_pool = vit.final_ln_after_pool
     proj = _detached(vit.proj, dtype)
     pool = vit.pool
-    width = pool.spec.out_weight.shape[0] if pool is not None else vit.d_model
+    width = pool.W_O.shape[-1] if pool is not None else vit.d_model
     weights = ReadoutWeights(
         pre_norm=None if after_pool else final, post_norm=final if after_pool else None,
         proj=proj if proj is not None else torch.eye(width, dtype=dtype, device=vit.device),
@@ -356,12 +356,11 @@ def readout_weights(vit: HookedViT, dtype: torch.dtype) -> ReadoutWeights:
                 raise ValueError("this tower normalizes its tokens twice before the pool; the "
                                  "decomposition supports one per-token norm.")
             weights.pre_norm = norm_weights(pool.ln_k, dtype)
-        pos = pool.spec.pos_embed
         weights.value_weight = _detached(pool.W_V, dtype)
         weights.value_bias = _detached(pool.b_V, dtype)
         weights.out_weight = _detached(pool.W_O, dtype)
         weights.out_bias = _detached(pool.b_O, dtype)
-        weights.pos_embed = _detached(pos, dtype)
+        weights.pos_embed = _detached(pool.pos_embed, dtype)
     return weights
 
 
@@ -418,8 +417,7 @@ class _Capture:
                  pattern_hooked: dict[int, bool]) -> None:
         self.vit, self.granularity, self.layers, self.dtype = vit, granularity, tuple(layers), dtype
         self.rows = vit.pool_rows
-        n_rows = len(range(vit.n_tokens)[self.rows])
-        self.reduce = n_rows == 1 or (vit.pool_type == "avg" and vit.final_ln_after_pool)
+        self.reduce = vit.n_pool_rows == 1 or (vit.pool_type == "avg" and vit.final_ln_after_pool)
         self.token_maps = token_maps
         self.pattern_hooked = pattern_hooked
         self.store: dict[str, Tensor] = {}
@@ -451,7 +449,7 @@ class _Capture:
 
     @property
     def n_rows(self) -> int:
-        return len(range(self.vit.n_tokens)[self.rows])
+        return self.vit.n_pool_rows
 
     def values_hook(self, layer: int):
         def hook(values: Tensor, hook: Any) -> None:
@@ -507,7 +505,7 @@ class _Capture:
             hooks.append(("pool.hook_pattern", self.save_whole("pool_pattern")))
             if vit.pool.ln_k.exists:
                 hooks.append(("pool.ln_k.hook_scale", self.save_whole("pre_scale")))
-            if vit.pool.spec.mlp is not None:
+            if vit.pool.has_mlp:
                 hooks.append(("pool.hook_mlp_out", self.save_whole("pool_mlp")))
         for layer in range(vit.n_layers):
             hooks.append((f"blocks.{layer}.hook_attn_out", self.save(f"attn.{layer}")))
@@ -533,7 +531,7 @@ class _Capture:
 def _row_weights(vit: HookedViT, store: dict[str, Tensor], like: Tensor) -> tuple[Tensor, Tensor]:
     """``(w, s_post)``: the pool's weight of each pooled row per pool head ``[B, G, R]`` and the
     post-pool norm's scale ``[B]`` (ones without one)."""
-    batch, n_rows = like.shape[0], len(range(vit.n_tokens)[vit.pool_rows])
+    batch, n_rows = like.shape[0], vit.n_pool_rows
     if vit.pool is not None:
         pattern = store["pool_pattern"]  # [B, G, Q, R]
         weights = torch.einsum("q,bgqr->bgr", vit.pool.query_weights(pattern), pattern)

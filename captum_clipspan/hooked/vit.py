@@ -311,6 +311,16 @@ class HookedAttentionPool(nn.Module):
         return self.spec.out_bias
 
     @property
+    def pos_embed(self) -> Tensor | None:
+        """``[N, D]`` added to the tokens before the key/value projections, or ``None``."""
+        return self.spec.pos_embed
+
+    @property
+    def has_mlp(self) -> bool:
+        """Whether the pool has its own residual MLP branch (``pool.hook_mlp_out``)."""
+        return self.spec.mlp is not None
+
+    @property
     def n_queries(self) -> int:
         return self.spec.query().shape[0]
 
@@ -426,6 +436,11 @@ class HookedViT(HookedRootModule):
         """The token rows the pool reads, as a slice of ``[0, N)``."""
         rows = self.spec.readout.pool_rows
         return slice(rows, rows + 1) if isinstance(rows, int) else rows
+
+    @property
+    def n_pool_rows(self) -> int:
+        """How many token rows the pool reads."""
+        return len(range(self.n_tokens)[self.pool_rows])
 
     @property
     def final_ln_after_pool(self) -> bool:
