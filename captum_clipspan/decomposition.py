@@ -404,6 +404,44 @@ def check_consistent(parts: Decomposition, hooked: list[str], dtype: torch.dtype
 
 # One forward pass ---------------------------------------------------------------------------
 
+def rows_reduce(vit: HookedViT) -> bool:
+    """Whether every pooled row enters with the same weight up to a per-image factor (a
+    class-token pool, or a mean pool without a per-token norm), so rows can be averaged at once."""
+    return vit.n_pool_rows == 1 or (vit.pool_type == "avg" and vit.final_ln_after_pool)
+
+
+CAPTURE_BUDGET = 1 << 30
+"""Bytes of captured rows one forward pass may hold; :func:`decompose` splits larger batches.
+Only towers whose pool reads every row with its own weight (attention pools, per-token norms
+before a mean) keep rows: ``(2L + 2 + L_s) * R * D`` values per image, plus patterns at token
+granularity."""
+
+
+def capture_bytes_per_image(vit: HookedViT, granularity: str, n_selected: int,
+                            dtype: torch.dtype) -> int:
+    """What :class:`_Capture` keeps per image, in bytes (an upper bound)."""
+    rows = 1 if rows_reduce(vit) else vit.n_pool_rows
+    width = vit.d_model * (2 * vit.n_layers + 2)
+    if granularity != "layer":
+        width += n_selected * vit.n_heads * (vit.d_head + 1)
+    values = rows * width
+    if granularity == "token":
+        values += n_selected * vit.n_heads * vit.n_tokens * (rows + vit.d_head)
+    return values * torch.empty((), dtype=dtype).element_size()
+
+
+def concatenate(parts: Sequence[Decomposition]) -> Decomposition:
+    """Join decompositions of consecutive batches along the batch dimension."""
+    first = parts[0]
+    values = {
+        f.name: torch.cat([getattr(p, f.name) for p in parts])
+        if isinstance(getattr(first, f.name), Tensor) and f.name != "text_embeddings"
+        else getattr(first, f.name)
+        for f in fields(first)
+    }
+    return Decomposition(**values)
+
+
 class _Capture:
     """Forward hooks that keep only what the decomposition needs, restricted to the pool's rows.
 
@@ -417,7 +455,7 @@ class _Capture:
                  pattern_hooked: dict[int, bool]) -> None:
         self.vit, self.granularity, self.layers, self.dtype = vit, granularity, tuple(layers), dtype
         self.rows = vit.pool_rows
-        self.reduce = vit.n_pool_rows == 1 or (vit.pool_type == "avg" and vit.final_ln_after_pool)
+        self.reduce = rows_reduce(vit)
         self.token_maps = token_maps
         self.pattern_hooked = pattern_hooked
         self.store: dict[str, Tensor] = {}
@@ -595,6 +633,12 @@ def decompose(
     vit.check_images(images)
     selected = resolve_layers(layers, vit.n_layers)
     dtype = compute_dtype(vit.dtype)
+    chunk = max(1, CAPTURE_BUDGET // capture_bytes_per_image(vit, granularity, len(selected),
+                                                            dtype))
+    if len(images) > chunk:  # bounded memory: the captured rows of one chunk at a time
+        options = dict(granularity=granularity, convention=convention, layers=layers,
+                       normalize=normalize, text_embeddings=text_embeddings)
+        return concatenate([decompose(clip, part, **options) for part in images.split(chunk)])
     if text_embeddings is not None:
         text_embeddings = check_text_embeddings(text_embeddings, vit.output_dim).to(vit.device)
     with torch.no_grad(), vit.lock:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import importlib
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -195,3 +197,26 @@ def test_weights_are_read_live_after_the_model_moves_to_another_dtype(build):
     parts = cs.decompose(vit, images, granularity="token")
     check_complete(parts, F.normalize(out, dim=-1), atol=1e-10)
     assert vit.blocks[0].attn.W_Q.dtype == torch.float64
+
+
+def test_large_batches_are_split_to_bound_the_captured_rows(monkeypatch):
+    """A per-token norm before a mean pool keeps every row: the batch is decomposed in chunks."""
+    decomposition = importlib.import_module("captum_clipspan.decomposition")
+    clip = small_clip("avg")
+    images = images_for(clip, batch=5)
+    whole = cs.decompose(clip, images, granularity="token", convention="centered")
+    per_image = decomposition.capture_bytes_per_image(clip.visual, "token", 3, torch.float64)
+    monkeypatch.setattr(decomposition, "CAPTURE_BUDGET", 2 * per_image)
+    calls = []
+    original = decomposition._Capture.__init__
+
+    def counting(self, *args, **kwargs):
+        calls.append(1)
+        original(self, *args, **kwargs)
+
+    monkeypatch.setattr(decomposition._Capture, "__init__", counting)
+    split = cs.decompose(clip, images, granularity="token", convention="centered")
+    assert len(calls) == 3  # chunks of 2, 2, 1
+    for name in ["embed", "attns", "mlps", "heads", "tokens", "attn_biases", "ln_bias",
+                 "image_embed"]:
+        assert torch.allclose(getattr(split, name), getattr(whole, name), atol=1e-13), name
