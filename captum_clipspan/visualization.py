@@ -165,7 +165,8 @@ def _texts(texts: str | Sequence[str], name: str) -> list[str]:
 def plot_head_grid(scores: ArrayLike, layers: Sequence[int] | None = None,
                    title: str | None = None, cmap: str = "RdBu_r", center: float | None = 0.0,
                    annotate: bool = False, ax: Axes | None = None, fmt: str = ".2f",
-                   colorbar_label: str | None = None) -> tuple[Figure, Axes]:
+                   colorbar_label: str | None = None, vmin: float | None = None,
+                   vmax: float | None = None, chance: float | None = None) -> tuple[Figure, Axes]:
     """A layer × head heatmap of one score per attention head.
 
     Args:
@@ -183,6 +184,11 @@ def plot_head_grid(scores: ArrayLike, layers: Sequence[int] | None = None,
         ax: Axes to draw into. Default: a new figure.
         fmt: Format spec of the printed values. Default: ``".2f"``.
         colorbar_label: Label of the colorbar. Default: none.
+        vmin, vmax: Fixed ends of the color range (e.g. ``0`` and ``1`` for accuracies, so that
+            several grids share one scale); each overrides the range chosen from the data.
+            Default: none.
+        chance: A score marked on the colorbar with a black line and a "chance" tick (e.g.
+            ``1 / n_classes`` for zero-shot accuracies). Default: none.
 
     Returns:
         ``(fig, ax)``: the figure and the heatmap's axes (the colorbar is a second axes of the
@@ -215,6 +221,8 @@ def plot_head_grid(scores: ArrayLike, layers: Sequence[int] | None = None,
     if center is not None and low < center < high:
         half = max(high - center, center - low)
         low, high = center - half, center + half
+    low = low if vmin is None else float(vmin)
+    high = high if vmax is None else float(vmax)
     fig, ax = _single_axes(ax, (max(4.0, 0.45 * n_heads + 2.0), max(3.0, 0.35 * n_layers + 1.2)))
     image = ax.imshow(grid, cmap=cmap, vmin=low, vmax=high, aspect="auto",
                       interpolation="nearest")
@@ -224,7 +232,9 @@ def plot_head_grid(scores: ArrayLike, layers: Sequence[int] | None = None,
     ax.set_ylabel("layer")
     if title:
         ax.set_title(title)
-    fig.colorbar(image, ax=ax, label=colorbar_label)
+    colorbar = fig.colorbar(image, ax=ax, label=colorbar_label)
+    if chance is not None:
+        _mark_chance_on_colorbar(colorbar, float(chance), fmt)
     if annotate:
         fontsize = 8 if n_heads <= 12 else 6
         for (row, col), value in np.ndenumerate(grid):
@@ -235,6 +245,18 @@ def plot_head_grid(scores: ArrayLike, layers: Sequence[int] | None = None,
             ax.text(col, row, format(value, fmt), ha="center", va="center", fontsize=fontsize,
                     color="white" if dark else "black")
     return fig, ax
+
+
+def _mark_chance_on_colorbar(colorbar: Any, chance: float, fmt: str) -> None:
+    """A black line across the colorbar at ``chance`` and a tick saying so."""
+    low, high = colorbar.mappable.get_clim()
+    if not low <= chance <= high:
+        raise ValueError(f"chance ({chance}) lies outside the color range [{low}, {high}]")
+    colorbar.ax.axhline(chance, color="black", linewidth=2)
+    spacing = 0.08 * (high - low)
+    ticks = [t for t in colorbar.get_ticks() if low <= t <= high and abs(t - chance) > spacing]
+    colorbar.set_ticks([*ticks, chance],
+                       labels=[format(t, fmt) for t in ticks] + [f"chance {chance:{fmt}}"])
 
 
 # --------------------------------------------------------------------------- TextSpan
@@ -358,11 +380,25 @@ def _named_series(values: Any, name: str) -> dict[str, np.ndarray]:
     return series
 
 
+ABLATED_LAYERS_LABEL = "l (MSA layers 0..l ablated)"
+
+
+def _chance_line(ax: Axes, chance: float | None) -> None:
+    """A dotted gray horizontal line at the chance score, labelled for the legend."""
+    if chance is None:
+        return
+    if not isinstance(chance, numbers.Real):
+        raise TypeError(f"chance must be a float, got {type(chance).__name__}")
+    ax.axhline(float(chance), linestyle=":", linewidth=1.2, color="0.35", label="chance")
+
+
 def plot_ablation_curve(accumulated: ArrayLike | Mapping[str, ArrayLike],
                         baseline: float | Mapping[str, float] | None = None,
-                        labels: str | Sequence[str] | None = None, xlabel: str = "layer",
+                        labels: str | Sequence[str] | None = None,
+                        xlabel: str = ABLATED_LAYERS_LABEL,
                         ylabel: str = "zero-shot accuracy", ax: Axes | None = None,
-                        layers: Sequence[int] | None = None) -> tuple[Figure, Axes]:
+                        layers: Sequence[int] | None = None, title: str | None = None,
+                        chance: float | None = None) -> tuple[Figure, Axes]:
     """Accuracy after mean-ablating attention layers cumulatively (Figure 2 of the paper).
 
     Point ``l`` of a curve is the score with the direct effects of all MSA layers up to ``l``
@@ -376,13 +412,18 @@ def plot_ablation_curve(accumulated: ArrayLike | Mapping[str, ArrayLike],
             Default: none.
         labels: Legend label(s) overriding the names: a string for one curve, or one string per
             curve. Default: the mapping's keys; no legend for a single unnamed curve.
-        xlabel: x-axis label. Default: ``"layer"``.
+        xlabel: x-axis label. Default: ``"l (MSA layers 0..l ablated)"``.
         ylabel: y-axis label. Default: ``"zero-shot accuracy"``.
         ax: Axes to draw into. Default: a new figure.
         layers: ``[L]`` x positions (layer indices) of the points. Default: ``0 .. L-1``.
+        title: Axes title, e.g. the task (``"shape classification, 1,000 scenes"``).
+            Default: none.
+        chance: The chance score (e.g. ``1 / n_classes``), drawn as a dotted gray line labelled
+            "chance". Default: none.
 
     Returns:
-        ``(fig, ax)``; ``ax.lines`` holds one line per curve, then one per baseline.
+        ``(fig, ax)``; ``ax.lines`` holds one line per curve, then one per baseline, then the
+        chance line.
 
     Examples::
 
@@ -418,8 +459,11 @@ def plot_ablation_curve(accumulated: ArrayLike | Mapping[str, ArrayLike],
             label = f"{key} baseline" if key else "baseline"
             ax.axhline(float(value), linestyle="--", linewidth=1.2,
                        color=colors.get(key, "0.4"), label=label)
+    _chance_line(ax, chance)
     ax.set_xlabel(xlabel)
     ax.set_ylabel(ylabel)
+    if title:
+        ax.set_title(title)
     ax.xaxis.get_major_locator().set_params(integer=True)
     ax.grid(alpha=0.3)
     if any(line.get_label() and not line.get_label().startswith("_") for line in ax.lines):
@@ -428,7 +472,8 @@ def plot_ablation_curve(accumulated: ArrayLike | Mapping[str, ArrayLike],
 
 
 def plot_ablation_bars(table: Any, ax: Axes | None = None, ylabel: str = "zero-shot accuracy",
-                       fmt: str = ".2f") -> tuple[Figure, Axes]:
+                       fmt: str = ".2f", title: str | None = None,
+                       chance: float | None = None) -> tuple[Figure, Axes]:
     """Mean-ablation results as bars (Table 1 of the paper), values printed on the bars.
 
     Args:
@@ -438,9 +483,12 @@ def plot_ablation_bars(table: Any, ax: Axes | None = None, ylabel: str = "zero-s
         ax: Axes to draw into. Default: a new figure.
         ylabel: y-axis label. Default: ``"zero-shot accuracy"``.
         fmt: Format spec of the printed values. Default: ``".2f"``.
+        title: Axes title, e.g. the task. Default: none.
+        chance: The chance score, drawn as a dotted gray line labelled "chance". Default: none.
 
     Returns:
-        ``(fig, ax)``; ``ax.containers`` holds one bar container per column (one for a mapping).
+        ``(fig, ax)``; ``ax.containers`` holds one bar container per column (one for a mapping);
+        ``ax.lines`` holds the chance line when drawn.
 
     Examples::
 
@@ -484,8 +532,11 @@ def plot_ablation_bars(table: Any, ax: Axes | None = None, ylabel: str = "zero-s
     ax.set_ylim(min(0.0, bottom * 1.15), max(0.0, top) * 1.12 or 1.0)
     ax.set_xticks(positions, labels=[_wrap(setting, 14) for setting in settings])
     ax.set_ylabel(ylabel)
+    _chance_line(ax, chance)
+    if title:
+        ax.set_title(title)
     ax.spines[["top", "right"]].set_visible(False)
-    if any(name for name in values):
+    if any(name for name in values) or chance is not None:
         ax.legend(fontsize=8)
     return fig, ax
 
@@ -511,7 +562,8 @@ def _image_list(images: Any) -> list[np.ndarray]:
 def plot_top_images(images: Any, scores: ArrayLike | None = None,
                     titles: Sequence[str] | None = None, ncols: int = 5,
                     title: str | None = None, fmt: str = ".3f",
-                    fig: Figure | SubFigure | None = None) -> tuple[Figure | SubFigure, np.ndarray]:
+                    fig: Figure | SubFigure | None = None,
+                    score_label: str | None = None) -> tuple[Figure | SubFigure, np.ndarray]:
     """A grid of images, e.g. the top images of a head for a text (Figures 1 and 5 of the paper).
 
     Args:
@@ -525,6 +577,8 @@ def plot_top_images(images: Any, scores: ArrayLike | None = None,
         title: Figure title. Default: none.
         fmt: Format spec of the printed scores. Default: ``".3f"``.
         fig: An empty figure or subfigure to draw into. Default: a new figure.
+        score_label: What the scores are (e.g. ``"L11.H4 · text"``): printed before each score
+            (``"L11.H4 · text = 0.123"``). Default: the bare number.
 
     Returns:
         ``(fig, axes)``: ``axes`` is a ``[K]`` numpy array of Axes, one per image.
@@ -555,7 +609,8 @@ def plot_top_images(images: Any, scores: ArrayLike | None = None,
         if titles is not None:
             ax.set_title(_wrap(titles[index], 24, max_lines=2), fontsize=9)
         if values is not None:
-            ax.set_xlabel(format(values[index], fmt), fontsize=9)
+            number = format(values[index], fmt)
+            ax.set_xlabel(f"{score_label} = {number}" if score_label else number, fontsize=9)
     if title:
         fig.suptitle(title)
     return fig, axes
@@ -570,6 +625,7 @@ class _MapStyle:
     alpha_overlay: float = 0.5
     cmap: Any = None
     outlier_perc: float = 2
+    fade: bool = True
 
     def __post_init__(self) -> None:
         if self.method not in _METHODS:
@@ -605,11 +661,13 @@ def _maps_hw(maps: Any, size: tuple[int, int], name: str) -> np.ndarray:
 
 
 def _draw_patch_map(ax: Axes, image: np.ndarray, attr: np.ndarray, style: _MapStyle,
-                    title: str | None) -> None:
+                    title: str | None) -> Any:
     """One overlay through Captum's ``visualize_image_attr``; a map with nothing of the chosen
-    sign (which Captum cannot normalize) shows the gray image and says so."""
+    sign (which Captum cannot normalize) shows the gray image and says so. Returns the heat
+    map's ``AxesImage`` (``None`` when none was drawn)."""
     from captum.attr import visualization as viz
 
+    heat = None
     shown = {"all": attr, "positive": np.maximum(attr, 0.0), "negative": np.minimum(attr, 0.0),
              "absolute_value": attr}[style.sign]
     if not np.any(shown):
@@ -626,14 +684,50 @@ def _draw_patch_map(ax: Axes, image: np.ndarray, attr: np.ndarray, style: _MapSt
                                  style.sign, plt_fig_axis=(ax.get_figure(), ax),
                                  outlier_perc=style.outlier_perc, cmap=style.cmap,
                                  alpha_overlay=style.alpha_overlay, use_pyplot=False)
+        if style.method in ("heat_map", "blended_heat_map"):
+            heat = ax.images[-1]
+        if style.fade and style.method == "blended_heat_map":
+            # Opacity grows with |value|: the image shows through where the map is near zero
+            # instead of under a uniform wash of the colormap's middle (white).
+            values = np.abs(np.asarray(heat.get_array(), dtype=np.float64))
+            scale = max(abs(v) for v in heat.get_clim()) or 1.0
+            heat.set_alpha(style.alpha_overlay * np.clip(values / scale, 0.0, 1.0))
     if title:
         ax.set_title(title, fontsize=9)
+    return heat
+
+
+_SIGN_TICKS = {  # the colorbar's sign legend: Captum's scaled range and what its ends mean
+    "all": ([-1.0, 0.0, 1.0], ["− lowers", "0", "+ raises"]),
+    "positive": ([0.0, 1.0], ["0", "+ raises"]),
+    "negative": ([0.0, 1.0], ["0", "− lowers"]),
+    "absolute_value": ([0.0, 1.0], ["0", "|largest|"]),
+}
+PATCH_MAP_LABEL = "patch effect on the image-text similarity (scaled per map)"
+
+
+def _patch_map_colorbar(fig: Figure | SubFigure, axes: np.ndarray, heats: list[Any],
+                        sign: str) -> Any:
+    """One colorbar for every panel (each map is scaled to Captum's range), with a sign legend;
+    ``None`` when no panel drew a heat map."""
+    heats = [heat for heat in heats if heat is not None]
+    if not heats:
+        return None
+    colorbar = fig.colorbar(heats[0], ax=list(axes), shrink=0.85, label=PATCH_MAP_LABEL)
+    colorbar.solids.set_alpha(1.0)
+    ticks, labels = _SIGN_TICKS[sign]
+    colorbar.set_ticks(ticks, labels=labels)
+    colorbar.ax.tick_params(labelsize=8)
+    colorbar.ax.yaxis.label.set_fontsize(8)
+    return colorbar
 
 
 def plot_patch_maps(image: Any, maps: ArrayLike, titles: Sequence[str] | None = None,
                     method: str = "blended_heat_map", sign: str = "all", ncols: int = 4,
                     alpha_overlay: float = 0.5, cmap: Any = None, outlier_perc: float = 2,
-                    fig: Figure | SubFigure | None = None) -> tuple[Figure | SubFigure, np.ndarray]:
+                    fig: Figure | SubFigure | None = None, title: str | None = None,
+                    colorbar: bool = True,
+                    fade: bool = True) -> tuple[Figure | SubFigure, np.ndarray]:
     """Patch maps over one image, one panel per map (Figure 7 of the paper).
 
     Each map is upsampled bilinearly to the image size when its grid differs and drawn with
@@ -653,13 +747,21 @@ def plot_patch_maps(image: Any, maps: ArrayLike, titles: Sequence[str] | None = 
         sign: ``"all"``, ``"positive"``, ``"negative"`` or ``"absolute_value"``.
             Default: ``"all"``.
         ncols: Panels per row. Default: 4.
-        alpha_overlay: Opacity of the heat map over the image. Default: 0.5.
+        alpha_overlay: Opacity of the heat map over the image (its largest, with ``fade``).
+            Default: 0.5.
         cmap: Colormap; default: Captum's for the sign (red-white-green for ``"all"``).
         outlier_perc: Percent of the largest values clipped when scaling. Default: 2.
         fig: An empty figure or subfigure to draw into. Default: a new figure.
+        title: Figure title, e.g. what the image holds (``"scene: a red circle, top left"``).
+            Default: none.
+        colorbar: Add one colorbar for all panels, with the sign legend (``+`` raises the
+            image-text similarity, ``−`` lowers it). Default: ``True``.
+        fade: With ``"blended_heat_map"``, make the map's opacity grow with its magnitude, so
+            the image stays visible where the map is near zero. Default: ``True``.
 
     Returns:
-        ``(fig, axes)``: ``axes`` is a ``[T]`` numpy array of Axes, one per map.
+        ``(fig, axes)``: ``axes`` is a ``[T]`` numpy array of Axes, one per map (the colorbar,
+        when drawn, is one more axes of ``fig``).
 
     Examples::
 
@@ -669,16 +771,20 @@ def plot_patch_maps(image: Any, maps: ArrayLike, titles: Sequence[str] | None = 
         >>> fig, axes = plot_patch_maps(images[0], maps[0], titles=texts)
         >>> fig.savefig("patch_maps.png")
     """
-    style = _MapStyle(method, sign, alpha_overlay, cmap, outlier_perc)
+    style = _MapStyle(method, sign, alpha_overlay, cmap, outlier_perc, fade)
     picture = _image_hwc(image, "image")
     attrs = _maps_hw(maps, picture.shape[:2], "maps")
     if titles is not None:
         titles = _texts(titles, "titles")
         _check_count(titles, attrs.shape[0], "titles", "map")
     fig, axes = _panel_grid(attrs.shape[0], ncols, (3.0, 3.2), fig)
-    for index, (ax, attr) in enumerate(zip(axes, attrs, strict=True)):
-        _draw_patch_map(ax, picture, attr, style,
-                        None if titles is None else _wrap(titles[index], 30, max_lines=2))
+    heats = [_draw_patch_map(ax, picture, attr, style,
+                             None if titles is None else _wrap(titles[index], 30, max_lines=2))
+             for index, (ax, attr) in enumerate(zip(axes, attrs, strict=True))]
+    if colorbar:
+        _patch_map_colorbar(fig, axes, heats, sign)
+    if title:
+        fig.suptitle(_wrap(title, 90, max_lines=2))
     return fig, axes
 
 

@@ -79,6 +79,20 @@ def test_head_grid_uses_the_data_range_when_all_scores_are_on_one_side(tmp_path)
     rendered(fig, tmp_path)
 
 
+def test_head_grids_share_a_fixed_scale_with_a_labelled_chance_marker(tmp_path):
+    scores = np.random.default_rng(0).uniform(0.3, 0.6, size=(2, 3))
+    fig, ax = plot_head_grid(scores, vmin=0.0, vmax=1.0, chance=0.25, center=None,
+                             colorbar_label="accuracy alone")
+    assert ax.images[0].get_clim() == (0.0, 1.0)
+    colorbar = fig.axes[1]
+    assert colorbar.get_ylabel() == "accuracy alone"
+    assert any(np.allclose(line.get_ydata(), 0.25) for line in colorbar.lines)
+    assert "chance 0.25" in [t.get_text() for t in colorbar.get_yticklabels()]
+    rendered(fig, tmp_path)
+    with pytest.raises(ValueError, match="outside the color range"):
+        plot_head_grid(scores, vmin=0.0, vmax=1.0, chance=2.0)
+
+
 def test_head_grid_draws_into_a_given_axes(tmp_path):
     fig = Figure()
     ax = fig.add_subplot()
@@ -157,8 +171,24 @@ def test_ablation_curve_draws_one_line_per_series_and_per_baseline(tmp_path):
     assert same_color(ax.lines[2].get_color(), ax.lines[0].get_color())
     legend = [t.get_text() for t in ax.get_legend().get_texts()]
     assert legend == ["ViT-B-16", "ViT-L-14", "ViT-B-16 baseline", "ViT-L-14 baseline"]
-    assert ax.get_xlabel() == "layer" and ax.get_ylabel() == "zero-shot accuracy"
+    assert ax.get_xlabel() == "l (MSA layers 0..l ablated)"
+    assert ax.get_ylabel() == "zero-shot accuracy"
     rendered(fig, tmp_path)
+
+
+def test_ablation_figures_name_the_task_and_draw_a_chance_line(tmp_path):
+    fig, ax = plot_ablation_curve([0.9, 0.7, 0.4, 0.3], baseline=0.9, title="shape (5 classes)",
+                                  chance=0.2)
+    assert ax.get_title() == "shape (5 classes)"
+    chance = ax.lines[-1]
+    assert chance.get_linestyle() == ":" and chance.get_ydata()[0] == pytest.approx(0.2)
+    assert "chance" in [t.get_text() for t in ax.get_legend().get_texts()]
+    rendered(fig, tmp_path, "curve.png")
+    fig, ax = plot_ablation_bars({"baseline": 0.9, "MSAs ablated": 0.3}, title="shape",
+                                 chance=0.2)
+    assert ax.get_title() == "shape" and ax.lines[0].get_ydata()[0] == pytest.approx(0.2)
+    assert [t.get_text() for t in ax.get_legend().get_texts()] == ["chance"]
+    rendered(fig, tmp_path, "bars.png")
 
 
 def test_ablation_curve_takes_one_sequence_and_a_float_baseline(tmp_path):
@@ -222,6 +252,8 @@ def test_top_images_shows_each_image_in_unit_range_with_its_score(tmp_path):
     assert axes[2].get_xlabel() == f"{scores[2].item():.3f}"
     assert axes[6].get_title() == "#6"
     rendered(fig, tmp_path)
+    fig, axes = plot_top_images(images[:2], scores=scores[:2], score_label="L3.H1 · query")
+    assert axes[1].get_xlabel() == f"L3.H1 · query = {scores[1].item():.3f}"
 
 
 def test_top_images_accepts_channels_last_arrays_and_pil_images(tmp_path):
@@ -252,11 +284,29 @@ def test_patch_maps_are_upsampled_to_the_image_and_drawn_once_per_text(tmp_path)
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         fig, axes = plot_patch_maps(image, maps, titles=["a dog", "grass", "sky"], ncols=2)
-    assert len(axes) == len(fig.axes) == 3
+    assert len(axes) == 3 and len(fig.axes) == 4  # the maps and one shared colorbar
     assert [ax.get_title() for ax in axes] == ["a dog", "grass", "sky"]
     gray, heat = axes[0].images
     assert gray.get_array().shape == (32, 32)
     assert heat.get_array().shape == (32, 32)
+    rendered(fig, tmp_path)
+
+
+def test_patch_maps_explain_themselves_and_let_the_image_show(tmp_path):
+    image = torch.rand(3, 16, 16, generator=generator())
+    maps = torch.zeros(1, 4, 4)
+    maps[0, 0, 0], maps[0, 3, 3] = 1.0, -0.5
+    fig, axes = plot_patch_maps(image, maps, titles=["a dog"], title="scene: a dog on grass")
+    assert fig.get_suptitle() == "scene: a dog on grass"
+    colorbar = fig.axes[-1]
+    assert "similarity" in colorbar.get_ylabel()
+    assert [t.get_text() for t in colorbar.get_yticklabels()] == ["− lowers", "0", "+ raises"]
+    heat = axes[0].images[1]
+    alpha = np.asarray(heat.get_alpha())
+    assert alpha.shape == (16, 16)  # opacity follows |map|: clear where the map is zero
+    assert alpha.max() == pytest.approx(0.5) and alpha.min() == pytest.approx(0.0)
+    fig, axes = plot_patch_maps(image, maps, colorbar=False, fade=False, sign="positive")
+    assert len(fig.axes) == 1 and axes[0].images[1].get_alpha() == 0.5
     rendered(fig, tmp_path)
 
 
@@ -313,7 +363,7 @@ def test_grid_figures_draw_into_a_given_subfigure(tmp_path):
     left, right = fig.subfigures(1, 2)
     _, image_axes = plot_top_images(torch.rand(2, 3, 8, 8), fig=left)
     _, map_axes = plot_patch_maps(torch.rand(3, 8, 8), torch.rand(2, 2, 2), fig=right)
-    assert len(fig.axes) == 4
+    assert len(fig.axes) == 5  # two images, two maps, their colorbar
     assert image_axes[0].get_figure() is left
     rendered(fig, tmp_path)
 
