@@ -38,6 +38,44 @@ class CommandError(Exception):
     """A problem with the command line, reported without a traceback."""
 
 
+PACKAGE_DIR = Path(__file__).resolve().parent
+SKIP_HINT = "pass --skip-unreadable to leave unreadable images out"
+
+
+def _raised_here(error: BaseException) -> bool:
+    """Whether ``error`` was raised by captum_clipspan's own code (its innermost frame)."""
+    frame = error.__traceback__
+    while frame is not None and frame.tb_next is not None:
+        frame = frame.tb_next
+    return frame is not None and Path(frame.tb_frame.f_code.co_filename).resolve().is_relative_to(
+        PACKAGE_DIR)
+
+
+def is_user_error(error: BaseException) -> bool:
+    """The errors ``clipspan`` reports in one line (exit code 2); anything else is a bug and
+    keeps its traceback.
+
+    User errors are: :class:`CommandError`; ``OSError`` (missing, unreadable or corrupt files,
+    including PIL's ``UnidentifiedImageError``); and ``ValueError``/``TypeError`` with a message
+    raised by captum_clipspan itself (its argument checks).
+    """
+    if isinstance(error, (CommandError, OSError)):
+        return True
+    return isinstance(error, (ValueError, TypeError)) and bool(str(error)) and _raised_here(error)
+
+
+def _error_line(error: BaseException, args: argparse.Namespace) -> str:
+    """One line for a user error, with what to do about an unreadable image."""
+    from PIL import UnidentifiedImageError
+
+    message = " ".join(str(error).split()) or type(error).__name__
+    if isinstance(error, UnidentifiedImageError):
+        message += " (not an image, or a corrupt file)"
+        if hasattr(args, "skip_unreadable"):
+            message += f"; {SKIP_HINT}"
+    return message
+
+
 PRECISIONS = ("fp32", "bf16", "fp16")
 
 
@@ -115,11 +153,46 @@ def _out_dir(args: argparse.Namespace) -> Path:
     return out
 
 
-def _existing(path: str, kind: str = "path") -> Path:
+def _existing(path: str, kind: str = "path", want: str | None = None) -> Path:
+    """``path`` as a Path; a CommandError when it is missing, or not a ``want`` ("file" or
+    "folder")."""
     resolved = Path(path)
     if not resolved.exists():
         raise CommandError(f"{kind} {path!r} does not exist.")
+    if want == "file" and not resolved.is_file():
+        raise CommandError(f"{kind} {path!r} is a folder; give one image file.")
+    if want == "folder" and not resolved.is_dir():
+        raise CommandError(f"{kind} {path!r} is not a folder.")
     return resolved
+
+
+def _image_folder(args: argparse.Namespace, clip: Any) -> Any:
+    """The ``ImageFolder`` of ``args.images``; with ``--skip-unreadable``, without the files
+    that cannot be decoded (listed on stderr)."""
+    from tqdm.auto import tqdm
+
+    import captum_clipspan as cs
+
+    data = cs.ImageFolder(_existing(args.images, "image folder", "folder"), clip.preprocess)
+    if not getattr(args, "skip_unreadable", False):
+        return data
+    unreadable = [file for file in tqdm(data.files, desc="checking images", unit="img")
+                  if not _readable(file)]
+    if unreadable:
+        print(f"clipspan: skipping {len(unreadable)} unreadable image(s): "
+              f"{', '.join(str(file) for file in unreadable)}", file=sys.stderr)
+        data.files = [file for file in data.files if file not in set(unreadable)]
+        if not data.files:
+            raise CommandError(f"no readable image in {args.images}.")
+    return data
+
+
+def _readable(file: Path) -> bool:
+    try:
+        _open_rgb(file)
+    except OSError:
+        return False
+    return True
 
 
 def _save(fig: Any, path: Path) -> Path:
@@ -143,8 +216,7 @@ def _heads(args: argparse.Namespace) -> int:
     import captum_clipspan as cs
 
     clip, out = _load_model(args), _out_dir(args)
-    images = _existing(args.images, "image folder")
-    cache = _build_cache(args, clip, images, args.layers)
+    cache = _build_cache(args, clip, _image_folder(args, clip), args.layers)
     if cache is None:
         return 0
     report = cs.TextSpan(clip, texts=_default_bank(args)).attribute(cache, m=args.m)
@@ -168,7 +240,7 @@ def _heatmap(args: argparse.Namespace) -> int:
     clip, out = _load_model(args), _out_dir(args)
     if clip.preprocess is None:
         raise CommandError("this model has no preprocess transform.")
-    image = _open_rgb(_existing(args.image, "image"))
+    image = _open_rgb(_existing(args.image, "image", "file"))
     batch = clip.preprocess_images([image])
     height, width = clip.visual.image_size
     pixels = torch.from_numpy(np.array(image.resize((width, height)))).permute(2, 0, 1) / 255
@@ -185,14 +257,14 @@ def _ablate(args: argparse.Namespace) -> int:
     from captum_clipspan.visualization import plot_ablation_bars, plot_ablation_curve
 
     clip, out = _load_model(args), _out_dir(args)
-    folder = _existing(args.images, "image folder")
-    classes = cs.ImageFolder(folder, clip.preprocess).classes
+    folder = _image_folder(args, clip)
+    classes = folder.classes
     names = args.classes or classes
     if not classes:
-        raise CommandError(f"{folder} has no class sub-folders: put each class's images in a "
+        raise CommandError(f"{folder.root} has no class sub-folders: put each class's images in a "
                            "sub-folder named after it (labels come from the sub-folders).")
     if len(names) != len(classes):
-        raise CommandError(f"--classes gives {len(names)} names but {folder} has "
+        raise CommandError(f"--classes gives {len(names)} names but {folder.root} has "
                            f"{len(classes)} class sub-folders ({', '.join(classes)}).")
     classifier = cs.ZeroShotClassifier(clip, names)
     if args.mode == "direct":
@@ -227,7 +299,7 @@ def _retrieve(args: argparse.Namespace) -> int:
     from captum_clipspan.visualization import plot_top_images
 
     clip, out = _load_model(args), _out_dir(args)
-    folder = _existing(args.images, "image folder")
+    folder = _image_folder(args, clip)
     try:
         layer, head = (int(part) for part in args.head.split("."))
     except ValueError:
@@ -240,7 +312,7 @@ def _retrieve(args: argparse.Namespace) -> int:
     if Path(args.query).is_file():
         query = clip.preprocess_images([_open_rgb(args.query)])[0]
     top = cs.retrieve(cache, layer, head, query, k=args.k, clip=clip)
-    files = cs.ImageFolder(folder, clip.preprocess).files
+    files = folder.files
     rows = [{"rank": rank + 1, "file": str(files[i]), "score": float(s)}
             for rank, (i, s) in enumerate(zip(top.indices.tolist(), top.scores, strict=True))]
     _write_rows(out / "retrieval.csv", rows)
@@ -255,7 +327,7 @@ def _retrieve(args: argparse.Namespace) -> int:
 
 def _cache(args: argparse.Namespace) -> int:
     clip = _load_model(args)
-    cache = _build_cache(args, clip, _existing(args.images, "image folder"), args.layers,
+    cache = _build_cache(args, clip, _image_folder(args, clip), args.layers,
                          granularity=args.granularity, dtype=args.dtype,
                          convention=args.convention, overwrite=args.overwrite)
     if cache is None:
@@ -366,6 +438,9 @@ def _add_cache_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--num-workers", type=int, default=0,
                         help="DataLoader workers loading images while the model runs "
                              "(default: 0)")
+    parser.add_argument("--skip-unreadable", action="store_true",
+                        help="leave out (and list) images that cannot be decoded instead of "
+                             "stopping at the first one")
     parser.add_argument("--precision", choices=PRECISIONS, default="fp32",
                         help="run the model in this precision; the terms accumulate in fp32 "
                              "(default: fp32; bf16 or fp16 for GPUs)")
@@ -509,8 +584,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _launch(argv, nproc)
         with _process_group(args):
             return args.run(args)
-    except (CommandError, ValueError, TypeError, FileNotFoundError) as error:
-        print(f"clipspan {args.command}: error: {error}", file=sys.stderr)
+    except Exception as error:
+        if not is_user_error(error):
+            raise
+        print(f"clipspan {args.command}: error: {_error_line(error, args)}", file=sys.stderr)
         return 2
 
 

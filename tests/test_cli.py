@@ -97,3 +97,49 @@ def test_help_teaches_with_examples(capsys):
     with pytest.raises(SystemExit):
         main(["heads", "--help"])
     assert "--pretrained" in capsys.readouterr().out
+
+
+@pytest.fixture
+def with_corrupt(scenes, tmp_path) -> Path:
+    """A few scenes and a corrupt PNG in one folder."""
+    folder = tmp_path / "mixed"
+    folder.mkdir()
+    for name in ["00000.png", "00001.png", "00002.png"]:
+        shutil.copy(scenes / name, folder / name)
+    (folder / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n not really a png")
+    return folder
+
+
+def one_line_error(capsys) -> str:
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "Traceback" not in err, err
+    return err
+
+
+def test_a_corrupt_image_or_a_folder_given_to_heatmap_is_one_line(with_corrupt, capsys):
+    assert main(["heatmap", str(with_corrupt / "broken.png"), "--text", "a"]) == 2
+    assert "corrupt" in one_line_error(capsys)
+    assert main(["heatmap", str(with_corrupt), "--text", "a"]) == 2
+    assert "is a folder" in one_line_error(capsys)
+
+
+def test_folder_passes_stop_at_a_corrupt_image_or_skip_it(with_corrupt, tmp_path, capsys):
+    argv = ["cache", str(with_corrupt), "--layers", "-1", "--out", str(tmp_path / "out")]
+    assert main(argv) == 2
+    err = one_line_error(capsys)
+    assert "broken.png" in err and "--skip-unreadable" in err
+    assert main([*argv, "--skip-unreadable", "--overwrite"]) == 0
+    captured = capsys.readouterr()
+    assert "skipping 1 unreadable image(s)" in captured.err and "broken.png" in captured.err
+    assert "cached 3 images" in captured.out
+
+
+def test_only_the_librarys_own_errors_lose_their_traceback(monkeypatch):
+    import captum_clipspan as cs
+
+    def buggy(*args, **kwargs):
+        return len(5)  # a TypeError from outside captum_clipspan: a bug, not a user error
+
+    monkeypatch.setattr(cs, "decompose", buggy)
+    with pytest.raises(TypeError, match="has no len"):
+        main(["quickstart"])
