@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch import Tensor
 
+
 if TYPE_CHECKING:
     from .hooked.vit import HookedNorm, HookedViT
 
@@ -241,27 +242,50 @@ def readout_constant(weights: ReadoutWeights, pool_weights: Tensor, post_scale: 
     return constant
 
 
+def norm_after(matrix: Tensor, norm: NormWeights | None) -> Tensor:
+    """``matrix @ C diag(weight)``: ``matrix`` ``[..., D]`` followed by a norm's linear part."""
+    if norm is None:
+        return matrix
+    if norm.centered:
+        matrix = matrix - matrix.mean(dim=-1, keepdim=True)
+    return matrix if norm.weight is None else matrix * norm.weight
+
+
 def head_output_weights(W_O: Tensor, layer_scale: Tensor | None,  # noqa: N803
-                        z_norm: NormWeights | None) -> Tensor:
+                        z_norm: NormWeights | None,
+                        out_norm: NormWeights | None = None) -> Tensor:
     """Each head's map from its attention output to the residual stream, ``[H, d, D]``.
 
-    A norm over the concatenated heads (EVA's sub-LN) is affine per token given its scale; its
-    centering and weight fold into the map (its scale is a per-row weight, its bias a constant).
+    A norm over the concatenated heads (EVA's sub-LN) or on the attention output (post-norm
+    blocks) is affine per token given its scale: its centering and weight fold into the map, its
+    scale is a per-row weight and its bias a constant.
     """
     n_heads, d_head, width = W_O.shape
-    weights = W_O if layer_scale is None else W_O * layer_scale
+    weights = W_O.reshape(n_heads * d_head, width)
     if z_norm is not None:
-        weights = norm_then(z_norm, weights.reshape(n_heads * d_head, width), center=True)
+        weights = norm_then(z_norm, weights, center=True)
+    weights = norm_after(weights, out_norm)
+    if layer_scale is not None:
+        weights = weights * layer_scale
     return weights.reshape(n_heads, d_head, width)
 
 
 def attention_constant(W_O: Tensor, b_O: Tensor, layer_scale: Tensor | None,  # noqa: N803
-                       z_norm: NormWeights | None) -> Tensor:
-    """The part of an attention layer's output in no head, at every token, ``[D]``."""
+                       z_norm: NormWeights | None,
+                       out_norm: NormWeights | None = None) -> tuple[Tensor, Tensor]:
+    """The part of an attention layer's output in no head, at every token: ``(scaled, plain)``,
+    each ``[D]``; ``scaled`` is divided by the out-norm's per-row scale, ``plain`` is not."""
     constant = b_O
     if z_norm is not None and z_norm.bias is not None:
         constant = constant + z_norm.bias @ W_O.reshape(-1, W_O.shape[-1])
-    return constant if layer_scale is None else constant * layer_scale
+    if out_norm is None:
+        scaled, plain = torch.zeros_like(constant), constant
+    else:
+        scaled = norm_after(constant, out_norm)
+        plain = out_norm.bias if out_norm.bias is not None else torch.zeros_like(constant)
+    if layer_scale is not None:
+        scaled, plain = scaled * layer_scale, plain * layer_scale
+    return scaled, plain
 
 
 def pool_rows(weights: Tensor, rows: Tensor) -> Tensor:
@@ -482,8 +506,9 @@ class _Capture:
         return hook
 
     def layer_reduces(self, layer: int) -> bool:
-        """Rows of this layer's heads can be averaged now: no per-row sub-LN scale."""
-        return self.reduce and not self.vit.blocks[layer].attn.ln.exists
+        """Rows of this layer's heads can be averaged now: no per-row scale inside attention."""
+        attn = self.vit.blocks[layer].attn
+        return self.reduce and not attn.ln.exists and not attn.ln_out.exists
 
     @property
     def n_rows(self) -> int:
@@ -548,6 +573,9 @@ class _Capture:
         for layer in range(vit.n_layers):
             hooks.append((f"blocks.{layer}.hook_attn_out", self.save(f"attn.{layer}")))
             hooks.append((f"blocks.{layer}.hook_mlp_out", self.save(f"mlp.{layer}")))
+            if vit.blocks[layer].attn.ln_out.exists:
+                hooks.append((f"blocks.{layer}.attn.ln_out.hook_scale",
+                              self.save(f"out_scale.{layer}", reduce=False)))
         for layer in self.layers:
             prefix = f"blocks.{layer}.attn."
             if self.granularity == "layer":
@@ -681,13 +709,14 @@ def decompose_batches(clip: Any, images: Tensor, batch_size: int = 8,
 def _head_output(vit: HookedViT, layer: int, dtype: torch.dtype) -> Tensor:
     attn = vit.blocks[layer].attn
     return head_output_weights(_detached(attn.W_O, dtype), _detached(attn.layer_scale, dtype),
-                               norm_weights(attn.ln, dtype))
+                               norm_weights(attn.ln, dtype), norm_weights(attn.ln_out, dtype))
 
 
-def _attention_constant(vit: HookedViT, layer: int, dtype: torch.dtype) -> Tensor:
+def _attention_constant(vit: HookedViT, layer: int, dtype: torch.dtype) -> tuple[Tensor, Tensor]:
     attn = vit.blocks[layer].attn
     return attention_constant(_detached(attn.W_O, dtype), _detached(attn.b_O, dtype),
-                              _detached(attn.layer_scale, dtype), norm_weights(attn.ln, dtype))
+                              _detached(attn.layer_scale, dtype), norm_weights(attn.ln, dtype),
+                              norm_weights(attn.ln_out, dtype))
 
 
 def _assemble(vit: HookedViT, capture: _Capture, weights: ReadoutWeights, term_map: ReadoutMap,
@@ -707,9 +736,8 @@ def _assemble(vit: HookedViT, capture: _Capture, weights: ReadoutWeights, term_m
     embed = term_map(pooled("embed"))
     attns = torch.stack([term_map(pooled(f"attn.{l}")) for l in range(n_layers)], 1)
     mlps = torch.stack([term_map(pooled(f"mlp.{l}")) for l in range(n_layers)], 1)
-    constants = torch.stack([_attention_constant(vit, l, dtype) for l in range(n_layers)])
-    omega_sum = reduced_omega[..., 0]  # [B, G]
-    bias_terms = term_map(torch.einsum("bg,ld->bgld", omega_sum, constants))  # [B, L, X]
+    bias_terms = torch.stack([_bias_term(vit, capture, omega, l, term_map)
+                              for l in range(n_layers)], 1)  # [B, L, X]
 
     heads = tokens = attn_biases = ln_bias = None
     layer_index = list(capture.layers)
@@ -760,12 +788,26 @@ def _assemble(vit: HookedViT, capture: _Capture, weights: ReadoutWeights, term_m
                          normalized=normalize, text_embeddings=text_embeddings)
 
 
-def _row_omega(capture: _Capture, omega: Tensor, layer: int) -> Tensor:
-    """The row weights of one layer's heads, divided by its sub-LN's per-row scale if any."""
-    key = f"z_scale.{layer}"
-    if key not in capture.store:
-        return omega
-    return omega / capture.store[key].reshape(omega.shape[0], 1, -1)
+def _row_omega(capture: _Capture, omega: Tensor, layer: int,
+               scales: tuple[str, ...] = ("z_scale", "out_scale")) -> Tensor:
+    """The row weights of one layer's heads, divided by the per-row scales of its norms inside
+    attention (sub-LN, post-norm), if any."""
+    for scale in scales:
+        key = f"{scale}.{layer}"
+        if key in capture.store:
+            omega = omega / capture.store[key].reshape(omega.shape[0], 1, -1)
+    return omega
+
+
+def _bias_term(vit: HookedViT, capture: _Capture, omega: Tensor, layer: int,
+               term_map: ReadoutMap) -> Tensor:
+    """``[B, X]`` the part of one attention layer in no head."""
+    scaled, plain = _attention_constant(vit, layer, capture.dtype)
+    weights = omega.sum(dim=-1)[..., None] * plain  # [B, G, D]
+    if f"out_scale.{layer}" in capture.store:
+        weights = weights + _row_omega(capture, omega, layer, ("out_scale",)).sum(
+            dim=-1)[..., None] * scaled
+    return term_map(weights)
 
 
 def _head_terms(capture: _Capture, omega: Tensor, reduced_omega: Tensor, layer: int,

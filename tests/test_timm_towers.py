@@ -33,6 +33,7 @@ FAMILIES = {
     "pe-core": "PE-Core-B-16",
     "eva01": "EVA01-g-14",
     "eva02": "EVA02-B-16",
+    "eva02-e-post-norm": "EVA02-E-14",
     "mobileclip-b": "MobileCLIP-B",
     "mobileclip2-l": "MobileCLIP2-L-14",
     "gap": "vit_medium_patch16_gap_256",
@@ -179,6 +180,9 @@ VARIANTS = {
     "eva-rope-attention-unfused": lambda: Eva(
         **SMALL, attn_type="rope", qkv_fused=False, use_rot_pos_emb=True, global_pool="map",
         use_pre_transformer_norm=True, attn_pool_num_heads=2, swiglu_mlp=True),
+    "eva-post-norm-sub-ln-mean": lambda: Eva(
+        **SMALL, use_post_norm=True, scale_attn_inner=True, use_rot_pos_emb=True,
+        global_pool="avg"),
 }
 
 
@@ -238,7 +242,6 @@ def _gated() -> nn.Module:
 REFUSED = {
     "gated attention": _gated,
     "mixed RoPE": lambda: Eva(**SMALL, use_rot_pos_emb=True, rope_type="mixed"),
-    "post-norm blocks": lambda: Eva(**SMALL, use_post_norm=True),
     "dynamic_img_size": lambda: VisionTransformer(**SMALL, dynamic_img_size=True),
     "ResPostBlock": lambda: VisionTransformer(**SMALL, block_fn=ResPostBlock),
     "global_pool='max'": lambda: VisionTransformer(**SMALL, class_token=False, global_pool="max"),
@@ -288,8 +291,7 @@ def _sweep_family(name: str) -> str:
     return hooked.family
 
 
-REFUSAL = {"ConvNeXt": "timm ConvNeXt", "FastViT": "timm FastVit", "Swin": "timm SwinTransformer",
-           "EVA post-norm": "post-norm blocks"}
+REFUSAL = {"ConvNeXt": "timm ConvNeXt", "FastViT": "timm FastVit", "Swin": "timm SwinTransformer"}
 
 
 def test_every_open_clip_timm_tower_is_exact_or_refused_by_name():

@@ -42,6 +42,8 @@ class AttentionSpec:
             ``None``.
         z_norm: a norm over the concatenated head outputs before the out-projection (EVA's
             sub-LN), or ``None``.
+        out_norm: a norm on the attention output after the out-projection (post-norm blocks,
+            EVA02-E's ``x + norm1(attn(x))``), or ``None``.
     """
 
     n_heads: int
@@ -56,6 +58,7 @@ class AttentionSpec:
     scale: float | None = None
     score_bias: Callable[[], Tensor] | None = None
     z_norm: nn.Module | None = None
+    out_norm: nn.Module | None = None
 
 
 @dataclass
@@ -71,11 +74,13 @@ class MLPSpec:
 
 @dataclass
 class BlockSpec:
-    """``x + ls1 * attn(ln1(x))`` then ``x + ls2 * mlp(ln2(x))`` (pre-norm residual block)."""
+    """``x + ls1 * attn(ln1(x))`` then ``x + ls2 * mlp(ln2(x))`` (pre-norm residual block). A
+    post-norm block (``x + norm(attn(x))``) has no ``ln1``/``ln2``; its attention norm is
+    ``attention.out_norm`` and its MLP norm part of ``mlp``."""
 
-    ln1: nn.Module
+    ln1: nn.Module | None
     attention: AttentionSpec
-    ln2: nn.Module
+    ln2: nn.Module | None
     mlp: MLPSpec
     ls1: Tensor | None = None
     ls2: Tensor | None = None

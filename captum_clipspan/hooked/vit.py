@@ -110,7 +110,9 @@ class HookedAttention(nn.Module):
     dot product: after qk-norm and rotary embeddings where the model has them); ``hook_attn_scores``
     and ``hook_pattern``: ``[B, H, N_query, N_key]``; ``hook_result``: ``[B, N, H, D]``, each
     head's share of the out-projection after LayerScale (the out-projection bias is in no head).
-    ``ln`` is the norm over the concatenated heads (EVA's sub-LN), when the model has one.
+    ``ln`` is the norm over the concatenated heads (EVA's sub-LN), ``ln_out`` the norm on the
+    output of a post-norm block (EVA02-E), when the model has them; with ``ln_out``,
+    ``hook_result`` holds the heads' shares before it.
 
     Weights: ``W_Q``, ``W_K``, ``W_V`` ``[H, D, d_head]``, ``b_Q``/``b_K``/``b_V`` ``[H, d_head]``,
     ``W_O`` ``[H, d_head, D]``, ``b_O`` ``[D]``, ``layer_scale`` ``[D]`` (or ``None``).
@@ -130,6 +132,7 @@ class HookedAttention(nn.Module):
         self.hook_z = HookPoint()
         self.ln = HookedNorm(spec.z_norm)
         self.hook_result = HookPoint()
+        self.ln_out = HookedNorm(spec.out_norm)
         self.force_split = False
 
     def _heads(self, weight: Tensor | None, bias: bool = False) -> Tensor | None:
@@ -199,9 +202,11 @@ class HookedAttention(nn.Module):
         """Map the ``ln1`` output ``[B, N, D]`` to the attention output after LayerScale."""
         if self.is_split():
             return self._split(x, context)
-        return self._scaled(self.spec.run(x, context))
+        return self._output(self.spec.run(x, context))
 
-    def _scaled(self, x: Tensor) -> Tensor:
+    def _output(self, x: Tensor) -> Tensor:
+        """The out-norm of a post-norm block, then LayerScale."""
+        x = self.ln_out(x)
         return x if self.layer_scale is None else x * self.layer_scale
 
     def _split(self, x: Tensor, context: Context) -> Tensor:
@@ -222,11 +227,14 @@ class HookedAttention(nn.Module):
         batch, n_tokens = z.shape[:2]
         flat = self.ln(z.reshape(batch, n_tokens, -1))
         if is_hooked(self.hook_result):
-            per_head = flat.reshape(batch, n_tokens, self.n_heads, self.d_head)
-            result = self.hook_result(self._scaled(
-                torch.einsum("bnhd,hdD->bnhD", per_head, self.W_O)))
-            return result.sum(dim=2) + self._scaled(self.b_O)
-        return self._scaled(F.linear(flat, self.spec.out_weight, self.spec.out_bias))
+            per_head = torch.einsum("bnhd,hdD->bnhD",
+                                    flat.reshape(batch, n_tokens, self.n_heads, self.d_head),
+                                    self.W_O)
+            if self.ln_out.exists:  # the norm acts on the sum: shares before it
+                return self._output(self.hook_result(per_head).sum(dim=2) + self.b_O)
+            per_head = self.hook_result(self._output(per_head))
+            return per_head.sum(dim=2) + self._output(self.b_O)
+        return self._output(F.linear(flat, self.spec.out_weight, self.spec.out_bias))
 
 
 class HookedMLP(nn.Module):

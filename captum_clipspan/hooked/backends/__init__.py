@@ -21,7 +21,8 @@ from ..spec import AttentionPoolSpec, TowerSpec, UnsupportedTowerError
 SUPPORTED_TOWERS = (
     "open_clip VisionTransformer towers (LayerScale, QuickGELU, no ln_pre, 'tok'/'avg' pooling, "
     "final_ln_after_pool, CoCa's attentional pooler); timm VisionTransformer and Eva towers in "
-    "open_clip's TimmModel (SigLIP, SigLIP2, PE-Core, EVA01, EVA02, MobileCLIP-B, ViTamin, "
+    "open_clip's TimmModel (SigLIP, SigLIP2, PE-Core, EVA01, EVA02 incl. EVA02-E, MobileCLIP-B, "
+    "ViTamin, "
     "mean-pooled and relative-position ViTs); transformers CLIPVisionModel/CLIPModel and "
     "SiglipVisionModel/SiglipModel"
 )
@@ -74,7 +75,7 @@ def tower_spec(visual: nn.Module) -> TowerSpec:
     """Describe a live image tower for :class:`~captum_clipspan.hooked.vit.HookedViT`.
 
     Raises:
-        UnsupportedTowerError: for ResNets, ConvNeXt, FastViT, Swin, post-norm EVA and any block
+        UnsupportedTowerError: for ResNets, ConvNeXt, FastViT, Swin and any block
             layout the decomposition cannot be exact on; the message names the tower.
     """
     kind = type(visual).__name__

@@ -112,19 +112,23 @@ def _eva_spec(trunk: nn.Module, head: nn.Module | None) -> TowerSpec:
     """timm ``Eva``: ``EvaAttention`` or ``AttentionRope`` with RoPE on the patch tokens (the
     table travels in the context as ``"rope"``), optional sub-LN, LayerScale ``gamma_1/2``."""
     from timm.layers import AttentionRope
-    from timm.models.eva import EvaAttention, EvaBlock
+    from timm.models.eva import EvaAttention, EvaBlock, EvaBlockPostNorm
 
     if trunk.rope_mixed:
         raise unsupported("This EVA tower uses mixed RoPE (rope_type='mixed'), a different "
                           "table per block.")
     blocks = []
     for block in trunk.blocks:
-        if type(block).__name__ == "EvaBlockPostNorm":
-            raise unsupported("This EVA tower uses post-norm blocks (EvaBlockPostNorm, "
-                              "use_post_norm=True, as in EVA02-E-14).")
-        _require(block, EvaBlock, "block")
+        _require(block, (EvaBlock, EvaBlockPostNorm), "block")
         attn = _require(block.attn, (EvaAttention, AttentionRope), "attention")
         run = lambda x, context, a=attn: a(x, rope=context["rope"])  # noqa: E731
+        if isinstance(block, EvaBlockPostNorm):  # x + norm1(attn(x)), x + norm2(mlp(x))
+            attention = _attention_spec(attn, run, rope_prefix=attn.num_prefix_tokens,
+                                        out_norm=_norm(block.norm1))
+            mlp = lambda x, b=block: b.norm2(b.mlp(x))  # noqa: E731
+            blocks.append(BlockSpec(ln1=None, attention=attention, ln2=None,
+                                    mlp=MLPSpec(run=mlp)))
+            continue
         blocks.append(_block_spec(block, block.gamma_1, block.gamma_2,
                                   _attention_spec(attn, run, rope_prefix=attn.num_prefix_tokens)))
 
@@ -211,7 +215,8 @@ def _qkv_params(attn: nn.Module) -> tuple[tuple[Tensor, ...], tuple[Tensor | Non
 
 def _attention_spec(attn: nn.Module, run: Callable[[Tensor, dict], Tensor],
                     score_bias: Callable[[], Tensor] | None = None,
-                    rope_prefix: int | None = None) -> AttentionSpec:
+                    rope_prefix: int | None = None,
+                    out_norm: nn.Module | None = None) -> AttentionSpec:
     """A timm self-attention: q/k/v projections, per-head ``q_norm/k_norm``, RoPE on the tokens
     after the first ``rope_prefix`` (when the context carries a table), optional sub-LN
     ``norm``, ``proj``."""
@@ -238,7 +243,7 @@ def _attention_spec(attn: nn.Module, run: Callable[[Tensor, dict], Tensor],
         out_bias=attn.proj.bias, run=run, qkv_weights=lambda: _qkv_params(attn)[0],
         qkv_biases=lambda: _qkv_params(attn)[1],
         scale=attn.scale, score_bias=score_bias,
-        z_norm=_z_norm(getattr(attn, "norm", None)),
+        z_norm=_z_norm(getattr(attn, "norm", None)), out_norm=out_norm,
     )
 
 
