@@ -79,11 +79,46 @@ def _error_line(error: BaseException, args: argparse.Namespace) -> str:
 PRECISIONS = ("fp32", "bf16", "fp16")
 
 
+RANDOM_WEIGHTS_FILE = "WARNING_RANDOM_WEIGHTS.txt"
+
+
+def _status(message: str) -> None:
+    """A status line on stderr (process 0 only), for steps without a progress bar."""
+    if _rank() == 0:
+        print(f"clipspan: {message}", file=sys.stderr, flush=True)
+
+
+def _random_weights(args: argparse.Namespace) -> bool:
+    return args.model != "toy" and args.pretrained is None
+
+
+def weights_note(args: argparse.Namespace) -> str | None:
+    """The warning for a run with random weights (``None`` for trained ones)."""
+    if not _random_weights(args):
+        return None
+    return (f"WARNING: {args.model} has RANDOM weights (no --pretrained given): every head "
+            f"label, map and score is meaningless. Pass --pretrained TAG "
+            f"(open_clip.list_pretrained()) or a checkpoint file.")
+
+
+def _describe_weights(args: argparse.Namespace) -> str:
+    if args.model == "toy":
+        return "the toy model's shipped weights"
+    return "RANDOM weights" if args.pretrained is None else f"pretrained {args.pretrained!r}"
+
+
 def _load_model(args: argparse.Namespace) -> Any:
     import torch
 
     import captum_clipspan as cs
+    from captum_clipspan.hub import check_weights_reachable
 
+    if args.model == "toy" and args.pretrained is not None:
+        raise CommandError(f"--pretrained {args.pretrained!r} does not apply to the toy model, "
+                           "which ships its own weights; drop --pretrained, or pick an open_clip "
+                           "--model.")
+    check_weights_reachable(args.model, args.pretrained)
+    _status(f"loading {args.model} ({_describe_weights(args)}) on {args.device}")
     device = args.device
     if device == "cuda" and "LOCAL_RANK" in os.environ:  # one GPU per process under torchrun
         device = f"cuda:{os.environ['LOCAL_RANK']}"
@@ -96,6 +131,9 @@ def _load_model(args: argparse.Namespace) -> Any:
     precision = getattr(args, "precision", "fp32")
     if precision != "fp32":  # the decomposition accumulates in fp32 for half-precision models
         clip.model.to({"bf16": torch.bfloat16, "fp16": torch.float16}[precision])
+    note = weights_note(args)
+    if note and _rank() == 0:
+        print(f"clipspan: {note}", file=sys.stderr, flush=True)
     return clip
 
 
@@ -148,8 +186,12 @@ def _launch(argv: list[str], nproc: int) -> int:
 
 
 def _out_dir(args: argparse.Namespace) -> Path:
+    """The output folder, created; it holds a warning file when the weights are random."""
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
+    note = weights_note(args)
+    if note:
+        (out / RANDOM_WEIGHTS_FILE).write_text(note + "\n")
     return out
 
 
@@ -245,7 +287,7 @@ def _heatmap(args: argparse.Namespace) -> int:
     height, width = clip.visual.image_size
     pixels = torch.from_numpy(np.array(image.resize((width, height)))).permute(2, 0, 1) / 255
     maps = cs.PatchContribution(clip, layers=args.layers, heads=args.heads).attribute(
-        batch, target=args.text, interpolate=True)
+        batch, texts=args.text, interpolate=True)
     fig, _ = plot_patch_maps(pixels, maps[0], titles=args.text)
     path = _save(fig, out / (args.name or f"{Path(args.image).stem}_heatmap.png"))
     print(f"wrote {path}")
@@ -280,7 +322,7 @@ def _ablate(args: argparse.Namespace) -> int:
         data = folder
     study = cs.MeanAblation(clip, means, mode=args.mode).study(data, classifier,
                                                                batch_size=args.batch_size)
-    _write_ablation(study, out)
+    _write_ablation(study, out, _describe_weights(args))
     _save(plot_ablation_curve(study.accumulated, baseline=study.baseline)[0],
           out / "ablation_curve.png")
     _save(plot_ablation_bars(study.table())[0], out / "ablation_table.png")
@@ -289,9 +331,9 @@ def _ablate(args: argparse.Namespace) -> int:
     return 0
 
 
-def _write_ablation(study: Any, out: Path) -> None:
+def _write_ablation(study: Any, out: Path, weights: str) -> None:
     study.to_frame().to_csv(out / "ablation.csv")
-    (out / "ablation.json").write_text(json.dumps(vars(study), indent=1))
+    (out / "ablation.json").write_text(json.dumps({**vars(study), "weights": weights}, indent=1))
 
 
 def _retrieve(args: argparse.Namespace) -> int:
@@ -361,7 +403,8 @@ def _segment_benchmark(args: argparse.Namespace) -> int:
     rows = seg.benchmark(clip, data, texts, methods=methods, batch_size=args.batch_size,
                          show_progress=True)
     table = seg.markdown_table(rows)
-    (out / "segmentation.md").write_text(table + "\n")
+    note = weights_note(args)
+    (out / "segmentation.md").write_text((f"**{note}**\n\n" if note else "") + table + "\n")
     _write_rows(out / "segmentation.csv", rows)
     print(table)
     print(f"wrote {out / 'segmentation.md'}, {out / 'segmentation.csv'}")
@@ -410,7 +453,7 @@ def _quickstart(args: argparse.Namespace) -> int:
     texts = ["a photo of a dog", "a red circle", "a striped background"]
     parts = cs.decompose(clip, images, granularity="head", text_embeddings=clip.encode_text(texts))
     error = parts.convergence_delta().abs().max().item()
-    print(f"{args.model} ({args.pretrained or 'random or shipped weights'}): "
+    print(f"{args.model} ({_describe_weights(args)}): "
           f"{clip.visual.n_layers} layers x {clip.visual.n_heads} heads, "
           f"{args.batch} random images, {len(texts)} texts")
     print(f"terms sum to the image-text cosine; largest completeness error: {error:.2e}")
@@ -583,7 +626,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         if nproc > 1 and "LOCAL_RANK" not in os.environ:
             return _launch(argv, nproc)
         with _process_group(args):
-            return args.run(args)
+            code = args.run(args)
+            rank = _rank()
+        note = weights_note(args)
+        if note and rank == 0:  # again after the output, where it cannot be missed
+            print(f"clipspan: {note}", file=sys.stderr)
+        return code
     except Exception as error:
         if not is_user_error(error):
             raise

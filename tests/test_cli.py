@@ -111,9 +111,11 @@ def with_corrupt(scenes, tmp_path) -> Path:
 
 
 def one_line_error(capsys) -> str:
-    err = capsys.readouterr().err.strip()
-    assert len(err.splitlines()) == 1 and "Traceback" not in err, err
-    return err
+    """The one error line on stderr (status lines such as "loading ..." may precede it)."""
+    err = capsys.readouterr().err
+    errors = [line for line in err.splitlines() if ": error: " in line]
+    assert len(errors) == 1 and "Traceback" not in err, err
+    return errors[0]
 
 
 def test_a_corrupt_image_or_a_folder_given_to_heatmap_is_one_line(with_corrupt, capsys):
@@ -143,3 +145,46 @@ def test_only_the_librarys_own_errors_lose_their_traceback(monkeypatch):
     monkeypatch.setattr(cs, "decompose", buggy)
     with pytest.raises(TypeError, match="has no len"):
         main(["quickstart"])
+
+
+def test_random_weights_are_announced_in_the_output_and_the_reports(scenes, tmp_path,
+                                                                     monkeypatch, capsys):
+    import captum_clipspan as cs
+
+    toy = cs.HookedCLIP.from_pretrained("toy")
+    monkeypatch.setattr(cs.HookedCLIP, "from_pretrained", lambda *args, **kwargs: toy)
+    code = main(["heads", str(scenes), "--model", "ViT-B-16", "--bank", "toy", "--layers", "-1",
+                 "--m", "2", "--out", str(tmp_path / "out")])
+    assert code == 0
+    err = capsys.readouterr().err
+    assert err.count("RANDOM weights") >= 2  # at load and after the output
+    assert "RANDOM weights" in (tmp_path / "out" / "WARNING_RANDOM_WEIGHTS.txt").read_text()
+
+
+def test_a_pretrained_tag_for_the_toy_is_refused(capsys):
+    assert main(["quickstart", "--model", "toy", "--pretrained", "laion2b_s34b_b88k"]) == 2
+    assert "does not apply to the toy" in one_line_error(capsys)
+
+
+def test_offline_pretrained_loading_fails_at_once(monkeypatch, capsys):
+    import time
+
+    import captum_clipspan.hub as hub
+
+    monkeypatch.setattr(hub, "_cached_locally", lambda config: False)
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    start = time.perf_counter()
+    assert main(["quickstart", "--model", "ViT-B-16", "--pretrained", "laion2b_s34b_b88k"]) == 2
+    assert time.perf_counter() - start < 15
+    assert "HF_HUB_OFFLINE is set" in one_line_error(capsys)
+    monkeypatch.delenv("HF_HUB_OFFLINE")
+
+    def no_network(*args, **kwargs):
+        raise OSError("network is unreachable")
+
+    monkeypatch.setattr(hub.socket, "create_connection", no_network)
+    assert hub.hub_unreachable_reason(timeout=0.5).endswith("cannot be reached (OSError, "
+                                                            "timeout 0.5 s)")
+    with pytest.raises(hub.HubUnreachableError, match="not in the local cache"):
+        hub.check_weights_reachable("ViT-B-16", "laion2b_s34b_b88k")
+    hub.check_weights_reachable("ViT-B-16", None)  # random weights need no download
