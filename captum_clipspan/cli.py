@@ -273,22 +273,22 @@ def _heads(args: argparse.Namespace) -> int:
 
 
 def _heatmap(args: argparse.Namespace) -> int:
-    import numpy as np
-    import torch
-
     import captum_clipspan as cs
-    from captum_clipspan.visualization import plot_patch_maps
+    from captum_clipspan.visualization import model_view, plot_patch_maps
 
     clip, out = _load_model(args), _out_dir(args)
     if clip.preprocess is None:
         raise CommandError("this model has no preprocess transform.")
     image = _open_rgb(_existing(args.image, "image", "file"))
     batch = clip.preprocess_images([image])
-    height, width = clip.visual.image_size
-    pixels = torch.from_numpy(np.array(image.resize((width, height)))).permute(2, 0, 1) / 255
     maps = cs.PatchContribution(clip, layers=args.layers, heads=args.heads).attribute(
         batch, texts=args.text, interpolate=True)
-    fig, _ = plot_patch_maps(pixels, maps[0], titles=args.text)
+    view = model_view(clip.preprocess, image)  # the maps are drawn over what the model saw
+    title = (f"{Path(args.image).name} as the model saw it ({image.width}x{image.height} -> "
+             f"{view.shape[2]}x{view.shape[1]})")
+    if weights_note(args):
+        title += ", RANDOM weights"
+    fig, _ = plot_patch_maps(view, maps[0], titles=args.text, title=title)
     path = _save(fig, out / (args.name or f"{Path(args.image).stem}_heatmap.png"))
     print(f"wrote {path}")
     return 0

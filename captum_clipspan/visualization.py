@@ -30,6 +30,7 @@ if TYPE_CHECKING:
     from matplotlib.figure import SubFigure
 
 __all__ = [
+    "model_view",
     "plot_ablation_bars",
     "plot_ablation_curve",
     "plot_best_worst",
@@ -157,6 +158,42 @@ def _texts(texts: str | Sequence[str], name: str) -> list[str]:
         raise TypeError(f"{name} must be a string or a sequence of strings, "
                         f"got {type(texts).__name__}")
     return [str(text) for text in texts]
+
+
+def model_view(preprocess: Any, image: Any) -> torch.Tensor:
+    """The pixels a model sees of a PIL image, in [0, 1]: its preprocess (resize, center crop,
+    ...) with the normalization undone, so that heat maps are drawn over exactly the view they
+    were computed on.
+
+    Works for any ``preprocess`` whose last step is a per-channel affine normalization (open_clip's
+    transforms, Hugging Face image processors, the toy's): the normalization is read off the
+    preprocessed all-black and all-white images of the same size.
+
+    Args:
+        preprocess: the model's transform, PIL image -> ``[3, H, W]`` (``clip.preprocess``).
+        image: a PIL image.
+
+    Returns:
+        ``[3, H, W]`` float tensor in [0, 1] (CPU).
+
+    Examples::
+
+        >>> from captum_clipspan.visualization import model_view, plot_patch_maps
+        >>> maps = cs.PatchContribution(clip).attribute(clip.preprocess_images([photo]),
+        ...                                             texts=["a dog"])
+        >>> fig, axes = plot_patch_maps(model_view(clip.preprocess, photo), maps[0])
+    """
+    from PIL import Image
+
+    if not hasattr(image, "getbands"):
+        raise TypeError(f"image must be a PIL image, got {type(image).__name__}")
+    image = image.convert("RGB")
+    seen, black, white = (preprocess(picture).detach().cpu().double() for picture in (
+        image, Image.new("RGB", image.size, (0, 0, 0)), Image.new("RGB", image.size,
+                                                                  (255, 255, 255))))
+    offset = black.mean(dim=(-2, -1), keepdim=True)  # (0 - mean) / std, per channel
+    scale = white.mean(dim=(-2, -1), keepdim=True) - offset  # 1 / std
+    return ((seen - offset) / scale).clamp(0.0, 1.0).float()
 
 
 # --------------------------------------------------------------------------- head grid

@@ -188,3 +188,37 @@ def test_offline_pretrained_loading_fails_at_once(monkeypatch, capsys):
     with pytest.raises(hub.HubUnreachableError, match="not in the local cache"):
         hub.check_weights_reachable("ViT-B-16", "laion2b_s34b_b88k")
     hub.check_weights_reachable("ViT-B-16", None)  # random weights need no download
+
+
+def test_heatmap_is_drawn_over_the_models_center_crop(tmp_path, monkeypatch):
+    """On a non-square image the background is the crop the model saw, not the squashed image."""
+    import numpy as np
+    import open_clip
+    import torch
+    from PIL import Image
+
+    import captum_clipspan as cs
+    from captum_clipspan import cli
+
+    toy = cs.HookedCLIP.from_pretrained("toy")
+    crop = open_clip.image_transform(64, is_train=False)  # resize the short side, center crop
+    toy.preprocess = crop
+    monkeypatch.setattr(cs.HookedCLIP, "from_pretrained", lambda *args, **kwargs: toy)
+    figures = []
+    monkeypatch.setattr(cli, "_save", lambda fig, path: figures.append(fig) or path)
+    wide = np.zeros((64, 192, 3), dtype=np.uint8)
+    wide[:, :64] = 255  # a white left third, cropped away by the model
+    wide[:, 64:128] = np.random.default_rng(0).integers(0, 255, (64, 64, 3))
+    Image.fromarray(wide).save(tmp_path / "wide.png")
+    assert cli.main(["heatmap", str(tmp_path / "wide.png"), "--text", "a circle",
+                     "--out", str(tmp_path)]) == 0
+    background = np.asarray(figures[0].axes[0].images[0].get_array())  # Captum's gray, 0..255
+    seen = cli._open_rgb(tmp_path / "wide.png")
+    expected = np.asarray(seen.crop((64, 0, 128, 64)), dtype=np.float64).mean(axis=2)
+    np.testing.assert_allclose(background, expected, atol=1.0)  # Captum rounds to integers
+    batch = toy.preprocess_images([seen])[0]
+    mean = torch.tensor(open_clip.OPENAI_DATASET_MEAN)[:, None, None]
+    std = torch.tensor(open_clip.OPENAI_DATASET_STD)[:, None, None]
+    torch.testing.assert_close(cs.visualization.model_view(crop, seen), batch * std + mean,
+                               atol=1e-6, rtol=0)
+    assert "as the model saw it" in figures[0].get_suptitle()
