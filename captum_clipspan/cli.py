@@ -261,7 +261,13 @@ def _heads(args: argparse.Namespace) -> int:
     cache = _build_cache(args, clip, _image_folder(args, clip), args.layers)
     if cache is None:
         return 0
-    report = cs.TextSpan(clip, texts=_default_bank(args)).attribute(cache, m=args.m)
+    from captum_clipspan.text_cache import encode_texts_cached
+
+    bank = cs.text_bank(_default_bank(args))
+    _status(f"text bank {_default_bank(args)!r}: {len(bank)} texts (encoded once per model, "
+            "then read from the cache)")
+    embeddings = encode_texts_cached(clip, bank).float().to(clip.device)
+    report = cs.TextSpan(clip, texts=bank, text_embeddings=embeddings).attribute(cache, m=args.m)
     for layer, head in report.results:
         print(report.describe(layer, head))
     report.to_frame().to_csv(out / "textspan.csv", index=False)
@@ -308,6 +314,7 @@ def _ablate(args: argparse.Namespace) -> int:
     if len(names) != len(classes):
         raise CommandError(f"--classes gives {len(names)} names but {folder.root} has "
                            f"{len(classes)} class sub-folders ({', '.join(classes)}).")
+    _status(f"encoding the prompts of {len(names)} classes")
     classifier = cs.ZeroShotClassifier(clip, names)
     if args.mode == "direct":
         cache = _build_cache(args, clip, folder, [-1])
@@ -323,9 +330,12 @@ def _ablate(args: argparse.Namespace) -> int:
     study = cs.MeanAblation(clip, means, mode=args.mode).study(data, classifier,
                                                                batch_size=args.batch_size)
     _write_ablation(study, out, _describe_weights(args))
-    _save(plot_ablation_curve(study.accumulated, baseline=study.baseline)[0],
+    task = (f"zero-shot classification of {len(names)} classes, {args.mode} effects"
+            + (" (RANDOM weights)" if weights_note(args) else ""))
+    figure = {"title": task, "chance": 1 / len(names)}
+    _save(plot_ablation_curve(study.accumulated, baseline=study.baseline, **figure)[0],
           out / "ablation_curve.png")
-    _save(plot_ablation_bars(study.table())[0], out / "ablation_table.png")
+    _save(plot_ablation_bars(study.table(), **figure)[0], out / "ablation_table.png")
     print(study.to_frame().to_string())
     print(f"wrote {out / 'ablation.csv'}, {out / 'ablation.json'} and two PNG files")
     return 0
@@ -359,7 +369,8 @@ def _retrieve(args: argparse.Namespace) -> int:
             for rank, (i, s) in enumerate(zip(top.indices.tolist(), top.scores, strict=True))]
     _write_rows(out / "retrieval.csv", rows)
     fig, _ = plot_top_images([_open_rgb(row["file"]) for row in rows], scores=top.scores,
-                             title=f"layer {layer}, head {head}: {args.query}")
+                             title=f"layer {layer}, head {head}: {args.query}",
+                             score_label="dot" if query is args.query else "cosine")
     _save(fig, out / "retrieval.png")
     for row in rows:
         print(f"{row['rank']:3d}  {row['score']:+.4f}  {row['file']}")
@@ -394,7 +405,9 @@ def _segment_benchmark(args: argparse.Namespace) -> int:
         source = _existing(args.data, "segmentation data")
         data = (seg.MaskFolder(source, **prepare) if source.is_dir()
                 else seg.ImagenetSegmentation(source, **prepare))
-        texts = cs.ZeroShotClassifier(clip, _class_names(args, source))
+        names = _class_names(args, source)
+        _status(f"encoding the prompts of {len(names)} classes")
+        texts = cs.ZeroShotClassifier(clip, names)
     if args.data != "synthetic" and args.n is not None:
         import torch.utils.data
 
@@ -436,7 +449,8 @@ def _demo(args: argparse.Namespace) -> int:
     from .demo import run_demo
 
     clip, out = _load_model(args), _out_dir(args)
-    report = run_demo(clip, out, n=args.n, seed=args.seed, batch_size=args.batch_size)
+    report = run_demo(clip, out, n=args.n, seed=args.seed, batch_size=args.batch_size,
+                      note=weights_note(args))
     print(report.read_text())
     print(f"wrote the report to {report}")
     return 0

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import csv
 import json
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -52,9 +53,26 @@ def probe_heads(clip: HookedCLIP, cache: Any, labels: dict[str, np.ndarray]) -> 
     return results
 
 
+def _step(message: str, show_progress: bool) -> None:
+    """A status line on stderr for a step of the demo."""
+    if show_progress:
+        print(f"clipspan demo: {message}", file=sys.stderr, flush=True)
+
+
 def run_demo(clip: HookedCLIP, out: Path, n: int = 1000, seed: int = 0,
-             batch_size: int = 64) -> Path:
-    """Run every step; return the path of ``report.md``."""
+             batch_size: int = 64, note: str | None = None,
+             show_progress: bool = True) -> Path:
+    """Run every step; return the path of ``report.md``.
+
+    Args:
+        clip: the model (the toy, or any HookedCLIP).
+        out: the output folder.
+        n: number of synthetic scenes.
+        seed: their seed.
+        batch_size: images per forward pass.
+        note: a warning printed in bold at the top of the report (e.g. random weights).
+        show_progress: status lines and progress bars on stderr.
+    """
     from .visualization import (
         plot_ablation_bars,
         plot_ablation_curve,
@@ -66,17 +84,23 @@ def run_demo(clip: HookedCLIP, out: Path, n: int = 1000, seed: int = 0,
     out = Path(out)
     folder = out / "scenes"
     if not (folder / "labels.csv").is_file():
+        _step(f"rendering {n} synthetic scenes into {folder}", show_progress)
         write_image_folder(folder, n, seed=seed)
     labels = read_labels(folder)
-    cache = cache_decomposition(clip, folder, out / "cache", batch_size=batch_size)
+    _step("decomposing every scene into per-head terms (cached)", show_progress)
+    cache = cache_decomposition(clip, folder, out / "cache", batch_size=batch_size,
+                                show_progress=show_progress)
     lines = [f"# clipspan demo: {clip.model_name or 'model'} on {len(cache)} synthetic scenes",
-             "", "Scenes: `scenes/` (PNG files and `labels.csv`).", ""]
+             ""] + ([f"**{note}**", ""] if note else []) + [
+             "Scenes: `scenes/` (PNG files and `labels.csv`).", ""]
 
+    _step("probing every head per attribute family", show_progress)
     probes = probe_heads(clip, cache, labels)
     lines += _probe_section(probes, cache.layers, out, plot_head_grid)
 
+    _step("labelling the heads with TextSpan", show_progress)
     texts, families = toy_bank()
-    report = TextSpan(clip, texts=texts).attribute(cache, m=5)
+    report = TextSpan(clip, texts=texts).attribute(cache, m=5, show_progress=show_progress)
     report.to_frame().to_csv(out / "textspan.csv", index=False)
     fig, _ = report.plot(max_texts=5)
     fig.savefig(out / "textspan.png", dpi=110, bbox_inches="tight")
@@ -88,19 +112,24 @@ def run_demo(clip: HookedCLIP, out: Path, n: int = 1000, seed: int = 0,
                      f"{', '.join(owners)} | {result.variance_explained[-1].item():.2f} |")
     lines += ["", "![TextSpan](textspan.png)", ""]
 
+    _step("mean-ablation study (shape classification)", show_progress)
     shape_classifier = family_classifier(clip, "shape")
     study = MeanAblation(clip, ComponentMeans.from_cache(cache)).study(
-        cache, shape_classifier, labels=labels["shape"])
+        cache, shape_classifier, labels=labels["shape"], show_progress=show_progress)
     study.to_frame().to_csv(out / "ablation.csv")
-    plot_ablation_curve(study.accumulated, baseline=study.baseline)[0].savefig(
-        out / "ablation_curve.png", dpi=110, bbox_inches="tight")
-    plot_ablation_bars(study.table())[0].savefig(out / "ablation_table.png", dpi=110,
-                                                 bbox_inches="tight")
+    task = f"shape classification, {len(cache)} scenes (direct effects)"
+    chance = 1 / len(ATTRIBUTES["shape"])
+    plot_ablation_curve(study.accumulated, baseline=study.baseline, title=task,
+                        chance=chance)[0].savefig(out / "ablation_curve.png", dpi=110,
+                                                  bbox_inches="tight")
+    plot_ablation_bars(study.table(), title=task, chance=chance)[0].savefig(
+        out / "ablation_table.png", dpi=110, bbox_inches="tight")
     lines += ["## Mean-ablation (direct effects, shape classification)", "",
               "| setting | accuracy |", "|---|---|"]
     lines += [f"| {name} | {value:.3f} |" for name, value in study.to_frame()["accuracy"].items()]
     lines += ["", "![curve](ablation_curve.png) ![table](ablation_table.png)", ""]
 
+    _step("patch heat maps and retrieval", show_progress)
     lines += _heatmap_section(clip, folder, out, plot_patch_maps, seed)
 
     color_head = np.unravel_index(probes["color"]["heads"].argmax().item(),
@@ -109,8 +138,9 @@ def run_demo(clip: HookedCLIP, out: Path, n: int = 1000, seed: int = 0,
     top = retrieve(cache, layer, head, "a red object", k=8, clip=clip)
     files = ImageFolder(folder, clip.preprocess).files
     images = [_rgb(files[i]) for i in top.indices.tolist()]
-    plot_top_images(images, scores=top.scores, title=f"L{layer}.H{head}: 'a red object'"
-                    )[0].savefig(out / "retrieval.png", dpi=110, bbox_inches="tight")
+    plot_top_images(images, scores=top.scores, title=f"L{layer}.H{head}: 'a red object'",
+                    score_label=f"L{layer}.H{head} · text")[0].savefig(
+        out / "retrieval.png", dpi=110, bbox_inches="tight")
     reds = sum(labels["color"][i] == ATTRIBUTES["color"].index("red")
                for i in top.indices.tolist())
     lines += [f"## Retrieval by head L{layer}.H{head} (the best color head)", "",
@@ -147,7 +177,9 @@ def _probe_section(probes: dict[str, Any], layers: tuple[int, ...], out: Path,
         ax.remove()
     for ax, (family, probe) in zip(axes, probes.items(), strict=False):
         plot_head_grid(probe["heads"], layers=list(layers), title=family, center=None,
-                       cmap="viridis", annotate=True, ax=ax)
+                       cmap="viridis", annotate=True, ax=ax, vmin=0.0, vmax=1.0,
+                       chance=1 / len(ATTRIBUTES[family]),
+                       colorbar_label="accuracy of the head alone")
     fig.savefig(out / "probe.png", dpi=110, bbox_inches="tight")
     rows = [{"family": f, "layer": layers[l], "head": h, "accuracy": float(p["heads"][l, h])}
             for f, p in probes.items() for l in range(len(layers))
@@ -178,7 +210,7 @@ def _heatmap_section(clip: HookedCLIP, folder: Path, out: Path, plot_patch_maps:
               for a in scenes.attributes]
     maps = PatchContribution(clip)
     texts = sorted(set(present + absent))
-    all_maps = maps.attribute(images.to(clip.dtype), target=texts)
+    all_maps = maps.attribute(images.to(clip.dtype), texts=texts)
     pick = torch.tensor([[texts.index(p), texts.index(a)] for p, a in zip(present, absent,
                                                                           strict=True)])
     chosen = all_maps.gather(1, pick[:, :, None, None].expand(-1, -1, *all_maps.shape[2:]))
@@ -187,7 +219,9 @@ def _heatmap_section(clip: HookedCLIP, folder: Path, out: Path, plot_patch_maps:
                                              mode="bilinear")
     iou_present = map_iou(chosen[:, 0], masks).mean().item()
     iou_absent = map_iou(chosen[:, 1], masks).mean().item()
-    fig, _ = plot_patch_maps(scenes.tensors()[0], chosen[0], titles=[present[0], absent[0]])
+    scene = ", ".join(f"{family} {value}" for family, value in scenes.attributes[0].items())
+    fig, _ = plot_patch_maps(scenes.tensors()[0], chosen[0], titles=[present[0], absent[0]],
+                             title=f"scene: {scene}")
     fig.savefig(out / "heatmap.png", dpi=110, bbox_inches="tight")
     return ["## Patch heat maps", "",
             f"Mean IoU of the top pixels (as many as the object has) with the object mask, over "

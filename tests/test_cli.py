@@ -12,6 +12,12 @@ from captum_clipspan.cli import main
 from captum_clipspan.datasets import write_image_folder
 
 
+@pytest.fixture(autouse=True)
+def private_cache(tmp_path_factory, monkeypatch):
+    """Encoded text banks go to a temporary folder, never the user's cache."""
+    monkeypatch.setenv("CLIPSPAN_CACHE_DIR", str(tmp_path_factory.mktemp("user_cache")))
+
+
 @pytest.fixture(scope="module")
 def scenes(tmp_path_factory) -> Path:
     return write_image_folder(tmp_path_factory.mktemp("scenes") / "flat", 48, seed=7)
@@ -30,8 +36,11 @@ def by_shape(scenes, tmp_path_factory) -> Path:
     return root
 
 
-def test_demo_writes_a_report_with_figures_and_tables(tmp_path):
+def test_demo_writes_a_report_with_figures_and_tables(tmp_path, capsys):
     assert main(["demo", "--n", "160", "--out", str(tmp_path)]) == 0
+    err = capsys.readouterr().err  # every step says what it does from the first second
+    assert err.index("loading toy") < err.index("rendering 160 synthetic scenes")
+    assert "decomposing" in err and "TextSpan" in err and "RANDOM" not in err
     for name in ["report.md", "probe.png", "probe.csv", "textspan.png", "textspan.csv",
                  "ablation_curve.png", "ablation.csv", "heatmap.png", "retrieval.png",
                  "summary.json"]:
@@ -40,10 +49,15 @@ def test_demo_writes_a_report_with_figures_and_tables(tmp_path):
     assert summary["images"] == 160 and set(summary["probe"]) >= {"shape", "color"}
 
 
-def test_heads_writes_textspan_tables(scenes, tmp_path):
-    assert main(["heads", str(scenes), "--layers", "-1", "--m", "3", "--out", str(tmp_path)]) == 0
+def test_heads_writes_textspan_tables(scenes, tmp_path, capsys):
+    argv = ["heads", str(scenes), "--layers", "-1", "--m", "3", "--out", str(tmp_path)]
+    assert main(argv) == 0
     table = (tmp_path / "textspan.csv").read_text().splitlines()
     assert table[0].startswith("layer,head,step,text") and len(table) == 1 + 4 * 3
+    assert "encoding texts" in capsys.readouterr().err  # the bank's progress bar
+    assert main(argv) == 0
+    assert "encoding texts" not in capsys.readouterr().err  # read from the disk cache
+    assert (tmp_path / "textspan.csv").read_text().splitlines() == table
 
 
 def test_heatmap_writes_a_png(scenes, tmp_path):
