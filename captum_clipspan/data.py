@@ -492,7 +492,10 @@ class DecompositionCache:
 
     def head(self, layer: int, head: int) -> np.ndarray:
         """One head's direct effects ``[N, E]`` (``layer`` is a model layer index)."""
-        layer = layer % self.attns.shape[1]
+        from .validation import resolve_head, resolve_layer
+
+        layer = resolve_layer(layer, self.attns.shape[1])
+        head = resolve_head(head, self.n_heads)
         if layer not in self.layers:
             raise ValueError(f"layer {layer} is not cached; cached layers: {list(self.layers)}.")
         return self.heads[:, self.layers.index(layer), head]

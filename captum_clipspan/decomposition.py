@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch import Tensor
 
+from .validation import resolve_layers
 
 if TYPE_CHECKING:
     from .hooked.vit import HookedNorm, HookedViT
@@ -309,27 +310,6 @@ def token_terms(pooled_pattern: Tensor, values: Tensor, token_maps: Tensor) -> T
 def compute_dtype(dtype: torch.dtype) -> torch.dtype:
     """Accumulate in fp32 even for fp16/bf16 models, in fp64 for fp64 models."""
     return torch.float64 if dtype == torch.float64 else torch.float32
-
-
-def resolve_layers(layers: int | Sequence[int] | None, n_layers: int) -> tuple[int, ...]:
-    """Validate a layer selection (negative indices count from the end) -> sorted unique tuple."""
-    if layers is None:
-        return tuple(range(n_layers))
-    if isinstance(layers, int):
-        layers = [layers]
-    try:
-        chosen = [int(layer) for layer in layers]
-    except (TypeError, ValueError):
-        raise TypeError(
-            f"layers must be None, an int or a sequence of ints, got {layers!r}."
-        ) from None
-    if not chosen:
-        raise ValueError("layers must not be empty; pass None for all layers.")
-    bad = [layer for layer in chosen if not -n_layers <= layer < n_layers]
-    if bad:
-        raise ValueError(f"layers {bad} are out of range for a model with {n_layers} layers "
-                         f"(accepted: 0..{n_layers - 1} or negative indices).")
-    return tuple(sorted({layer % n_layers for layer in chosen}))
 
 
 def check_text_embeddings(text_embeddings: Tensor, width: int) -> Tensor:

@@ -16,6 +16,7 @@ from torch import Tensor
 from .data import DecompositionCache
 from .decomposition import decompose
 from .hooked.clip import HookedCLIP
+from .validation import resolve_head, resolve_layer, resolve_layers
 
 
 @dataclass
@@ -57,10 +58,8 @@ def retrieve(cache: DecompositionCache, layer: int, head: int, query: str | Tens
         >>> top = cs.retrieve(cache, layer=11, head=4, query="a photo taken in Paris", clip=clip)
         >>> top.indices   # positions in the dataset
     """
-    n_layers = cache.attns.shape[1]
-    layer = layer % n_layers
-    if not 0 <= head < cache.n_heads:
-        raise ValueError(f"head must be in 0..{cache.n_heads - 1}, got {head}.")
+    layer = resolve_layer(layer, cache.attns.shape[1])
+    head = resolve_head(head, cache.n_heads)
     if not 1 <= k <= len(cache):
         raise ValueError(f"k must be in 1..{len(cache)} (the cache size), got {k}.")
     vector, is_image = _query_vector(cache, layer, head, query, clip)
@@ -183,9 +182,8 @@ def head_similarity(cache: DecompositionCache, layers: int | list[int] | None = 
         >>> sim = cs.retrieval.head_similarity(cache)
         >>> plot_head_similarity(sim.matrix, sim.heads)
     """
-    n_layers = cache.attns.shape[1]
     chosen = (list(cache.layers) if layers is None else
-              [layer % n_layers for layer in ([layers] if isinstance(layers, int) else layers)])
+              list(resolve_layers(layers, cache.attns.shape[1])))
     missing = [layer for layer in chosen if layer not in cache.layers]
     if missing or not chosen:
         raise ValueError(f"layers {missing or chosen} are not cached; cached layers: "

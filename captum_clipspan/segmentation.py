@@ -30,10 +30,11 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset
 
-from .attr.base import TargetType, resolve_target
+from .attr.base import TextsType
 from .attr.patches import PatchContribution
 from .data import IMAGE_SUFFIXES
 from .hooked.clip import HookedCLIP
+from .validation import resolve_target, resolve_texts
 
 __all__ = [
     "HEATMAP_METHODS",
@@ -54,21 +55,21 @@ __all__ = [
 ]
 
 
-def segment(clip: HookedCLIP, images: Tensor, target: TargetType,
+def segment(clip: HookedCLIP, images: Tensor, texts: TextsType,
             layers: list[int] | None = None) -> Tensor:
     """Label every pixel with the text whose upsampled patch map is largest there.
 
     Args:
         clip: a :class:`~captum_clipspan.HookedCLIP`.
         images: ``[B, 3, H, W]`` preprocessed images.
-        target: ``T >= 2`` texts (strings or embeddings ``[T, E]``), e.g. ``["a dog",
-            "background"]``.
+        texts: ``T >= 2`` texts (strings, embeddings ``[T, E]`` or a ZeroShotClassifier), e.g.
+            ``["a dog", "background"]``.
         layers: layers whose heads contribute (``None``: all).
 
     Returns:
         ``[B, H, W]`` long tensor of text indices.
     """
-    maps = PatchContribution(clip, layers=layers).attribute(images, target=target,
+    maps = PatchContribution(clip, layers=layers).attribute(images, texts=texts,
                                                             interpolate=True)
     if maps.shape[1] < 2:
         raise ValueError("segmentation needs at least two texts to choose between.")
@@ -287,9 +288,8 @@ def relevancy(attentions: Sequence[Tensor], gradients: Sequence[Tensor]) -> Tens
 def _decomposition_map(clip: HookedCLIP, images: Tensor, texts: Tensor, columns: Tensor,
                        **options: Any) -> Tensor:
     # The patch map is linear in the text: map(t_c) - mean_k map(t_k) = map(t_c - mean_k t_k).
-    centered = _Classes(texts - texts.mean(dim=0, keepdim=True))
-    maps = PatchContribution(clip, **options).attribute(images, target=columns,
-                                                        classifier=centered)
+    centered = texts - texts.mean(dim=0, keepdim=True)
+    maps = PatchContribution(clip, **options).attribute(images, texts=centered, target=columns)
     return maps[:, 0]
 
 
@@ -358,13 +358,6 @@ def _own_scores(clip: HookedCLIP, images: Tensor, texts: Tensor, columns: Tensor
     return cosines.gather(1, columns.to(cosines.device)[:, None])[:, 0]
 
 
-class _Classes:
-    """A stand-in classifier: fixed class embeddings ``[C, E]`` for class-index targets."""
-
-    def __init__(self, class_embeddings: Tensor) -> None:
-        self.class_embeddings = class_embeddings
-
-
 HEATMAP_METHODS: dict[str, Callable[..., Tensor]] = {
     "decomposition": _decomposition_map,
     "raw_attention": _raw_attention_map,
@@ -377,14 +370,10 @@ HEATMAP_METHODS: dict[str, Callable[..., Tensor]] = {
 
 def _text_matrix(clip: HookedCLIP, texts: Any) -> Tensor:
     """Strings, embeddings ``[C, E]`` or a ZeroShotClassifier -> ``[C, E]``."""
-    if hasattr(texts, "class_embeddings"):
-        texts = texts.class_embeddings
-    strings = isinstance(texts, str) or (
-        isinstance(texts, (list, tuple)) and all(isinstance(t, str) for t in texts))
-    if not strings and not (isinstance(texts, Tensor) and texts.is_floating_point()):
-        raise TypeError(f"texts must be strings, text embeddings [C, E] or a "
-                        f"ZeroShotClassifier, got {type(texts).__name__}.")
-    return resolve_target(clip, texts, 0).text_embeddings.to(device=clip.device)
+    if texts is None:
+        raise TypeError("texts must be strings, text embeddings [C, E] or a ZeroShotClassifier, "
+                        "got None.")
+    return resolve_texts(clip, texts).to(device=clip.device)
 
 
 def _columns(clip: HookedCLIP, images: Tensor, texts: Tensor, target: Any) -> Tensor:
@@ -393,20 +382,7 @@ def _columns(clip: HookedCLIP, images: Tensor, texts: Tensor, target: Any) -> Te
     if target is None:
         with torch.no_grad():
             return clip(images, texts).argmax(dim=1)
-    if isinstance(target, bool) or not isinstance(target, (int, Sequence, Tensor)):
-        raise TypeError(f"target must be None (the zero-shot prediction), an int or one int per "
-                        f"image, got {type(target).__name__}.")
-    columns = torch.as_tensor(target, device=images.device).reshape(-1)
-    if columns.is_floating_point():
-        raise TypeError("target holds text indices (ints); pass texts as texts=.")
-    columns = columns.long().expand(n_images) if columns.numel() == 1 else columns.long()
-    if columns.numel() != n_images:
-        raise ValueError(f"target must give one text index per image ({n_images}), got "
-                         f"{columns.numel()}.")
-    if columns.min() < 0 or columns.max() >= n_texts:
-        raise ValueError(f"target indices must be in 0..{n_texts - 1} (one per text), got "
-                         f"{columns.min().item()}..{columns.max().item()}.")
-    return columns
+    return resolve_target(target, n_images, n_texts).to(images.device)
 
 
 def heatmaps(clip: HookedCLIP, images: Tensor, texts: Any, target: Any = None,
@@ -469,7 +445,7 @@ def topic_segmentation(clip: HookedCLIP, images: Tensor, texts: Any, layer: int,
     Returns:
         ``[B, g, g]`` long tensor of text indices.
     """
-    maps = PatchContribution(clip, heads=[(layer, head)]).attribute(images, target=texts)
+    maps = PatchContribution(clip, heads=[(layer, head)]).attribute(images, texts=texts)
     if maps.shape[1] < 2:
         raise ValueError("topic segmentation needs at least two texts to choose between.")
     return maps.argmax(dim=1)
@@ -490,7 +466,7 @@ def contrastive_map(clip: HookedCLIP, images: Tensor, text_a: str | Tensor,
         ``[B, g, g]``: per patch, its direct effect on ``<image, a> - <image, b>``.
     """
     pair = torch.cat([_text_matrix(clip, text) for text in (text_a, text_b)])
-    maps = PatchContribution(clip, layers=layers, heads=heads).attribute(images, target=pair)
+    maps = PatchContribution(clip, layers=layers, heads=heads).attribute(images, texts=pair)
     return maps[:, 0] - maps[:, 1]
 
 

@@ -73,7 +73,7 @@ def prompt_templates() -> list[str]:
 
 
 class ZeroShotClassifier:
-    """Template-averaged class embeddings, usable as a classifier and as ``target=`` by index.
+    """Template-averaged class embeddings, usable as a classifier and as ``texts=``.
 
     Each class name is put into every template, the unit text embeddings are averaged and the
     mean is normalized again (CLIP's prompt ensembling).
@@ -91,7 +91,7 @@ class ZeroShotClassifier:
 
         >>> zs = cs.ZeroShotClassifier(clip, ["dog", "cat"])
         >>> zs.predict(images)                      # [B] class indices
-        >>> cs.HeadContribution(clip).attribute(images, target=labels, classifier=zs)
+        >>> cs.HeadContribution(clip).attribute(images, texts=zs, target=labels)  # [B, L, H]
     """
 
     def __init__(self, clip: HookedCLIP, classnames: Sequence[str],

@@ -24,7 +24,7 @@ def test_direct_ablation_equals_re_summing_the_decomposition_by_hand(setting):
     images = images_for(clip, batch=3)
     texts = clip.encode_text(["a dog", "a cat"])
     ablation = cs.MeanAblation(clip, means)
-    changes = ablation.attribute(images, target=texts,
+    changes = ablation.attribute(images, texts=texts,
                                  components={"late": ["msa.2", "head.1.0"], "mlp": ["mlp.0"]})
     parts = cs.decompose(clip, images, granularity="head")
     reference_parts = cs.decompose(clip, reference, granularity="head")
@@ -51,11 +51,11 @@ def test_total_ablation_of_a_component_already_at_its_mean_changes_nothing():
     image = images_for(clip, batch=1)
     means = cs.component_means(clip, image, show_progress=False)  # the mean is its own output
     ablation = cs.MeanAblation(clip, means, mode="total")
-    changes = ablation.attribute(image, target="a dog",
+    changes = ablation.attribute(image, texts="a dog",
                                  components=["embed", "msa.1", "mlp.2", "head.0.3"])
     assert changes.abs().max() < 1e-12
     other = images_for(clip, batch=1, seed=5)
-    assert ablation.attribute(other, target="a dog", components=["msa.1"]).abs().max() > 1e-6
+    assert ablation.attribute(other, texts="a dog", components=["msa.1"]).abs().max() > 1e-6
 
 
 def test_total_ablation_of_the_last_mlp_re_runs_ln_post_on_the_patched_stream(setting):
@@ -63,7 +63,7 @@ def test_total_ablation_of_the_last_mlp_re_runs_ln_post_on_the_patched_stream(se
     then apply ln_post and proj (the non-linear LayerNorm makes this differ from direct mode)."""
     clip, _, means, _ = setting
     images = images_for(clip, batch=2)
-    total = cs.MeanAblation(clip, means, mode="total").attribute(images, target="a cat",
+    total = cs.MeanAblation(clip, means, mode="total").attribute(images, texts="a cat",
                                                                  components=["mlp.2"])
     _, cache = clip.visual.run_with_cache(images)
     stream = cache["blocks.2.hook_resid_post"] - cache["blocks.2.hook_mlp_out"]
@@ -74,16 +74,19 @@ def test_total_ablation_of_the_last_mlp_re_runs_ln_post_on_the_patched_stream(se
     clean = clip.model.encode_image(images)
     expected = F.normalize(ablated, dim=-1) @ text.T - F.normalize(clean, dim=-1) @ text.T
     assert torch.allclose(total[:, 0].double(), expected, atol=1e-12)
-    direct = cs.MeanAblation(clip, means).attribute(images, target="a cat", components=["mlp.2"])
+    direct = cs.MeanAblation(clip, means).attribute(images, texts="a cat", components=["mlp.2"])
     assert not torch.allclose(direct, total, atol=1e-6)
 
 
 def test_head_preset_keeps_layer_and_head_axes(setting):
     clip, _, means, classifier = setting
     images = images_for(clip, batch=2)
-    changes = cs.MeanAblation(clip, means).attribute(images, target=[0, 2], classifier=classifier)
-    assert changes.shape == (2, 3, 4, 1)
-    rows = cs.MeanAblation(clip, means).attribute(images, target="a dog", components="layers")
+    changes = cs.MeanAblation(clip, means).attribute(images, texts=classifier, target=[0, 2])
+    assert changes.shape == (2, 3, 4)
+    every = cs.MeanAblation(clip, means).attribute(images, texts=classifier)
+    assert every.shape == (2, 3, 4, len(classifier))
+    assert torch.allclose(changes, torch.stack([every[0, ..., 0], every[1, ..., 2]]))
+    rows = cs.MeanAblation(clip, means).attribute(images, texts="a dog", components="layers")
     assert rows.shape == (2, 7, 1)
 
 

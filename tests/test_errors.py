@@ -15,14 +15,14 @@ def test_wrong_image_size_names_the_expected_shape(clip32):
     with pytest.raises(ValueError, match=r"\[B, 3, 32, 32\]"):
         cs.decompose(clip32, torch.randn(1, 3, 64, 64))
     with pytest.raises(ValueError, match="shape"):
-        cs.HeadContribution(clip32).attribute(torch.randn(3, 32, 32), target="a dog")
+        cs.HeadContribution(clip32).attribute(torch.randn(3, 32, 32), texts="a dog")
 
 
 def test_nan_images_are_refused(clip32):
     images = images_for(clip32)
     images[0, 0, 0, 0] = float("nan")
     with pytest.raises(ValueError, match="NaN"):
-        cs.HeadContribution(clip32).attribute(images, target="a dog")
+        cs.HeadContribution(clip32).attribute(images, texts="a dog")
 
 
 def test_non_tensor_images_are_refused(clip32):
@@ -32,30 +32,33 @@ def test_non_tensor_images_are_refused(clip32):
 
 def test_text_embeddings_of_the_wrong_width(clip32):
     with pytest.raises(ValueError, match=r"\[T, 24\]"):
-        cs.HeadContribution(clip32).attribute(images_for(clip32), target=torch.randn(2, 512))
+        cs.HeadContribution(clip32).attribute(images_for(clip32), texts=torch.randn(2, 512))
 
 
 def test_empty_text_list(clip32):
     with pytest.raises(ValueError, match="empty"):
         clip32.encode_text([])
     with pytest.raises(ValueError, match="empty"):
-        cs.HeadContribution(clip32).attribute(images_for(clip32), target=torch.empty(0, 24))
+        cs.HeadContribution(clip32).attribute(images_for(clip32), texts=torch.empty(0, 24))
 
 
-def test_unknown_target_type(clip32):
-    with pytest.raises(TypeError, match="target"):
-        cs.HeadContribution(clip32).attribute(images_for(clip32), target={"dog": 1})
+def test_unknown_texts_and_target_types(clip32):
+    with pytest.raises(TypeError, match="texts must be"):
+        cs.HeadContribution(clip32).attribute(images_for(clip32), texts={"dog": 1})
+    with pytest.raises(TypeError, match="target must be"):
+        cs.HeadContribution(clip32).attribute(images_for(clip32), texts="a dog",
+                                              target={"dog": 1})
 
 
-def test_class_targets_need_a_classifier_and_valid_indices(clip32):
+def test_targets_need_texts_and_valid_indices(clip32):
     images = images_for(clip32)
-    with pytest.raises(ValueError, match="classifier="):
+    with pytest.raises(ValueError, match="texts="):
         cs.HeadContribution(clip32).attribute(images, target=[0, 1])
     classifier = cs.ZeroShotClassifier(clip32, ["dog", "cat"], templates=["{}"])
     with pytest.raises(ValueError, match=r"0\.\.1"):
-        cs.HeadContribution(clip32).attribute(images, target=[0, 5], classifier=classifier)
-    with pytest.raises(ValueError, match="2 examples"):
-        cs.HeadContribution(clip32).attribute(images, target=[0, 1, 1], classifier=classifier)
+        cs.HeadContribution(clip32).attribute(images, texts=classifier, target=[0, 5])
+    with pytest.raises(ValueError, match=r"one text index per example \(2\)"):
+        cs.HeadContribution(clip32).attribute(images, texts=classifier, target=[0, 1, 1])
 
 
 def test_layers_and_heads_out_of_range(clip32):

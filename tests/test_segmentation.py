@@ -182,7 +182,7 @@ def test_decomposition_map_is_the_chosen_class_minus_the_class_mean(toy, scenes)
     images, _, classes = scenes
     target = torch.tensor([0, 3, 3, 7, 12, 39])
     maps = seg.heatmaps(toy, images, classes, target=target, method="decomposition")
-    every = cs.PatchContribution(toy).attribute(images, target=classes.class_embeddings)
+    every = cs.PatchContribution(toy).attribute(images, texts=classes.class_embeddings)
     expected = every[torch.arange(6), target] - every.mean(dim=1)
     torch.testing.assert_close(maps, expected, atol=1e-6, rtol=1e-4)
     predicted = seg.heatmaps(toy, images, classes, method="decomposition")
@@ -223,7 +223,7 @@ def test_heatmaps_refuse_bad_input(toy, scenes):
     images, _, classes = scenes
     with pytest.raises(ValueError, match="unknown heat-map method"):
         seg.heatmaps(toy, images, classes, method="lrp")
-    with pytest.raises(ValueError, match="one text index per image"):
+    with pytest.raises(ValueError, match="one text index per example"):
         seg.heatmaps(toy, images, classes, target=[0, 1])
     with pytest.raises(ValueError, match="0..39"):
         seg.heatmaps(toy, images, classes, target=40)
@@ -240,7 +240,7 @@ def test_topic_segmentation_and_contrastive_maps(toy, scenes):
     labels = seg.topic_segmentation(toy, images, texts, layer=3, head=3)
     assert labels.shape == (6, 8, 8) and labels.dtype == torch.long and labels.max() < 3
     contrast = seg.contrastive_map(toy, images, "a circle", "a square")
-    maps = cs.PatchContribution(toy).attribute(images, target=["a circle", "a square"])
+    maps = cs.PatchContribution(toy).attribute(images, texts=["a circle", "a square"])
     torch.testing.assert_close(contrast, maps[:, 0] - maps[:, 1])
 
 

@@ -79,7 +79,7 @@ def test_patch_maps_cover_the_named_object_better_than_an_absent_one(toy):
     absent = [f"a {shapes[(shapes.index(a['shape']) + 2) % len(shapes)]}"
               for a in scenes.attributes]
     texts = sorted(set(present + absent))
-    maps = cs.PatchContribution(toy).attribute(images, target=texts, interpolate=True)
+    maps = cs.PatchContribution(toy).attribute(images, texts=texts, interpolate=True)
     index = torch.arange(len(images))
     masks = torch.from_numpy(scenes.masks)
     iou_present = map_iou(maps[index, [texts.index(t) for t in present]], masks)

@@ -284,6 +284,6 @@ def test_head_contribution_runs_on_text_targets(family):
                                            processor_for(family))
     pixels = images(dtype=torch.float32)
     texts = clip.encode_text(TEXTS)
-    attributions = cs.HeadContribution(clip).attribute(pixels, target=texts)
+    attributions = cs.HeadContribution(clip).attribute(pixels, texts=texts)
     assert attributions.shape[0] == 2 and attributions.shape[-1] == len(TEXTS)
     assert torch.isfinite(attributions).all()

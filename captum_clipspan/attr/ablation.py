@@ -22,9 +22,10 @@ from captum.log import log_usage
 from torch import Tensor
 
 from ..data import DecompositionCache, ImageSource, iterate_batches
-from ..decomposition import CONVENTIONS, compute_dtype, decompose, resolve_layers
+from ..decomposition import CONVENTIONS, compute_dtype, decompose
 from ..hooked.clip import HookedCLIP
-from .base import ResolvedTarget, TargetType, resolve_target
+from ..validation import check_labels, resolve_layers
+from .base import ResolvedTexts, TargetType, TextsType
 
 COMPONENT = re.compile(r"^(embed|msa\.(\d+)|mlp\.(\d+)|head\.(\d+)\.(\d+))$")
 
@@ -80,7 +81,7 @@ def component_means(clip: HookedCLIP, images: ImageSource, layers: Sequence[int]
     Examples::
 
         >>> means = cs.component_means(clip, reference_loader)
-        >>> drop = cs.MeanAblation(clip, means).attribute(images, target=labels, classifier=zs)
+        >>> drop = cs.MeanAblation(clip, means).attribute(images, texts=zs, target=labels)
     """
     from tqdm.auto import tqdm
 
@@ -183,8 +184,8 @@ class MeanAblation(PerturbationAttribution):
     Examples::
 
         >>> ablation = cs.MeanAblation(clip, cs.component_means(clip, loader))
-        >>> drop = ablation.attribute(images, target=labels, classifier=zs, components="msa")
-        >>> drop.shape    # [B, L, 1]: change of each image's own class score per MSA layer
+        >>> drop = ablation.attribute(images, texts=zs, target=labels, components="msa")
+        >>> drop.shape    # [B, L]: change of each image's own class score per MSA layer
         >>> study = ablation.study(loader, zs)    # accuracy table and accumulated-layers curve
     """
 
@@ -209,17 +210,19 @@ class MeanAblation(PerturbationAttribution):
     def multiplies_by_inputs(self) -> bool:
         return False
 
-    @log_usage(part_of_slo=True)
-    def attribute(self, inputs: Tensor, target: TargetType = None, classifier: Any = None,
+    @log_usage()
+    def attribute(self, inputs: Tensor, texts: TextsType = None, target: TargetType = None,
                   components: str | Sequence[str] | Mapping[str, Sequence[str]] = "heads",
                   ) -> Tensor:
         """Score change per component (group) when it alone is mean-ablated.
 
         Args:
             inputs: ``[B, 3, H, W]`` preprocessed images.
-            target: text embeddings, string(s), class indices with ``classifier``, or ``None``
-                (then the change of the normalized embedding itself, ``[..., E]``).
-            classifier: a :class:`~captum_clipspan.ZeroShotClassifier` for class targets.
+            texts: string(s), text embeddings ``[T, E]``/``[E]``, a
+                :class:`~captum_clipspan.ZeroShotClassifier`, or ``None`` (then the change of
+                the normalized embedding itself, ``[..., E]``).
+            target: ``None`` (every text) or one index per example into the texts (an int, a
+                list of ints or a ``LongTensor [B]``); the last dimension ``T`` is then dropped.
             components: ``"heads"`` (``[B, L_s, H, T]``), ``"msa"``/``"mlp"`` (``[B, L, T]``),
                 ``"layers"`` (``[B, 2L + 1, T]``), a list of component names (``[B, C, T]``) or
                 ``{group: [names]}`` (``[B, G, T]``: each group ablated together).
@@ -229,17 +232,18 @@ class MeanAblation(PerturbationAttribution):
         """
         vit = self.clip.visual
         groups = parse_components(components, vit.n_layers, self.means.layers, vit.n_heads)
-        resolved = resolve_target(self.clip, target, inputs.shape[0], classifier)
+        resolved = ResolvedTexts.resolve(self.clip, texts, target, inputs.shape[0])
         if self.mode == "direct":
             changes = self._direct_changes(inputs, resolved, groups)
         else:
             changes = self._total_changes(inputs, resolved, groups)
         changes = resolved.select(changes)
         if isinstance(components, str) and components == "heads":
-            return changes.reshape(changes.shape[0], len(self.means.layers), vit.n_heads, -1)
+            return changes.reshape(changes.shape[0], len(self.means.layers), vit.n_heads,
+                                   *changes.shape[2:])
         return changes
 
-    def _direct_changes(self, inputs: Tensor, resolved: ResolvedTarget,
+    def _direct_changes(self, inputs: Tensor, resolved: ResolvedTexts,
                         groups: dict[str, list[str]]) -> Tensor:
         parts = decompose(self.clip, inputs, granularity="head", convention=self.means.convention,
                           layers=self.means.layers, text_embeddings=resolved.text_embeddings)
@@ -253,7 +257,7 @@ class MeanAblation(PerturbationAttribution):
                    for members in groups.values()]
         return torch.stack(changes, dim=1)
 
-    def _total_changes(self, inputs: Tensor, resolved: ResolvedTarget,
+    def _total_changes(self, inputs: Tensor, resolved: ResolvedTexts,
                        groups: dict[str, list[str]]) -> Tensor:
         self.clip.visual.check_images(inputs)
         texts = resolved.text_embeddings
@@ -306,13 +310,13 @@ class MeanAblation(PerturbationAttribution):
         class_embeddings = classifier.class_embeddings
         with tqdm(desc=f"{self.mode} ablation study", unit="img",
                   disable=not show_progress) as progress:
-            override = None if labels is None else torch.as_tensor(np.asarray(labels)).long()
+            override = None if labels is None else check_labels(
+                labels, len(labels), class_embeddings.shape[0])
             for terms, batch_labels in self._study_batches(data, batch_size):
                 if override is not None:
                     batch_labels = override[total:total + batch_labels.shape[0]]
-                if (batch_labels < 0).any():
-                    raise ValueError("the ablation study needs labels for every image; this "
-                                     "data has none (use class sub-folders or (image, label)).")
+                batch_labels = check_labels(batch_labels, batch_labels.shape[0],
+                                            class_embeddings.shape[0])
                 for index, members in enumerate(settings.values()):
                     embeddings = terms(members)
                     predictions = self._predict(embeddings, class_embeddings)
@@ -433,10 +437,8 @@ def head_accuracy(cache: DecompositionCache, classifier: Any, labels: Any = None
     Returns:
         ``[L_s, H]`` accuracies, rows in ``cache.layers`` order.
     """
-    labels = torch.as_tensor(np.asarray(cache.labels if labels is None else labels)).long()
-    if labels.shape != (len(cache),) or (labels < 0).any():
-        raise ValueError(f"labels must be {len(cache)} class indices >= 0 (one per cached "
-                         "image); pass labels= when the cache has none.")
+    labels = check_labels(cache.labels[:] if labels is None else labels, len(cache),
+                          classifier.class_embeddings.shape[0])
     means = ComponentMeans.from_cache(cache, chunk)
     mean_embedding = torch.from_numpy(cache.image_embeds[:].astype("float64").mean(0)).float()
     offset = mean_embedding - means.direct["heads"]  # [L_s, H, E]

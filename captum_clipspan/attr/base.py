@@ -1,94 +1,69 @@
-"""The shared base of the decomposition-backed Captum attributions: target resolution and output.
+"""The shared base of the decomposition-backed Captum attributions: texts, target and output.
 
-``target`` takes the forms users of CLIP reach for:
+``texts=`` says what the scores are read against:
 
-- a tensor of text embeddings ``[E]`` or ``[T, E]``;
 - a string or a list/tuple of strings, encoded with the model's tokenizer;
-- an int, a list of ints or a ``LongTensor`` ``[B]`` of class indices into a
-  :class:`~captum_clipspan.ZeroShotClassifier` passed as ``classifier=`` (one column per example);
+- a tensor of text embeddings ``[E]`` or ``[T, E]``;
+- a :class:`~captum_clipspan.ZeroShotClassifier` (its ``C`` class embeddings);
 - ``None``: the attributions are joint-space vectors (last dimension ``E``).
 
-Captum's ``NoiseTunnel`` repeats list and tensor targets once per noisy sample, as it does for class
-indices; pass texts to a noise tunnel as a *tuple* of strings, which it leaves alone.
+``target`` keeps Captum's meaning: ``None`` (every text: a last dimension ``T``) or one index per
+example into the texts (an int, a list of ints or a ``LongTensor [B]``: that dimension is
+dropped). Captum's wrappers (``NoiseTunnel``, ...) expand ``target`` per sample and leave
+``texts=`` alone, so they work unchanged.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
 
 import torch
 from captum.attr import Attribution
 from torch import Tensor
 
-from ..decomposition import CONVENTIONS, Decomposition, check_text_embeddings, decompose
+from ..decomposition import CONVENTIONS, Decomposition, decompose
 from ..hooked.clip import HookedCLIP
+from ..validation import TargetType, TextsType, resolve_target, resolve_texts
 
-TargetType = None | int | str | Sequence[int] | Sequence[str] | Tensor
+__all__ = ["ClipSpanAttribution", "ResolvedTexts", "TargetType", "TextsType"]
 
 
 @dataclass
-class ResolvedTarget:
-    """Text embeddings to project on ``[U, E]`` (or ``None``) and, for class targets, the column
-    ``[B]`` of each example among them."""
+class ResolvedTexts:
+    """Text embeddings to project on ``[U, E]`` (or ``None``) and, when a target is given, each
+    example's column ``[B]`` among them (only the ``U`` texts some example targets are kept)."""
 
     text_embeddings: Tensor | None
     columns: Tensor | None = None
 
+    @classmethod
+    def resolve(cls, clip: HookedCLIP, texts: TextsType, target: TargetType,
+                n_examples: int) -> ResolvedTexts:
+        """Validate ``texts`` and ``target`` together (see the module docstring)."""
+        embeddings = resolve_texts(clip, texts)
+        indices = resolve_target(target, n_examples,
+                                 None if embeddings is None else embeddings.shape[0])
+        if indices is None:
+            return cls(embeddings)
+        unique, columns = torch.unique(indices, return_inverse=True)
+        return cls(embeddings[unique.to(embeddings.device)], columns)
+
     def select(self, scores: Tensor) -> Tensor:
-        """Keep each example's own column: ``[B, ..., U]`` -> ``[B, ..., 1]``."""
+        """Keep each example's own text: ``[B, ..., U]`` -> ``[B, ...]`` (unchanged without a
+        target)."""
         if self.columns is None:
             return scores
         index = self.columns.to(scores.device).reshape(-1, *[1] * (scores.dim() - 1))
-        return scores.take_along_dim(index.expand(*scores.shape[:-1], 1), dim=-1)
-
-
-def resolve_target(clip: HookedCLIP, target: TargetType, n_examples: int,
-                   classifier: Any = None) -> ResolvedTarget:
-    """Turn any accepted ``target`` form into text embeddings (see the module docstring)."""
-    if target is None:
-        return ResolvedTarget(None)
-    if isinstance(target, str) or (
-        isinstance(target, (list, tuple)) and target and all(isinstance(t, str) for t in target)
-    ):
-        return ResolvedTarget(clip.encode_text(target))
-    if isinstance(target, Tensor) and target.is_floating_point():
-        return ResolvedTarget(check_text_embeddings(target, clip.embed_dim))
-    if isinstance(target, (int, list, tuple, Tensor)) and not isinstance(target, bool):
-        return _class_target(target, n_examples, classifier)
-    raise TypeError(
-        f"target of type {type(target).__name__} is not accepted: give text embeddings [T, E], "
-        "a string or list of strings, class indices (int, list or LongTensor [B]) with "
-        "classifier=, or None for joint-space vectors."
-    )
-
-
-def _class_target(target: int | Sequence[int] | Tensor, n_examples: int,
-                  classifier: Any) -> ResolvedTarget:
-    if classifier is None:
-        raise ValueError("class-index targets need classifier= (a ZeroShotClassifier) to say "
-                         "which text embedding each class index means.")
-    indices = torch.as_tensor(target).long().reshape(-1)
-    if indices.numel() == 1:
-        indices = indices.expand(n_examples)
-    if indices.numel() != n_examples:
-        raise ValueError(f"got {indices.numel()} class indices for {n_examples} examples; give "
-                         "one int for all or one per example.")
-    n_classes = classifier.class_embeddings.shape[0]
-    if indices.min() < 0 or indices.max() >= n_classes:
-        raise ValueError(f"class indices must be in 0..{n_classes - 1} for this classifier, got "
-                         f"{indices.min().item()}..{indices.max().item()}.")
-    unique, columns = torch.unique(indices, return_inverse=True)
-    class_embeddings = classifier.class_embeddings
-    return ResolvedTarget(class_embeddings[unique.to(class_embeddings.device)], columns)
+        return scores.take_along_dim(index.expand(*scores.shape[:-1], 1), dim=-1)[..., 0]
 
 
 class ClipSpanAttribution(Attribution):
     """Base of the attributions that read the exact decomposition (subclass it to add your own).
 
-    A subclass calls :meth:`decompose` (target resolution, validation and the decomposition in
-    one step) and :meth:`output` (class-target column selection and the convergence delta).
+    A subclass calls :meth:`decompose` (texts and target resolution, validation and the
+    decomposition in one step) and :meth:`output` (target selection and the convergence delta).
+    It is the one place where ``texts=`` and ``target`` are resolved.
 
     Args:
         clip: a :class:`~captum_clipspan.HookedCLIP`.
@@ -113,23 +88,46 @@ class ClipSpanAttribution(Attribution):
     def multiplies_by_inputs(self) -> bool:
         return False
 
-    def decompose(self, inputs: Tensor, target: TargetType, classifier: Any = None,
+    def compute_convergence_delta(self, inputs: Tensor, texts: TextsType = None,
+                                  target: TargetType = None) -> Tensor:
+        """Completeness error: the sum of every decomposition term minus the true score.
+
+        The true score is the cosine similarity of the model's own (normalized) image embedding
+        with each text, from a plain forward pass; the decomposition's terms (embedding, every
+        MSA and MLP layer and, ``"centered"``, the biases) should sum to it exactly.
+
+        Args:
+            inputs: ``[B, 3, H, W]`` preprocessed images.
+            texts: as for :meth:`attribute`.
+            target: as for :meth:`attribute`.
+
+        Returns:
+            ``[B, T]`` (``[B, E]`` without texts), or ``[B]`` with a target.
+
+        Examples::
+
+            >>> cs.HeadContribution(clip).compute_convergence_delta(images, texts=["a dog"])
+        """
+        parts, resolved = self.decompose(inputs, texts, target, granularity="layer")
+        return resolved.select(parts.convergence_delta())
+
+    def decompose(self, inputs: Tensor, texts: TextsType, target: TargetType,
                   granularity: str = "head", layers: Sequence[int] | None = None
-                  ) -> tuple[Decomposition, ResolvedTarget]:
-        """Resolve ``target`` and decompose ``inputs`` ``[B, 3, H, W]`` projected on it."""
+                  ) -> tuple[Decomposition, ResolvedTexts]:
+        """Resolve ``texts`` and ``target`` and decompose ``inputs`` ``[B, 3, H, W]`` on them."""
         if not isinstance(inputs, Tensor):
             raise TypeError(f"inputs must be a tensor [B, 3, H, W] of preprocessed images, got "
                             f"{type(inputs).__name__}.")
-        resolved = resolve_target(self.clip, target, inputs.shape[0], classifier)
+        resolved = ResolvedTexts.resolve(self.clip, texts, target, inputs.shape[0])
         parts = decompose(self.clip, inputs, granularity=granularity, convention=self.convention,
                           layers=layers, normalize=True,
                           text_embeddings=resolved.text_embeddings)
         return parts, resolved
 
     @staticmethod
-    def output(attributions: Tensor, parts: Decomposition, resolved: ResolvedTarget,
+    def output(attributions: Tensor, parts: Decomposition, resolved: ResolvedTexts,
                return_convergence_delta: bool) -> Tensor | tuple[Tensor, Tensor]:
-        """Select class columns and append the completeness error ``[B, T]`` when asked."""
+        """Select each example's text and append the completeness error when asked."""
         attributions = resolved.select(attributions)
         if not return_convergence_delta:
             return attributions

@@ -3,15 +3,15 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import Literal, overload
 
 import torch
 from captum.log import log_usage
 from torch import Tensor
 
-from ..decomposition import resolve_layers
 from ..hooked.clip import HookedCLIP
-from .base import ClipSpanAttribution, TargetType
+from ..validation import resolve_layers
+from .base import ClipSpanAttribution, TargetType, TextsType
 
 
 class HeadContribution(ClipSpanAttribution):
@@ -30,9 +30,11 @@ class HeadContribution(ClipSpanAttribution):
     Examples::
 
         >>> heads = cs.HeadContribution(clip, layers=[-4, -3, -2, -1])
-        >>> scores, delta = heads.attribute(images, target=["a dog", "a cat"],
+        >>> scores, delta = heads.attribute(images, texts=["a dog", "a cat"],
         ...                                 return_convergence_delta=True)
         >>> scores.shape   # [B, 4, H, 2]
+        >>> own = heads.attribute(images, texts=["a dog", "a cat"], target=[0, 1])  # [B, 4, H]
+        >>> smooth = NoiseTunnel(heads).attribute(images, nt_samples=8, texts=["a dog"])
     """
 
     def __init__(self, clip: HookedCLIP, layers: Sequence[int] | None = None,
@@ -40,23 +42,34 @@ class HeadContribution(ClipSpanAttribution):
         super().__init__(clip, convention)
         self.layers = resolve_layers(layers, clip.visual.n_layers)
 
-    @log_usage(part_of_slo=True)
-    def attribute(self, inputs: Tensor, target: TargetType = None, classifier: Any = None,
+    @overload
+    def attribute(self, inputs: Tensor, texts: TextsType = None, target: TargetType = None, *,
+                  return_convergence_delta: Literal[True]) -> tuple[Tensor, Tensor]: ...
+
+    @overload
+    def attribute(self, inputs: Tensor, texts: TextsType = None, target: TargetType = None,
+                  return_convergence_delta: Literal[False] = False) -> Tensor: ...
+
+    @log_usage()
+    def attribute(self, inputs: Tensor, texts: TextsType = None, target: TargetType = None,
                   return_convergence_delta: bool = False) -> Tensor | tuple[Tensor, Tensor]:
         """Per-head direct effects.
 
         Args:
             inputs: ``[B, 3, H, W]`` preprocessed images.
-            target: text embeddings ``[T, E]``/``[E]``, string(s), class indices with
-                ``classifier``, or ``None`` for joint-space vectors.
-            classifier: a :class:`~captum_clipspan.ZeroShotClassifier` for class-index targets.
-            return_convergence_delta: also return the completeness error ``[B, T]``.
+            texts: string(s), text embeddings ``[T, E]``/``[E]``, a
+                :class:`~captum_clipspan.ZeroShotClassifier`, or ``None`` (default) for
+                joint-space vectors.
+            target: ``None`` (default: every text) or one index per example into the texts
+                (an int, a list of ints or a ``LongTensor [B]``).
+            return_convergence_delta: also return the completeness error (see
+                :meth:`compute_convergence_delta`).
 
         Returns:
-            ``[B, L_s, H, T]`` scores (``T = 1`` for class targets), or ``[B, L_s, H, E]``
-            vectors when ``target`` is ``None``; and the delta when asked.
+            ``[B, L_s, H, T]`` scores, ``[B, L_s, H]`` with a target, or ``[B, L_s, H, E]``
+            vectors without texts; and the delta (``[B, T]``, ``[B]`` or ``[B, E]``) when asked.
         """
-        parts, resolved = self.decompose(inputs, target, classifier, "head", self.layers)
+        parts, resolved = self.decompose(inputs, texts, target, "head", self.layers)
         return self.output(parts.heads, parts, resolved, return_convergence_delta)
 
 
@@ -70,25 +83,34 @@ class LayerContribution(ClipSpanAttribution):
     Examples::
 
         >>> layers = cs.LayerContribution(clip)
-        >>> scores = layers.attribute(images, target=texts)   # [B, 2L + 1, T]
+        >>> scores = layers.attribute(images, texts=texts)   # [B, 2L + 1, T]
         >>> dict(zip(layers.row_names(), scores[0, :, 0].tolist()))
     """
 
-    @log_usage(part_of_slo=True)
-    def attribute(self, inputs: Tensor, target: TargetType = None, classifier: Any = None,
+    @overload
+    def attribute(self, inputs: Tensor, texts: TextsType = None, target: TargetType = None, *,
+                  return_convergence_delta: Literal[True]) -> tuple[Tensor, Tensor]: ...
+
+    @overload
+    def attribute(self, inputs: Tensor, texts: TextsType = None, target: TargetType = None,
+                  return_convergence_delta: Literal[False] = False) -> Tensor: ...
+
+    @log_usage()
+    def attribute(self, inputs: Tensor, texts: TextsType = None, target: TargetType = None,
                   return_convergence_delta: bool = False) -> Tensor | tuple[Tensor, Tensor]:
         """Per-layer direct effects.
 
         Args:
             inputs: ``[B, 3, H, W]`` preprocessed images.
-            target: as for :class:`HeadContribution`.
-            classifier: a :class:`~captum_clipspan.ZeroShotClassifier` for class-index targets.
-            return_convergence_delta: also return the completeness error ``[B, T]``.
+            texts: as for :class:`HeadContribution`.
+            target: ``None`` or one index per example into the texts.
+            return_convergence_delta: also return the completeness error.
 
         Returns:
-            ``[B, R, T]`` (or ``[B, R, E]`` without target), ``R = len(self.row_names())``.
+            ``[B, R, T]``, ``[B, R]`` with a target, or ``[B, R, E]`` without texts;
+            ``R = len(self.row_names())``.
         """
-        parts, resolved = self.decompose(inputs, target, classifier, "layer")
+        parts, resolved = self.decompose(inputs, texts, target, "layer")
         interleaved = torch.stack([parts.attns, parts.mlps], dim=2).flatten(1, 2)
         rows = [parts.embed[:, None], interleaved]
         if parts.ln_bias is not None:

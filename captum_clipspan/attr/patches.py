@@ -3,16 +3,15 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import Literal, overload
 
-import torch
 from captum.attr import LayerAttribution
 from captum.log import log_usage
 from torch import Tensor
 
-from ..decomposition import resolve_layers
 from ..hooked.clip import HookedCLIP
-from .base import ClipSpanAttribution, TargetType
+from ..validation import resolve_heads
+from .base import ClipSpanAttribution, TargetType, TextsType
 
 
 class PatchContribution(ClipSpanAttribution, LayerAttribution):
@@ -25,15 +24,19 @@ class PatchContribution(ClipSpanAttribution, LayerAttribution):
 
     Args:
         clip: a :class:`~captum_clipspan.HookedCLIP`.
-        layers: layers to sum over (``None``: all).
-        heads: head indices to sum over in each chosen layer (``None``: all), or a list of
-            ``(layer, head)`` pairs, which then also decides the layers.
+        layers: layers to sum over (``None``: all; negative indices count from the end).
+        heads: ``None`` (all heads), a list of head ints (those heads of every chosen layer), or
+            a list of ``(layer, head)`` pairs, which then choose the layers (leave ``layers``
+            ``None``). A bare pair ``heads=(3, 1)`` is refused as ambiguous: write
+            ``heads=[3, 1]`` or ``heads=[(3, 1)]``.
         convention: ``"reference"`` or ``"centered"``.
 
     Examples::
 
         >>> maps = cs.PatchContribution(clip, layers=[-4, -3, -2, -1]).attribute(
-        ...     images, target="a photo of a dog", interpolate=True)   # [B, 1, 224, 224]
+        ...     images, texts="a photo of a dog", interpolate=True)   # [B, 1, 224, 224]
+        >>> head = cs.PatchContribution(clip, heads=[(11, 3)])       # one head
+        >>> own = head.attribute(images, texts=["a dog", "a cat"], target=[0, 1])  # [B, 1, g, g]
         >>> viz.visualize_image_attr(maps[0].permute(1, 2, 0).numpy(), image_np,
         ...                          "blended_heat_map", use_pyplot=False)
     """
@@ -43,49 +46,48 @@ class PatchContribution(ClipSpanAttribution, LayerAttribution):
                  convention: str = "reference") -> None:
         ClipSpanAttribution.__init__(self, clip, convention)
         LayerAttribution.__init__(self, clip, clip.visual)
-        n_layers, n_heads = clip.visual.n_layers, clip.visual.n_heads
-        pairs = heads is not None and all(isinstance(h, (tuple, list)) for h in heads)
-        if pairs:
-            self.layers = resolve_layers([layer for layer, _ in heads], n_layers)
-        else:
-            self.layers = resolve_layers(layers, n_layers)
-        self.head_mask = torch.zeros(len(self.layers), n_heads, device=clip.device)
-        if heads is None:
-            self.head_mask.fill_(1.0)
-        else:
-            for entry in heads:
-                layer, head = (entry if pairs else (None, entry))
-                if not isinstance(head, int) or not -n_heads <= head < n_heads:
-                    raise ValueError(f"head {head!r} is out of range: heads are ints in "
-                                     f"0..{n_heads - 1}, or (layer, head) pairs.")
-                rows = [self.layers.index(layer % n_layers)] if pairs else slice(None)
-                self.head_mask[rows, head % n_heads] = 1.0
+        vit = clip.visual
+        self.layers, mask = resolve_heads(heads, layers, vit.n_layers, vit.n_heads)
+        self.head_mask = mask.to(clip.device)
 
-    @log_usage(part_of_slo=True)
-    def attribute(self, inputs: Tensor, target: TargetType = None, classifier: Any = None,
+    @overload
+    def attribute(self, inputs: Tensor, texts: TextsType = None, target: TargetType = None,
+                  interpolate: bool = False, interpolate_mode: str = "bilinear", *,
+                  return_convergence_delta: Literal[True]) -> tuple[Tensor, Tensor]: ...
+
+    @overload
+    def attribute(self, inputs: Tensor, texts: TextsType = None, target: TargetType = None,
+                  interpolate: bool = False, interpolate_mode: str = "bilinear",
+                  return_convergence_delta: Literal[False] = False) -> Tensor: ...
+
+    @log_usage()
+    def attribute(self, inputs: Tensor, texts: TextsType = None, target: TargetType = None,
                   interpolate: bool = False, interpolate_mode: str = "bilinear",
                   return_convergence_delta: bool = False) -> Tensor | tuple[Tensor, Tensor]:
         """Patch maps.
 
         Args:
             inputs: ``[B, 3, H, W]`` preprocessed images.
-            target: text embeddings ``[T, E]``/``[E]``, string(s), class indices with
-                ``classifier``, or ``None`` for joint-space vectors (``T`` becomes ``E``).
-            classifier: a :class:`~captum_clipspan.ZeroShotClassifier` for class-index targets.
+            texts: string(s), text embeddings ``[T, E]``/``[E]``, a
+                :class:`~captum_clipspan.ZeroShotClassifier`, or ``None`` for joint-space
+                vectors (``T`` becomes ``E``).
+            target: ``None`` (every text) or one index per example into the texts.
             interpolate: upsample the ``g x g`` grid to the input's ``H x W``.
             interpolate_mode: ``torch.nn.functional.interpolate`` mode.
-            return_convergence_delta: also return the completeness error ``[B, T]`` of the
-                whole decomposition.
+            return_convergence_delta: also return the completeness error of the whole
+                decomposition (``[B, T]``, or ``[B]`` with a target).
 
         Returns:
-            ``[B, T, g, g]`` (or ``[B, T, H, W]`` when interpolated); and the delta when asked.
+            ``[B, T, g, g]``, ``[B, 1, g, g]`` with a target (``H x W`` instead of ``g x g``
+            when interpolated); and the delta when asked.
         """
-        parts, resolved = self.decompose(inputs, target, classifier, "token", self.layers)
+        parts, resolved = self.decompose(inputs, texts, target, "token", self.layers)
         mask = self.head_mask.to(parts.tokens.dtype)
         patches = parts.tokens[:, :, self.clip.visual.n_prefix_tokens:]  # drop class/registers
         per_token = (patches * mask[None, :, None, :, None]).sum(dim=(1, 3))
         grid = self.clip.visual.grid_size
-        maps = resolved.select(per_token).permute(0, 2, 1).reshape(
+        per_text = resolved.select(per_token)  # [B, N, T], or [B, N] with a target
+        maps = per_text.reshape(*per_text.shape[:2], -1).permute(0, 2, 1).reshape(
             per_token.shape[0], -1, *grid
         )
         if interpolate:
