@@ -35,14 +35,15 @@ def _low_rank_head(
 
 
 def _reference_textspan(
-    head: torch.Tensor, bank: torch.Tensor, m: int, rank: int, normalize_scoring: bool
+    head: torch.Tensor, bank: torch.Tensor, m: int, rank: int, normalize_scoring: bool,
+    centered_span: bool = True,
 ) -> dict[str, torch.Tensor]:
     """Algorithm 1 written out in full E dimensions, one text at a time, in float64."""
     head, bank = head.double(), bank.double()
     mean = head.mean(dim=0)
     centered = head - mean
     residual = centered.clone()
-    _, _, vh = torch.linalg.svd(centered, full_matrices=False)
+    _, _, vh = torch.linalg.svd(centered if centered_span else head, full_matrices=False)
     top = vh[:rank].T
     texts = bank @ top @ top.T
     indices, basis, scores, explained = [], [], [], []
@@ -69,6 +70,65 @@ def _reference_textspan(
         "variance_explained": torch.stack(explained),
         "reconstruction": head - residual,
     }
+
+
+# The options of the paper's Algorithm 1 as written (the centered span, numerical rank, unit
+# directions), rather than the authors' code, which the defaults follow.
+_CENTERED = dict(rank=None, centered_span=True, normalize_scoring=True)
+
+
+def _authors_picks(head: torch.Tensor, bank: torch.Tensor, m: int, rank: int) -> list[int]:
+    """The authors' loop as they wrote it: the bank projected on the span of the top-``rank``
+    right singular vectors of the head outputs *before* centering, then ``m`` times: pick the
+    text whose projections have the largest standard deviation over images (unnormalized) and
+    remove its direction from the centered outputs and from every text."""
+    data = head.double()
+    _, _, vh = torch.linalg.svd(data, full_matrices=False)
+    span = vh[:rank]
+    texts = bank.double() @ span.T @ span
+    data = data - data.mean(dim=0, keepdim=True)
+    picks = []
+    for _ in range(m):
+        best = int((data @ texts.T).std(dim=0).argmax())
+        picks.append(best)
+        chosen = texts[best]
+        norm = chosen @ chosen
+        data = data - torch.outer(data @ chosen / norm, chosen)
+        texts = texts - torch.outer(texts @ chosen / norm, chosen)
+    return picks
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_defaults_pick_what_the_authors_loop_picks_on_a_head_with_a_mean_offset(
+    seed: int,
+) -> None:
+    images, width, num_texts, rank, m = 200, 32, 120, 12, 11  # m < rank: no exhausted ties
+    gen = _generator(300 + seed)
+    factors = torch.randn(images, 16, generator=gen, dtype=torch.float64)
+    factors *= torch.logspace(0.5, -1, 16, dtype=torch.float64)
+    head = factors @ torch.randn(16, width, generator=gen, dtype=torch.float64)
+    head += 4.0 * torch.randn(width, generator=gen, dtype=torch.float64)  # the mean offset
+    bank = _unit_rows(num_texts, width, seed=400 + seed)
+
+    default = textspan(head, bank, _names(num_texts), m=m, rank=rank)
+    authors = _authors_picks(head, bank, m, rank)
+
+    assert default.indices.tolist() == authors
+    assert default.rank == rank
+    # The authors' loop restricted to the centered span is the centered option.
+    centered = textspan(head, bank, _names(num_texts), m=rank - 1, rank=rank,
+                        centered_span=True)
+    offset_free = _authors_picks(head - head.mean(dim=0), bank, rank - 1, rank)
+    assert centered.indices.tolist() == offset_free
+
+
+def test_default_rank_is_the_authors_80_and_keeps_every_direction_of_a_narrow_head() -> None:
+    head = torch.randn(300, 100, generator=_generator(26), dtype=torch.float64)
+    bank = _unit_rows(90, 100, seed=27)
+    assert textspan(head, bank, _names(90), m=2).rank == 80
+    narrow = textspan(head[:, :24], bank[:, :24], _names(90), m=2)
+    assert narrow.rank == 24
+    assert textspan(head[:, :24], bank[:, :24], _names(90), m=2, rank=500).rank == 24
 
 
 def _orthonormal_coefficients(images: int, stds: list[float], seed: int) -> torch.Tensor:
@@ -104,11 +164,12 @@ def test_recovers_planted_text_directions_in_order_of_variance(normalize_scoring
     torch.testing.assert_close(result.scores, torch.tensor([16.0, 4.0, 1.0]), rtol=1e-3, atol=0)
 
 
+@pytest.mark.parametrize("centered_span", [True, False])
 @pytest.mark.parametrize("normalize_scoring", [True, False])
 @pytest.mark.parametrize("rank", [None, 2, 5, 12])
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
 def test_matches_slow_full_dimension_reference(
-    normalize_scoring: bool, rank: int | None, dtype: torch.dtype
+    normalize_scoring: bool, rank: int | None, dtype: torch.dtype, centered_span: bool
 ) -> None:
     images, width, num_texts = 30, 12, 25
     head = torch.randn(images, width, generator=_generator(5), dtype=dtype) * torch.linspace(
@@ -121,9 +182,11 @@ def test_matches_slow_full_dimension_reference(
     m = min(6, expected_rank - 1)
 
     result = textspan(
-        head, bank, _names(num_texts), m=m, rank=rank, normalize_scoring=normalize_scoring
+        head, bank, _names(num_texts), m=m, rank=rank, normalize_scoring=normalize_scoring,
+        centered_span=centered_span,
     )
-    reference = _reference_textspan(head, bank, m, expected_rank, normalize_scoring)
+    reference = _reference_textspan(head, bank, m, expected_rank, normalize_scoring,
+                                    centered_span)
 
     tol = {"rtol": 1e-9, "atol": 1e-9} if dtype == torch.float64 else {"rtol": 1e-4, "atol": 1e-5}
     assert result.rank == expected_rank
@@ -133,12 +196,13 @@ def test_matches_slow_full_dimension_reference(
         torch.testing.assert_close(getattr(result, name), reference[name].to(dtype), **tol)
 
 
-def test_default_rank_is_the_numerical_rank_of_the_centered_head() -> None:
+def test_rank_none_is_the_numerical_rank_of_the_centered_head_with_centered_span() -> None:
     for dtype in (torch.float32, torch.float64):
         head = _low_rank_head(300, 40, rank=9, seed=7, dtype=dtype)
         head = head + 1e-9 * torch.randn(head.shape, generator=_generator(8), dtype=dtype)
         centered = (head - head.mean(dim=0)).numpy()
-        result = textspan(head, _unit_rows(50, 40, seed=9, dtype=dtype), _names(50), m=3)
+        result = textspan(head, _unit_rows(50, 40, seed=9, dtype=dtype), _names(50), m=3,
+                          **_CENTERED)
         assert result.rank == np.linalg.matrix_rank(centered)
         # The 1e-9 noise is below float32 resolution but well above float64's.
         assert result.rank == (9 if dtype == torch.float32 else 40)
@@ -148,7 +212,7 @@ def test_variance_explained_is_monotone_and_reaches_one_when_m_reaches_rank() ->
     head = _low_rank_head(200, 32, rank=6, seed=10, dtype=torch.float32)
     bank = _unit_rows(80, 32, seed=11, dtype=torch.float32)
 
-    result = textspan(head, bank, _names(80), m=6)
+    result = textspan(head, bank, _names(80), m=6, **_CENTERED)
 
     assert result.rank == 6
     steps = result.variance_explained
@@ -163,7 +227,7 @@ def test_stops_with_a_warning_when_no_text_is_left_in_the_span() -> None:
     bank = _unit_rows(40, 16, seed=13)
 
     with pytest.warns(UserWarning, match=r"only 3 of the m=5 texts"):
-        result = textspan(head, bank, _names(40), m=5)
+        result = textspan(head, bank, _names(40), m=5, **_CENTERED)
 
     assert len(result.texts) == 3
     assert result.indices.shape == (3,)
@@ -222,7 +286,8 @@ def test_never_chooses_a_text_twice_or_one_orthogonal_to_the_head() -> None:
     bank[5] = bank[2]  # a duplicate text
     bank[9] = torch.nn.functional.one_hot(torch.tensor(width - 1), width).double() * 10
     for normalize_scoring in (True, False):
-        result = textspan(head, bank, _names(30), m=4, normalize_scoring=normalize_scoring)
+        result = textspan(head, bank, _names(30), m=4, rank=None, centered_span=True,
+                          normalize_scoring=normalize_scoring)
         chosen = result.indices.tolist()
         assert len(set(chosen)) == 4
         assert 9 not in chosen
@@ -244,7 +309,7 @@ def test_output_dtypes_follow_inputs_and_inputs_are_untouched() -> None:
     assert {getattr(halves, name).dtype for name in float_fields} == {torch.float32}
     # A float64 bank makes the outputs float64 but leaves a float32 head's rank at float32's.
     low_rank = _low_rank_head(100, 8, rank=3, seed=25, dtype=torch.float32)
-    mixed = textspan(low_rank, bank, _names(10), m=3)
+    mixed = textspan(low_rank, bank, _names(10), m=3, **_CENTERED)
     assert mixed.rank == 3
     assert {getattr(mixed, name).dtype for name in float_fields} == {torch.float64}
 
@@ -314,9 +379,9 @@ _BAD_INPUTS = {
     "rank zero": (
         _bad_call(rank=0),
         ValueError,
-        r"rank must be None or between 1 and min\(K, E\)=4, got 0",
+        r"rank must be None or an int >= 1 \(at most min\(K, E\)=4 .*got 0",
     ),
-    "rank too big": (_bad_call(rank=_E + 1), ValueError, r"min\(K, E\)=4, got 5"),
+    "rank float": (_bad_call(rank=2.0), TypeError, r"rank must be an int or None, got float"),
     "integer head": (
         _bad_call(head_outputs=torch.ones(_K, _E, dtype=torch.long)),
         TypeError,

@@ -22,6 +22,7 @@ from ..data import DecompositionCache, ImageSource, cache_decomposition
 from ..decomposition import check_text_embeddings
 from ..hooked.clip import HookedCLIP, check_texts
 from ..text import text_bank
+from ..validation import check_labels, resolve_head, resolve_layers
 from .textspan_core import TextSpanResult, textspan
 
 
@@ -114,9 +115,7 @@ class TextSpanReport:
         m_values = list(m_values) if m_values is not None else list(range(1, m_max + 1))
         if any(not 1 <= m <= m_max for m in m_values):
             raise ValueError(f"m values must be in 1..{m_max} (the fewest texts of any head).")
-        labels = torch.from_numpy(cache.labels[:].copy())
-        if (labels < 0).any():
-            raise ValueError("the cache has images without labels; accuracy needs labels.")
+        labels = check_labels(cache.labels[:], len(cache), classifier.class_embeddings.shape[0])
         embeds = cache.image_embeds
         mean_embedding = torch.from_numpy(embeds[:].astype("float64").mean(0)).float()
         class_embeddings = classifier.class_embeddings.float().cpu()
@@ -181,12 +180,12 @@ class TextSpan(Attribution):
     def has_convergence_delta(self) -> bool:
         return False
 
-    @log_usage(part_of_slo=True)
+    @log_usage()
     def attribute(self, inputs: DecompositionCache | ImageSource,
                   layers: Sequence[int] | None = None, heads: Sequence[int] | None = None,
-                  m: int = 10, rank: int | None = None, normalize_scoring: bool = True,
-                  cache_path: str | Path | None = None, batch_size: int = 64,
-                  show_progress: bool = True) -> TextSpanReport:
+                  m: int = 10, rank: int | None = 80, normalize_scoring: bool = False,
+                  centered_span: bool = False, cache_path: str | Path | None = None,
+                  batch_size: int = 64, show_progress: bool = True) -> TextSpanReport:
         """Run TextSpan on every chosen head.
 
         Args:
@@ -195,10 +194,14 @@ class TextSpan(Attribution):
             layers: layers to explain (``None``: every cached layer).
             heads: head indices to explain in each layer (``None``: all).
             m: texts per head.
-            rank: restrict the bank to the top-``rank`` principal directions of each head
-                (``None``: the numerical rank).
+            rank: restrict the bank to the span of the top-``rank`` right singular vectors of
+                each head's outputs (default 80, the authors'; ``None``: the numerical rank).
             normalize_scoring: score by variance along unit text directions (``True``) or
-                along the projected, unnormalized vectors as the paper's code does (``False``).
+                along the projected, unnormalized vectors as the authors' code does (``False``,
+                the default).
+            centered_span: take the singular vectors of the centered outputs (``True``) or of
+                the outputs before centering, as the authors' code does (``False``, the
+                default). See :func:`~captum_clipspan.attr.textspan_core.textspan`.
             cache_path: where to cache images (default: a temporary folder, removed after).
             batch_size: images per forward pass when caching.
             show_progress: progress bars.
@@ -216,19 +219,21 @@ class TextSpan(Attribution):
                 self.clip, inputs, cache_path or Path(scratch) / "cache", layers=layers,
                 batch_size=batch_size, show_progress=show_progress)
             cache.check_model(self.clip)
-            chosen = cache.layers if layers is None else [
-                layer % self.clip.visual.n_layers for layer in layers]
+            chosen = cache.layers if layers is None else resolve_layers(
+                layers, self.clip.visual.n_layers)
             missing = [layer for layer in chosen if layer not in cache.layers]
             if missing:
                 raise ValueError(f"layers {missing} are not in the cache (cached: "
                                  f"{list(cache.layers)}).")
-            head_ids = range(cache.n_heads) if heads is None else heads
+            head_ids = range(cache.n_heads) if heads is None else [
+                resolve_head(head, cache.n_heads) for head in heads]
             keys = [(layer, head) for layer in chosen for head in head_ids]
             results = {}
             for layer, head in tqdm(keys, desc="TextSpan", unit="head",
                                     disable=not show_progress):
                 result = textspan(_head_matrix(cache, layer, head), self.text_embeddings,
-                                  self.texts, m, rank=rank, normalize_scoring=normalize_scoring)
+                                  self.texts, m, rank=rank, normalize_scoring=normalize_scoring,
+                                  centered_span=centered_span)
                 result.reconstruction = None  # [K, E] per head: recompute with reconstruct()
                 results[(layer, head)] = result
         return TextSpanReport(results)

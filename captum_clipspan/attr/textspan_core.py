@@ -4,8 +4,9 @@ TextSpan explains one attention head's direct contribution to CLIP's image embed
 greedily choosing, from a bank of text embeddings, the texts whose directions carry the most
 of the head's variance across images, removing each chosen direction before the next choice.
 
-The search runs in the coordinates of the head's top-``rank`` principal directions, so each
-step costs ``O(M * rank)`` instead of a ``[K, E] @ [E, M]`` product.
+The search runs in an orthonormal basis of the top-``rank`` span that diagonalizes the
+centered head's Gram matrix, so each step costs ``O(M * rank)`` instead of a
+``[K, E] @ [E, M]`` product.
 """
 
 from __future__ import annotations
@@ -122,18 +123,24 @@ def textspan(
     text_embeddings: torch.Tensor,
     texts: Sequence[str],
     m: int,
-    rank: int | None = None,
-    normalize_scoring: bool = True,
+    rank: int | None = 80,
+    normalize_scoring: bool = False,
+    centered_span: bool = False,
 ) -> TextSpanResult:
     """Choose ``m`` texts whose directions span most of a head's variance (TextSpan).
 
-    Algorithm 1 of Gandelsman et al. (ICLR 2024). With ``C_c`` the head's outputs centered over
-    images and the text bank restricted to the span of ``C_c``'s top-``rank`` right singular
-    vectors, repeat ``m`` times: score every remaining text ``t`` by the variance of the images'
-    projections onto it, ``||C_c t||^2 / K``; choose the best text; remove its direction ``d``
-    from ``C_c`` and from every text. A text whose restricted vector is numerically zero (at most
-    ``max(K, E) * eps * ||text||``, with the coarser ``eps`` of the two inputs) is never chosen,
-    and no text is chosen twice. ``eps`` is float32's for inputs of float32 or lower precision.
+    Algorithm 1 of Gandelsman et al. (ICLR 2024). The text bank is restricted to the span of the
+    top-``rank`` right singular vectors of the head's outputs ``C`` (by default *before*
+    centering them, as the authors' code does; ``centered_span=True`` uses those of the centered
+    ``C_c``). Then, with ``C_c`` the outputs centered over images, repeat ``m`` times: score every
+    remaining text ``t`` by the variance of the images' projections onto it, ``||C_c t||^2 / K``
+    (unnormalized by default, as in the authors' code); choose the best text; remove its
+    direction ``d`` from ``C_c`` and from every text. The defaults (``rank=80``,
+    ``normalize_scoring=False``, ``centered_span=False``) pick what the authors'
+    ``replace_with_iterative_removal`` picks. A text whose restricted vector is numerically zero
+    (at most ``max(K, E) * eps * ||text||``, with the coarser ``eps`` of the two inputs) is never
+    chosen, and no text is chosen twice. ``eps`` is float32's for inputs of float32 or lower
+    precision.
 
     Args:
         head_outputs: ``[K, E]``, one head's direct contributions to the image embedding for
@@ -142,12 +149,16 @@ def textspan(
             finite.
         texts: The ``M`` strings of the text bank, in row order.
         m: How many texts to choose, ``1 <= m <= M``.
-        rank: How many principal directions of the centered head outputs to restrict the text
-            bank to, ``1 <= rank <= min(K, E)``. ``None`` uses the numerical rank: singular
-            values above ``max(K, E) * eps * s_max`` (``eps`` of ``head_outputs``), like
+        rank: How many right singular vectors of the head outputs to restrict the text bank to,
+            ``>= 1`` (default 80, the authors'); a rank above ``min(K, E)`` keeps them all, as
+            the authors' slicing does. ``None`` uses the numerical rank: singular values above
+            ``max(K, E) * eps * s_max`` (``eps`` of ``head_outputs``), like
             :func:`numpy.linalg.matrix_rank`.
         normalize_scoring: Score a text by the variance along its unit direction (``True``), or
-            along the restricted text vector unnormalized, as the authors' code does (``False``).
+            along the restricted text vector unnormalized, as the authors' code does (``False``,
+            the default).
+        centered_span: Take the singular vectors of the centered outputs ``C_c`` (``True``) or of
+            the outputs as they are (``False``, the default: the authors' code).
 
     Returns:
         A :class:`TextSpanResult`. Its tensors are float64 if either input is float64, else
@@ -170,7 +181,7 @@ def textspan(
         >>> gen = torch.Generator().manual_seed(0)
         >>> coefficients = torch.randn(500, 2, generator=gen) * torch.tensor([3.0, 1.0])
         >>> head = coefficients @ bank[[3, 7]] + 0.5
-        >>> result = textspan(head, bank, strings, m=2)
+        >>> result = textspan(head, bank, strings, m=2, normalize_scoring=True)
         >>> result.texts
         ['axis 3', 'axis 7']
         >>> [round(v, 2) for v in result.variance_explained.tolist()]
@@ -189,18 +200,22 @@ def textspan(
     rank_tol = max(num_images, width) * head_eps
     zero_tol = max(num_images, width) * max(head_eps, bank_eps)
 
-    centered = head_outputs.to(float64, copy=True)
-    mean = centered.mean(dim=0)
-    centered -= mean
-    variances, directions = _principal_directions(centered, exact=head_outputs.dtype == float64)
+    outputs = head_outputs.to(float64)
+    mean = outputs.mean(dim=0)
+    centered = outputs - mean
+    if centered.square().sum() <= rank_tol**2 * outputs.square().sum():
+        raise ValueError(
+            "head_outputs does not vary across images (all rows are equal up to rounding), "
+            "so there is no variance for TextSpan to explain."
+        )
+    exact = head_outputs.dtype == float64
+    singular_sq, directions = _principal_directions(
+        centered if centered_span else outputs, exact=exact
+    )
     if rank is None:
-        rank = _numerical_rank(variances, rank_tol)
-        if rank == 0:
-            raise ValueError(
-                "head_outputs does not vary across images (all rows are equal up to rounding), "
-                "so there is no variance for TextSpan to explain."
-            )
-    principal = directions[:, :rank]
+        rank = _numerical_rank(singular_sq, rank_tol)
+    rank = min(rank, num_images, width)
+    principal, variances = _diagonalize(centered, directions[:, :rank])
 
     bank = text_embeddings.to(device=centered.device, dtype=float64)
     zero_norm = zero_tol * torch.linalg.vector_norm(bank, dim=1)
@@ -255,6 +270,15 @@ def _principal_directions(centered: torch.Tensor, exact: bool) -> tuple[torch.Te
         return singular_values.square(), vh.mT
     eigenvalues, eigenvectors = torch.linalg.eigh(centered.mT @ centered)
     return eigenvalues.flip(0).clamp_min(0.0), eigenvectors.flip(1)
+
+
+def _diagonalize(centered: torch.Tensor, span: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """An orthonormal basis ``[E, r]`` of ``span`` in which ``C_c^T C_c`` is diagonal, and that
+    diagonal: the greedy loop then scores a text with one weighted sum of squares. For the
+    centered span the singular vectors already are such a basis (up to rounding)."""
+    projected = centered @ span
+    variances, rotation = torch.linalg.eigh(projected.mT @ projected)
+    return span @ rotation.flip(1), variances.flip(0).clamp_min(0.0)
 
 
 def _numerical_rank(variances: torch.Tensor, tol: float) -> int:
@@ -357,8 +381,8 @@ def _check_inputs(
     if rank is not None:
         if not isinstance(rank, numbers.Integral) or isinstance(rank, bool):
             raise TypeError(f"rank must be an int or None, got {type(rank).__name__}.")
-        if not 1 <= rank <= min(num_images, width):
+        if rank < 1:
             raise ValueError(
-                f"rank must be None or between 1 and min(K, E)={min(num_images, width)}, "
-                f"got {rank}."
+                f"rank must be None or an int >= 1 (at most min(K, E)={min(num_images, width)} "
+                f"directions are kept), got {rank}."
             )
