@@ -463,18 +463,22 @@ def _quickstart(args: argparse.Namespace) -> int:
 
     torch.manual_seed(args.seed)
     clip = _load_model(args)
-    images = torch.randn(args.batch, 3, *clip.visual.image_size)
+    images = torch.randn(args.n, 3, *clip.visual.image_size)
     texts = ["a photo of a dog", "a red circle", "a striped background"]
     parts = cs.decompose(clip, images, granularity="head", text_embeddings=clip.encode_text(texts))
     error = parts.convergence_delta().abs().max().item()
     print(f"{args.model} ({_describe_weights(args)}): "
           f"{clip.visual.n_layers} layers x {clip.visual.n_heads} heads, "
-          f"{args.batch} random images, {len(texts)} texts")
+          f"{args.n} random images, {len(texts)} texts")
     print(f"terms sum to the image-text cosine; largest completeness error: {error:.2e}")
     return 0
 
 
-def _add_common(parser: argparse.ArgumentParser, out: str) -> None:
+def _add_common(parser: argparse.ArgumentParser, out: str | None,
+                batch_size: int | None = 64) -> None:
+    """``--model``, ``--pretrained`` and ``--device``; ``--out`` for commands that write files
+    (``out`` is its default) and ``--batch-size`` for those that run batches (``batch_size``
+    is its default)."""
     parser.add_argument("--model", default="toy",
                         help="open_clip model name (e.g. ViT-B-16) or 'toy' (default: toy, the "
                              "embedded model trained on synthetic scenes; runs offline)")
@@ -483,8 +487,11 @@ def _add_common(parser: argparse.ArgumentParser, out: str) -> None:
                              "laion2b_s34b_b88k); default: none (random weights for open_clip "
                              "names, the shipped weights for the toy)")
     parser.add_argument("--device", default="cpu", help="torch device (default: cpu)")
-    parser.add_argument("--out", default=out, help=f"output folder (default: {out})")
-    parser.add_argument("--batch-size", type=int, default=64, help="images per forward pass")
+    if out is not None:
+        parser.add_argument("--out", default=out, help=f"output folder (default: {out})")
+    if batch_size is not None:
+        parser.add_argument("--batch-size", type=int, default=batch_size,
+                            help=f"images per forward pass (default: {batch_size})")
 
 
 def _add_cache_options(parser: argparse.ArgumentParser) -> None:
@@ -520,7 +527,8 @@ def build_parser() -> argparse.ArgumentParser:
                                "retrieve images by head. Writes report.md with figures.")
     _add_common(demo, "clipspan-demo")
     demo.add_argument("--n", type=int, default=1000, help="number of scenes (default: 1000)")
-    demo.add_argument("--seed", type=int, default=0)
+    demo.add_argument("--seed", type=int, default=0,
+                      help="seed of the synthetic scenes (default: 0)")
     demo.set_defaults(run=_demo)
 
     heads = commands.add_parser("heads", help="label heads with TextSpan texts",
@@ -543,10 +551,14 @@ def build_parser() -> argparse.ArgumentParser:
     heatmap.add_argument("image", help="an image file")
     heatmap.add_argument("--text", action="append", required=True,
                          help="a text to map (repeat for several)")
-    _add_common(heatmap, "clipspan-heatmap")
-    heatmap.add_argument("--layers", type=int, nargs="+", default=None)
-    heatmap.add_argument("--heads", type=int, nargs="+", default=None)
-    heatmap.add_argument("--name", default=None, help="output file name")
+    _add_common(heatmap, "clipspan-heatmap", batch_size=None)
+    heatmap.add_argument("--layers", type=int, nargs="+", default=None,
+                         help="layers whose patch terms are summed (negative counts from the "
+                              "end; default: all)")
+    heatmap.add_argument("--heads", type=int, nargs="+", default=None,
+                         help="heads summed in each chosen layer (default: all)")
+    heatmap.add_argument("--name", default=None,
+                         help="output file name (default: IMAGE-STEM_heatmap.png)")
     heatmap.set_defaults(run=_heatmap)
 
     ablate = commands.add_parser("ablate", help="mean-ablation study (accuracy per setting)",
@@ -557,7 +569,11 @@ def build_parser() -> argparse.ArgumentParser:
     ablate.add_argument("--classes", nargs="+", default=None,
                         help="class names for the prompts, in sub-folder order (default: the "
                              "sub-folder names)")
-    ablate.add_argument("--mode", choices=["direct", "total"], default="direct")
+    ablate.add_argument("--mode", choices=["direct", "total"], default="direct",
+                        help="direct: replace each component's direct effect by its mean, from "
+                             "the cached decomposition (no re-run); total: replace its output "
+                             "inside the network and re-run, so later layers see the change "
+                             "(default: direct)")
     _add_common(ablate, "clipspan-ablate")
     _add_cache_options(ablate)
     ablate.set_defaults(run=_ablate)
@@ -569,7 +585,8 @@ def build_parser() -> argparse.ArgumentParser:
     retrieve.add_argument("images", help="folder of images")
     retrieve.add_argument("--head", required=True, help="LAYER.HEAD, e.g. 3.1")
     retrieve.add_argument("--query", required=True, help="a text, or the path of an image")
-    retrieve.add_argument("--k", type=int, default=8)
+    retrieve.add_argument("--k", type=int, default=8,
+                          help="number of top images listed and drawn (default: 8)")
     _add_common(retrieve, "clipspan-retrieve")
     _add_cache_options(retrieve)
     retrieve.set_defaults(run=_retrieve)
@@ -590,7 +607,10 @@ def build_parser() -> argparse.ArgumentParser:
                        help="token: also store per-token head terms (N_tokens times the disk)")
     cache.add_argument("--dtype", choices=["float16", "float32"], default="float16",
                        help="storage dtype of the terms (default: float16)")
-    cache.add_argument("--convention", choices=["reference", "centered"], default="reference")
+    cache.add_argument("--convention", choices=["reference", "centered"], default="reference",
+                       help="reference: the paper's code, the final norm's constants shared by "
+                            "the terms; centered: every term centered on its own, biases kept "
+                            "as separate terms (default: reference)")
     cache.add_argument("--overwrite", action="store_true",
                        help="delete the cache files in the folder and build it anew")
     cache.set_defaults(run=_cache)
@@ -616,15 +636,18 @@ def build_parser() -> argparse.ArgumentParser:
                           help="class names for the zero-shot prediction, or one text file with a "
                                "name per line (default: the scenes' color-shape classes, or "
                                "ImageNet's 1000 classes for the .mat file)")
-    _add_common(segbench, "clipspan-segmentation")
-    segbench.set_defaults(run=_segment_benchmark, batch_size=16)
+    _add_common(segbench, "clipspan-segmentation", batch_size=16)
+    segbench.set_defaults(run=_segment_benchmark)
 
     quick = commands.add_parser("quickstart", help="decompose random images and check the sum",
                                 description="Decompose a batch of random images and print the "
                                 "completeness error (terms minus the model's cosine).")
-    _add_common(quick, "clipspan-quickstart")
-    quick.add_argument("--batch", type=int, default=2)
-    quick.add_argument("--seed", type=int, default=0)
+    _add_common(quick, None, batch_size=None)
+    quick.add_argument("--n", type=int, default=2, help="number of random images (default: 2)")
+    quick.add_argument("--batch", dest="n", type=int, default=argparse.SUPPRESS,
+                       help=argparse.SUPPRESS)  # the old name of --n
+    quick.add_argument("--seed", type=int, default=0,
+                       help="seed of the random images (default: 0)")
     quick.set_defaults(run=_quickstart)
     return parser
 

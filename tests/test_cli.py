@@ -236,3 +236,24 @@ def test_heatmap_is_drawn_over_the_models_center_crop(tmp_path, monkeypatch):
     torch.testing.assert_close(cs.visualization.model_view(crop, seen), batch * std + mean,
                                atol=1e-6, rtol=0)
     assert "as the model saw it" in figures[0].get_suptitle()
+
+
+def test_every_option_is_documented_and_none_is_idle(capsys):
+    import argparse
+
+    from captum_clipspan.cli import build_parser
+
+    commands = next(action for action in build_parser()._actions
+                    if isinstance(action, argparse._SubParsersAction))
+    for name, sub in commands.choices.items():
+        for action in sub._actions:
+            if action.help == argparse.SUPPRESS or isinstance(action, argparse._HelpAction):
+                continue
+            assert action.help, f"clipspan {name} {action.option_strings or action.dest}"
+    options = {name: {o for a in sub._actions if a.help != argparse.SUPPRESS
+                      for o in a.option_strings} for name, sub in commands.choices.items()}
+    assert "--batch-size" not in options["heatmap"]  # one image: no batches
+    assert not {"--batch-size", "--out", "--batch"} & options["quickstart"]  # writes nothing
+    assert all("--batch" not in opts for opts in options.values())  # one name: --batch-size
+    assert main(["quickstart", "--batch", "3"]) == 0  # the old spelling still works
+    assert "3 random images" in capsys.readouterr().out
