@@ -68,7 +68,10 @@ def _error_line(error: BaseException, args: argparse.Namespace) -> str:
     """One line for a user error, with what to do about an unreadable image."""
     from PIL import UnidentifiedImageError
 
-    message = " ".join(str(error).split()) or type(error).__name__
+    message = str(error).strip()
+    if "Original Traceback" in message:  # re-raised from a DataLoader worker: its last line
+        message = message.splitlines()[-1].split(": ", 1)[-1]
+    message = " ".join(message.split()) or type(error).__name__
     if isinstance(error, UnidentifiedImageError):
         message += " (not an image, or a corrupt file)"
         if hasattr(args, "skip_unreadable"):
@@ -150,7 +153,9 @@ def _build_cache(args: argparse.Namespace, clip: Any, images: Any,
     share); ``None`` in processes other than 0, which have nothing more to do."""
     import captum_clipspan as cs
 
-    cache = cs.cache_decomposition(clip, images, args.cache or _out_dir(args) / "cache",
+    path = args.cache or _out_dir(args) / "cache"
+    _status(f"decomposition cache in {path} (resumes a finished or interrupted pass)")
+    cache = cs.cache_decomposition(clip, images, path,
                                    layers=layers, batch_size=args.batch_size,
                                    num_workers=args.num_workers, **kwargs)
     return None if _rank() else cache

@@ -144,6 +144,9 @@ def test_folder_passes_stop_at_a_corrupt_image_or_skip_it(with_corrupt, tmp_path
     assert main(argv) == 2
     err = one_line_error(capsys)
     assert "broken.png" in err and "--skip-unreadable" in err
+    assert main([*argv, "--num-workers", "1"]) == 2  # re-raised from a loader worker
+    err = one_line_error(capsys)
+    assert "broken.png" in err and "Original Traceback" not in err
     assert main([*argv, "--skip-unreadable", "--overwrite"]) == 0
     captured = capsys.readouterr()
     assert "skipping 1 unreadable image(s)" in captured.err and "broken.png" in captured.err
