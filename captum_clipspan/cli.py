@@ -6,6 +6,12 @@ commands that build a decomposition cache take ``--nproc N``: the cache pass the
 processes of one machine under ``torchrun`` (``python -m torch.distributed.run --standalone
 --nproc-per-node N -m captum_clipspan.cli COMMAND ...``, which may also be run directly), and
 process 0 alone goes on with the rest of the command.
+
+Long steps show a progress bar or a status line on stderr; encoded text banks are cached per
+model (:mod:`captum_clipspan.text_cache`). Random weights (an open_clip ``--model`` without
+``--pretrained``) are announced in the output and in the output folder. User errors (a missing or
+unreadable file, a bad option, the library's own argument checks: see :func:`is_user_error`) are
+one line on stderr with exit code 2; anything else is a bug and keeps its traceback.
 """
 
 from __future__ import annotations
@@ -490,7 +496,9 @@ def _add_common(parser: argparse.ArgumentParser, out: str | None,
     parser.add_argument("--pretrained", default=None,
                         help="open_clip pretrained tag or checkpoint path (e.g. "
                              "laion2b_s34b_b88k); default: none (random weights for open_clip "
-                             "names, the shipped weights for the toy)")
+                             "names, announced in the output and reports; the toy has its own "
+                             "weights and refuses a tag). Fails at once when the weights are "
+                             "not cached and the Hub cannot be reached")
     parser.add_argument("--device", default="cpu", help="torch device (default: cpu)")
     if out is not None:
         parser.add_argument("--out", default=out, help=f"output folder (default: {out})")
@@ -552,7 +560,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     heatmap = commands.add_parser("heatmap", help="patch heat maps of one image for texts",
                                   description="Draw each text's per-patch direct effect on the "
-                                  "image (summed over the chosen layers and heads) as a PNG.")
+                                  "image (summed over the chosen layers and heads) as a PNG, "
+                                  "over exactly what the model saw (its resize and center "
+                                  "crop).")
     heatmap.add_argument("image", help="an image file")
     heatmap.add_argument("--text", action="append", required=True,
                          help="a text to map (repeat for several)")
