@@ -45,12 +45,15 @@ TUTORIALS: dict[str, list[tuple[str, str]]] = {
                  "print(\"largest completeness error:\", "
                  "(parts.total() - parts.image_embed).abs().max().item())"),
         ("md", "## Heads against texts\n\n`HeadContribution` is a Captum attribution: "
-               "`target` takes strings, text embeddings or class indices."),
+               "`texts=` takes strings, text embeddings or a `ZeroShotClassifier`; `target` "
+               "keeps Captum's meaning, one index per image into the texts."),
         ("code", "texts = [\"a red object\", \"a circle\", \"an object on a striped background\"]\n"
                  "heads = cs.HeadContribution(clip)\n"
-                 "scores, delta = heads.attribute(images, target=texts, "
+                 "scores, delta = heads.attribute(images, texts=texts, "
                  "return_convergence_delta=True)\n"
-                 "print(tuple(scores.shape), \"delta:\", delta.abs().max().item())"),
+                 "print(tuple(scores.shape), \"delta:\", delta.abs().max().item())\n"
+                 "own = heads.attribute(images, texts=texts, target=0)   # [B, L, H]: one text\n"
+                 "print(tuple(own.shape))"),
         ("code", "from captum_clipspan.visualization import plot_head_grid\n\n"
                  "fig, ax = plot_head_grid(scores[..., 0].std(dim=0), "
                  "title=\"spread of each head's effect on 'a red object'\", center=None, "
@@ -58,7 +61,7 @@ TUTORIALS: dict[str, list[tuple[str, str]]] = {
         ("md", "## Patch maps\n\n`PatchContribution` sums the per-token terms of the chosen "
                "layers and heads and drops the class token; `interpolate=True` upsamples to "
                "pixels."),
-        ("code", "maps = cs.PatchContribution(clip).attribute(images, target=texts, "
+        ("code", "maps = cs.PatchContribution(clip).attribute(images, texts=texts, "
                  "interpolate=True)\n"
                  "from captum_clipspan.visualization import plot_patch_maps\n\n"
                  "fig, _ = plot_patch_maps(scenes.tensors()[0], maps[0], titles=texts)\nfig"),
@@ -138,12 +141,12 @@ TUTORIALS: dict[str, list[tuple[str, str]]] = {
                  "images = torch.stack([test[i][0] for i in range(8)])\n"
                  "labels = [test[i][1] for i in range(8)]"),
         ("code", "direct = cs.MeanAblation(clip, means)\n"
-                 "change = direct.attribute(images, target=labels, classifier=shape, "
+                 "change = direct.attribute(images, texts=shape, target=labels, "
                  "components=\"msa\")\n"
-                 "change[..., 0].mean(0)   # mean change of the true class's score per MSA layer"),
+                 "change.mean(0)   # mean change of the true class's score per MSA layer"),
         ("code", "total = cs.MeanAblation(clip, means, mode=\"total\")\n"
-                 "total.attribute(images, target=labels, classifier=shape, "
-                 "components=\"msa\")[..., 0].mean(0)"),
+                 "total.attribute(images, texts=shape, target=labels, "
+                 "components=\"msa\").mean(0)"),
         ("code", "studies = {mode: cs.MeanAblation(clip, means, mode=mode).study(test, shape, "
                  "show_progress=False)\n"
                  "           for mode in [\"direct\", \"total\"]}\n"
@@ -160,8 +163,9 @@ TUTORIALS: dict[str, list[tuple[str, str]]] = {
     ],
     "04_custom_attribution": [
         ("md", "# Extending: a custom attribution\n\nSubclass `ClipSpanAttribution`: "
-               "`self.decompose` resolves the target and runs the exact decomposition, "
-               "`self.output` selects class columns and adds the convergence delta. Here: the "
+               "`self.decompose` resolves `texts=` and `target` and runs the exact "
+               "decomposition, `self.output` selects each image's text and adds the "
+               "convergence delta. Here: the "
                "class token's own contribution through every head, a quantity the built-in "
                "classes do not report.\n\n" + SWITCH),
         ("code", SETUP),
@@ -170,9 +174,9 @@ TUTORIALS: dict[str, list[tuple[str, str]]] = {
                  "    \"\"\"Direct effect that flows through the class token's value vectors, "
                  "per layer and head.\"\"\"\n\n"
                  "    @log_usage()\n"
-                 "    def attribute(self, inputs, target=None, classifier=None, "
+                 "    def attribute(self, inputs, texts=None, target=None, "
                  "return_convergence_delta=False):\n"
-                 "        parts, resolved = self.decompose(inputs, target, classifier, "
+                 "        parts, resolved = self.decompose(inputs, texts, target, "
                  "granularity=\"token\")\n"
                  "        through_class_token = parts.tokens[:, :, 0]   # [B, L, H, T]\n"
                  "        return self.output(through_class_token, parts, resolved, "
@@ -180,13 +184,14 @@ TUTORIALS: dict[str, list[tuple[str, str]]] = {
         ("code", "images = torch.stack([clip.preprocess(x) for x in make_scenes(4, "
                  "seed=5).tensors()])\n"
                  "scores, delta = ClassTokenContribution(clip).attribute(\n"
-                 "    images, target=[\"a circle\", \"a square\"], return_convergence_delta=True)\n"
+                 "    images, texts=[\"a circle\", \"a square\"], return_convergence_delta=True)\n"
                  "scores.shape, delta.abs().max().item()"),
-        ("md", "The new class works with Captum's wrappers, e.g. `NoiseTunnel` (texts as a "
-               "*tuple*, which the tunnel does not repeat per sample):"),
+        ("md", "The new class works with Captum's wrappers, e.g. `NoiseTunnel`: it repeats "
+               "`target` per noisy sample and leaves `texts=` alone."),
         ("code", "from captum.attr import NoiseTunnel\n\n"
                  "smooth = NoiseTunnel(ClassTokenContribution(clip)).attribute(\n"
-                 "    images, nt_samples=4, stdevs=0.05, target=(\"a circle\", \"a square\"))\n"
+                 "    images, nt_samples=4, stdevs=0.05, texts=[\"a circle\", \"a square\"],\n"
+                 "    target=[0, 1, 0, 1])   # [B, L, H]: each image's own text\n"
                  "smooth.shape"),
         ("md", "The math is also usable directly: `cs.decompose(..., text_embeddings=...)` "
                "contracts with the texts early, so per-token scores never build a "
@@ -218,7 +223,7 @@ TUTORIALS: dict[str, list[tuple[str, str]]] = {
                  "ig = IntegratedGradients(clip)\n"
                  "pixels = ig.attribute(images, target=0, additional_forward_args=(texts,), "
                  "n_steps=16)\n"
-                 "direct = cs.PatchContribution(clip).attribute(images, target=texts[0], "
+                 "direct = cs.PatchContribution(clip).attribute(images, texts=texts[0], "
                  "interpolate=True)\n"
                  "fig, _ = plot_patch_maps(scenes.tensors()[0], "
                  "torch.stack([pixels[0].sum(0), direct[0, 0]]),\n"
