@@ -208,7 +208,7 @@ def plot_head_grid(scores: ArrayLike, layers: Sequence[int] | None = None,
 
     Args:
         scores: ``[L, H]`` scores, e.g. each head's mean direct effect on a text
-            (``HeadContribution(clip).attribute(images, target=text)`` is ``[B, L, H, 1]``: pass
+            (``HeadContribution(clip).attribute(images, texts=text)`` is ``[B, L, H, 1]``: pass
             ``.mean(0)[..., 0]``) or each head's zero-shot accuracy. NaN cells are left blank.
         layers: ``[L]`` layer indices labelling the rows (e.g. ``[8, 9, 10, 11]`` when
             ``scores`` covers the last four layers). Default: ``0 .. L-1``.
@@ -624,7 +624,7 @@ def plot_top_images(images: Any, scores: ArrayLike | None = None,
 
         >>> import torch
         >>> from captum_clipspan.visualization import plot_top_images
-        >>> similarity = heads.attribute(images, target=query)[:, 11, 4, 0]   # [B]
+        >>> similarity = heads.attribute(images, texts=query)[:, 11, 4, 0]   # [B]
         >>> top = similarity.topk(8).indices
         >>> fig, axes = plot_top_images(images[top], similarity[top], ncols=4, title="L11.H4")
         >>> fig.savefig("top_images.png")
@@ -776,7 +776,7 @@ def plot_patch_maps(image: Any, maps: ArrayLike, titles: Sequence[str] | None = 
         image: ``[3, H, W]`` tensor or ``[H, W, 3]`` array (or a PIL image); any range, see
             :func:`plot_top_images`.
         maps: ``[T, h, w]`` or ``[T, 1, h, w]`` (or one ``[h, w]``) maps of any grid size, e.g.
-            ``PatchContribution(clip).attribute(images, target=texts)[b]``.
+            ``PatchContribution(clip).attribute(images, texts=texts)[b]``.
         titles: ``T`` panel titles (e.g. the texts). Default: none.
         method: ``visualize_image_attr`` method: ``"blended_heat_map"``, ``"heat_map"``,
             ``"original_image"``, ``"masked_image"`` or ``"alpha_scaling"`` (the last two need a
@@ -804,7 +804,7 @@ def plot_patch_maps(image: Any, maps: ArrayLike, titles: Sequence[str] | None = 
 
         >>> from captum_clipspan.visualization import plot_patch_maps
         >>> texts = ["a dog", "grass", "the sky"]
-        >>> maps = cs.PatchContribution(clip).attribute(images, target=texts)   # [B, T, g, g]
+        >>> maps = cs.PatchContribution(clip).attribute(images, texts=texts)   # [B, T, g, g]
         >>> fig, axes = plot_patch_maps(images[0], maps[0], titles=texts)
         >>> fig.savefig("patch_maps.png")
     """
@@ -856,7 +856,7 @@ def plot_best_worst(image: Any, best_maps: ArrayLike, worst_maps: ArrayLike,
 
         >>> from captum_clipspan.visualization import plot_best_worst
         >>> head = cs.PatchContribution(clip, heads=[(11, 8)])
-        >>> maps = head.attribute(images[:1], target=bank_embeddings)[0]   # [T, g, g]
+        >>> maps = head.attribute(images[:1], texts=bank_embeddings)[0]   # [T, g, g]
         >>> order = maps.sum(dim=(-2, -1)).argsort()   # the head's similarity to each text
         >>> best, worst = order[-2:].flip(0), order[:2]
         >>> fig, axes = plot_best_worst(images[0], maps[best], maps[worst],
