@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import inspect
+import typing
 
 import numpy as np
 import pytest
@@ -169,6 +170,10 @@ def test_attributions_subclass_captum_and_report_properties(clip32):
                 cs.MeanAblation):
         assert hasattr(cls.attribute, "__wrapped__")
         assert "part_of_slo" not in inspect.getsource(cls)
+    for cls in (cs.HeadContribution, cs.LayerContribution, cs.PatchContribution):
+        overloads = typing.get_overloads(cls.attribute)
+        returns = sorted(str(inspect.signature(o).return_annotation) for o in overloads)
+        assert returns == ["Tensor", "tuple[Tensor, Tensor]"], cls
 
 
 def test_compute_convergence_delta_is_the_completeness_error_of_a_forward_pass(clip64):
