@@ -80,6 +80,9 @@ class HookedCLIP(nn.Module):
         if model_name not in open_clip.list_models():
             raise ValueError(f"unknown model {model_name!r}: use 'toy' or one of "
                              f"open_clip.list_models() (e.g. 'ViT-B-16', 'ViT-L-14').")
+        from ..hub import check_weights_reachable
+
+        check_weights_reachable(model_name, pretrained)  # fail at once, not after minutes of retries
         model, _, preprocess = open_clip.create_model_and_transforms(
             model_name, pretrained=pretrained, device=device, precision=precision, **kwargs
         )
