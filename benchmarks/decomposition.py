@@ -48,7 +48,7 @@ def run_mode(args: argparse.Namespace) -> dict:
         "encode": lambda: clip.model.encode_image(images),
         "layers": lambda: cs.decompose(clip, images, granularity="layer"),
         "heads": lambda: cs.decompose(clip, images, granularity="head"),
-        "patches": lambda: maps.attribute(images, target=texts),
+        "patches": lambda: maps.attribute(images, texts=texts),
     }
     call, encode = calls[args.mode], calls["encode"]
     with torch.no_grad():

@@ -120,13 +120,11 @@ def _load_model(args: argparse.Namespace) -> Any:
     import torch
 
     import captum_clipspan as cs
-    from captum_clipspan.hub import check_weights_reachable
 
     if args.model == "toy" and args.pretrained is not None:
         raise CommandError(f"--pretrained {args.pretrained!r} does not apply to the toy model, "
                            "which ships its own weights; drop --pretrained, or pick an open_clip "
                            "--model.")
-    check_weights_reachable(args.model, args.pretrained)
     _status(f"loading {args.model} ({_describe_weights(args)}) on {args.device}")
     device = args.device
     if device == "cuda" and "LOCAL_RANK" in os.environ:  # one GPU per process under torchrun

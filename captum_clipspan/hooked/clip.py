@@ -82,7 +82,7 @@ class HookedCLIP(nn.Module):
                              f"open_clip.list_models() (e.g. 'ViT-B-16', 'ViT-L-14').")
         from ..hub import check_weights_reachable
 
-        check_weights_reachable(model_name, pretrained)  # fail at once, not after minutes of retries
+        check_weights_reachable(model_name, pretrained)  # at once, not after minutes of retries
         model, _, preprocess = open_clip.create_model_and_transforms(
             model_name, pretrained=pretrained, device=device, precision=precision, **kwargs
         )
