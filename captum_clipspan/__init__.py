@@ -44,7 +44,13 @@ _EXPORTS = {
 __all__ = sorted([*_EXPORTS, "Decomposition", "decompose", "decompose_batches"])
 
 
+# Submodules reachable as attributes (``cs.visualization.plot_head_grid``), imported on first use.
+_SUBMODULES = ("visualization", "segmentation", "retrieval", "text", "data", "validation")
+
+
 def __getattr__(name: str) -> Any:
+    if name in _SUBMODULES:
+        return importlib.import_module(f".{name}", __name__)
     if name not in _EXPORTS:
         raise AttributeError(f"module 'captum_clipspan' has no attribute {name!r}")
     value = getattr(importlib.import_module(f".{_EXPORTS[name]}", __name__), name)
