@@ -60,7 +60,7 @@ DIGEST_SIZE = 16
 _HASH_CHUNK = 1 << 24  # bytes hashed at a time: bounds the host copy of a GPU tensor
 _META, _PROGRESS, _LOCK = "meta.json", "progress.json", "lock"
 _FIELDS = ("heads", "attns", "mlps", "embed", "image_embeds", "labels", "digests", "attn_biases",
-           "ln_bias", "tokens")
+           "ln_bias", "pool_mlp", "tokens")
 GRANULARITIES = ("head", "token")
 # Per-process files of a pass under torch.distributed: progress of rank r and the lock it holds.
 _RANK_FILE = re.compile(r"progress\.rank\d+\.(json|tmp)|lock\.rank\d+")
@@ -406,6 +406,7 @@ class DecompositionCache:
         labels: ``[N]`` int labels (``-1`` where the source had none).
         layers: the model layers of ``heads``; ``convention``: the decomposition convention.
         attn_biases, ln_bias: ``[N, L, E]`` and ``[N, E]`` for the ``"centered"`` convention.
+        pool_mlp: ``[N, E]`` an attention pool's own MLP term (SigLIP, PE-Core), else ``None``.
         tokens: ``[N, L_s, N_tokens, H, E]`` per (token, head) terms of the cached layers (prefix
             tokens first) in a cache built with ``granularity="token"``, else ``None``; summed
             over tokens they give ``heads``.
@@ -426,6 +427,7 @@ class DecompositionCache:
     digests: np.ndarray | None = None
     attn_biases: np.ndarray | None = None
     ln_bias: np.ndarray | None = None
+    pool_mlp: np.ndarray | None = None
     tokens: np.ndarray | None = None
 
     @property
@@ -731,7 +733,8 @@ class _Pass:
             values = {"heads": parts.heads, "attns": parts.attns, "mlps": parts.mlps,
                       "embed": parts.embed, "image_embeds": parts.image_embed,
                       "labels": labels, "attn_biases": parts.attn_biases,
-                      "ln_bias": parts.ln_bias, "tokens": parts.tokens}
+                      "ln_bias": parts.ln_bias, "pool_mlp": parts.pool_mlp,
+                      "tokens": parts.tokens}
             values = {name: value.cpu().numpy() for name, value in values.items()
                       if name in fields}
             values["digests"] = _batch_digests(self.source, start, images, labels)
@@ -892,6 +895,8 @@ def _cache_meta(clip: HookedCLIP, source: Dataset | DataLoader, n: int, layers: 
     if convention == "centered":
         fields["attn_biases"] = (dtype, [n, n_layers, width])
         fields["ln_bias"] = (dtype, [n, width])
+    if vit.pool is not None and vit.pool.has_mlp:
+        fields["pool_mlp"] = (dtype, [n, width])
     if granularity == "token":
         fields["tokens"] = (dtype, [n, len(layers), vit.n_tokens, vit.n_heads, width])
     if isinstance(source, ImageFolder):

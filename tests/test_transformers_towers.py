@@ -287,3 +287,19 @@ def test_head_contribution_runs_on_text_targets(family):
     attributions = cs.HeadContribution(clip).attribute(pixels, texts=texts)
     assert attributions.shape[0] == 2 and attributions.shape[-1] == len(TEXTS)
     assert torch.isfinite(attributions).all()
+
+
+def test_siglip_pool_mlp_is_a_layer_row_and_a_cache_array(tmp_path):
+    """The MAP head's own MLP is a term: LayerContribution rows and cached terms stay complete."""
+    clip = cs.HookedCLIP.from_transformers(model_for("siglip", torch.float32),
+                                           processor_for("siglip"))
+    pixels = images(3, torch.float32)
+    texts = torch.nn.functional.normalize(torch.randn(2, clip.embed_dim), dim=-1)
+    layers = cs.LayerContribution(clip)
+    rows, delta = layers.attribute(pixels, texts=texts, return_convergence_delta=True)
+    assert layers.row_names()[-1] == "pool_mlp" and rows.shape[1] == len(layers.row_names())
+    cosines = clip(pixels, texts)
+    assert (rows.sum(dim=1) - cosines).abs().max() < 1e-5 and delta.abs().max() < 1e-5
+    cache = cs.cache_decomposition(clip, pixels, tmp_path / "cache", show_progress=False)
+    total = cache.embed[:] + cache.attns[:].sum(1) + cache.mlps[:].sum(1) + cache.pool_mlp[:]
+    assert abs(total - cache.image_embeds[:]).max() < 1e-3  # fp16 arrays

@@ -77,8 +77,9 @@ class LayerContribution(ClipSpanAttribution):
     """Direct effect of the embedding term and of every MSA and MLP layer.
 
     Rows follow the residual stream: ``embed, attn_0, mlp_0, attn_1, mlp_1, ...`` (``2L + 1``
-    rows); with ``convention="centered"`` a last row holds ``ln_post``'s bias term, so the rows
-    always sum to the image-text similarity. :meth:`row_names` labels them.
+    rows); with ``convention="centered"`` a row holds the readout's constant (``ln_post``'s
+    bias), and towers whose attention pool has its own MLP (SigLIP) add a ``pool_mlp`` row, so the
+    rows always sum to the image-text similarity. :meth:`row_names` labels them.
 
     Examples::
 
@@ -113,13 +114,17 @@ class LayerContribution(ClipSpanAttribution):
         parts, resolved = self.decompose(inputs, texts, target, "layer")
         interleaved = torch.stack([parts.attns, parts.mlps], dim=2).flatten(1, 2)
         rows = [parts.embed[:, None], interleaved]
-        if parts.ln_bias is not None:
-            rows.append(parts.ln_bias[:, None])
+        rows += [extra[:, None] for extra in (parts.ln_bias, parts.pool_mlp) if extra is not None]
         return self.output(torch.cat(rows, dim=1), parts, resolved, return_convergence_delta)
 
     def row_names(self) -> list[str]:
-        """Names of the output rows: ``["embed", "attn.0", "mlp.0", ...]``."""
+        """Names of the output rows: ``["embed", "attn.0", "mlp.0", ...]``, then
+        ``"ln_post.bias"`` (``"centered"``) and ``"pool_mlp"`` (towers whose attention pool has
+        its own MLP, such as SigLIP)."""
         names = ["embed"]
         for layer in range(self.clip.visual.n_layers):
             names += [f"attn.{layer}", f"mlp.{layer}"]
-        return names + (["ln_post.bias"] if self.convention == "centered" else [])
+        if self.convention == "centered":
+            names.append("ln_post.bias")
+        pool = self.clip.visual.pool
+        return names + (["pool_mlp"] if pool is not None and pool.has_mlp else [])
