@@ -1,0 +1,450 @@
+"""Removing spurious cues: the paper's Waterbirds experiment (Sec. 5.1), as reusable pieces.
+
+A zero-shot classifier that leans on a spurious cue (the background of a bird photo) fails on the
+groups where the cue and the class disagree. The paper finds the heads whose TextSpan texts
+describe the cue, mean-ablates their direct terms and measures worst-group accuracy before and
+after, against ablating the same number of random heads (the best of several draws,
+"top-random"):
+
+* :func:`worst_group_accuracy` scores predictions per group;
+* :class:`WaterbirdsDataset` reads the Waterbirds ``metadata.csv`` layout;
+* :func:`head_concept_scores` and :func:`heads_matching` rank heads of a
+  :class:`~captum_clipspan.TextSpanReport` by how well their texts cover a concept;
+* :func:`ablate_heads` and :func:`random_heads_baseline` ablate heads with
+  :class:`~captum_clipspan.MeanAblation` (direct mode) and report both accuracies.
+
+Examples::
+
+    >>> cache = cs.cache_decomposition(clip, data, "cache/")
+    >>> report = cs.TextSpan(clip, texts=cs.text_bank("general")).attribute(cache, m=10)
+    >>> heads = cs.heads_matching(report, "a photo of a place", clip=clip, k=4)
+    >>> means = cs.ComponentMeans.from_cache(cache)
+    >>> study = cs.ablate_heads(clip, means, heads, cache, classifier, labels, groups)
+    >>> study["before"]["worst_group"], study["after"]["worst_group"]
+    >>> cs.random_heads_baseline(clip, means, cache, classifier, labels, groups, k=4)["after"]
+"""
+
+from __future__ import annotations
+
+import csv
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor
+from torch.utils.data import Dataset
+
+from .attr.ablation import ComponentMeans, MeanAblation, direct_term, parse_components
+from .attr.textspan import TextSpanReport
+from .data import DecompositionCache, ImageSource, iterate_batches
+from .decomposition import check_text_embeddings
+from .hooked.clip import HookedCLIP
+from .validation import check_labels, resolve_head, resolve_layer
+
+__all__ = ["WaterbirdsDataset", "ablate_heads", "head_concept_scores", "heads_matching",
+           "random_heads_baseline", "worst_group_accuracy"]
+
+Head = tuple[int, int]
+
+
+# Worst-group accuracy -------------------------------------------------------------------------
+
+def _indices(values: Any, name: str, n: int | None = None) -> Tensor:
+    """Non-negative integer indices ``[N]`` -> ``LongTensor [N]``, refused with a clear error."""
+    array = values.detach().cpu().numpy() if isinstance(values, Tensor) else np.asarray(values)
+    if array.dtype.kind not in "iu":
+        raise TypeError(f"{name} must be integer indices, got dtype {array.dtype}.")
+    if array.ndim != 1 or (n is not None and array.shape[0] != n):
+        expected = "[N]" if n is None else f"[{n}] (one per example)"
+        raise ValueError(f"{name} must have shape {expected}, got {list(array.shape)}.")
+    if array.size and array.min() < 0:
+        raise ValueError(f"{name} must be non-negative, got a minimum of {array.min()}.")
+    return torch.from_numpy(array.astype(np.int64))
+
+
+def worst_group_accuracy(predictions: Any, labels: Any, groups: Any,
+                         n_groups: int | None = None) -> dict[str, Any]:
+    """Average and worst-group accuracy of predictions.
+
+    Args:
+        predictions: ``[N]`` predicted class indices, or ``[N, C]`` float scores (their argmax).
+        labels: ``[N]`` true class indices.
+        groups: ``[N]`` group indices (Waterbirds: ``2 * y + place``).
+        n_groups: the number of groups ``G`` (default ``groups.max() + 1``); groups in
+            ``0..G - 1`` without examples are skipped and listed under ``"empty"``.
+
+    Returns:
+        ``{"average": float, "worst_group": float, "worst_group_id": int, "per_group":
+        {group: accuracy}, "counts": {group: examples}, "empty": [group, ...], "count": N}``;
+        the worst group is the lowest accuracy among groups with examples (lowest id on ties).
+
+    Raises:
+        TypeError: for non-integer labels or groups (or predictions that are neither indices nor
+            float scores).
+        ValueError: for mismatched shapes, negative indices, no examples, or a group id
+            ``>= n_groups``.
+
+    Examples::
+
+        >>> worst_group_accuracy([0, 1, 1, 0], [0, 1, 0, 0], [0, 1, 2, 2], n_groups=4)["empty"]
+        [3]
+    """
+    if isinstance(predictions, Tensor) and predictions.is_floating_point() or (
+            not isinstance(predictions, Tensor)
+            and np.asarray(predictions).dtype.kind == "f"):
+        scores = torch.as_tensor(predictions)
+        if scores.dim() != 2:
+            raise ValueError(f"float predictions must be scores [N, C], got shape "
+                             f"{list(scores.shape)}; pass class indices as an integer [N].")
+        predictions = scores.argmax(-1)
+    predictions = _indices(predictions, "predictions")
+    n = predictions.shape[0]
+    if n == 0:
+        raise ValueError("no examples: predictions, labels and groups are empty.")
+    labels = _indices(labels, "labels", n)
+    groups = _indices(groups, "groups", n)
+    top = int(groups.max()) + 1
+    if n_groups is None:
+        n_groups = top
+    elif top > n_groups:
+        raise ValueError(f"groups must be in 0..{n_groups - 1} (n_groups={n_groups}), got a "
+                         f"group {top - 1}.")
+    correct = (predictions == labels).double()
+    counts = torch.bincount(groups, minlength=n_groups)
+    hits = torch.bincount(groups, weights=correct, minlength=n_groups)
+    present = [g for g in range(n_groups) if counts[g] > 0]
+    per_group = {g: float(hits[g] / counts[g]) for g in present}
+    worst = min(present, key=lambda g: (per_group[g], g))
+    return {"average": float(correct.mean()), "worst_group": per_group[worst],
+            "worst_group_id": worst, "per_group": per_group,
+            "counts": {g: int(counts[g]) for g in present},
+            "empty": [g for g in range(n_groups) if counts[g] == 0], "count": n}
+
+
+# Waterbirds -----------------------------------------------------------------------------------
+
+WATERBIRDS_SPLITS = {"train": 0, "val": 1, "test": 2}
+"""Split name -> the ``split`` value in Waterbirds' ``metadata.csv``."""
+
+_WATERBIRDS_COLUMNS = ("img_filename", "y", "place", "split")
+
+
+def _to_tensor(image: Any) -> Tensor:
+    """A PIL image -> float tensor ``[3, H, W]`` in ``[0, 1]`` (the default transform)."""
+    array = np.asarray(image, dtype=np.float32) / 255.0
+    return torch.from_numpy(array).permute(2, 0, 1).contiguous()
+
+
+class WaterbirdsDataset(Dataset):
+    """The Waterbirds layout: a folder with ``metadata.csv`` and the images it names.
+
+    ``metadata.csv`` has the columns ``img_id, img_filename, y, split, place, place_filename``
+    of Sagawa et al.'s release; ``img_filename, y, place, split`` are required. ``y`` is the
+    class (0 landbird, 1 waterbird), ``place`` the background (0 land, 1 water), ``split``
+    0/1/2 for train/val/test.
+
+    Args:
+        root: the folder holding ``metadata.csv``; ``img_filename`` is relative to it.
+        split: ``"train"``, ``"val"``, ``"test"`` (or 0, 1, 2), or ``None`` for every row.
+        transform: maps a PIL image to a tensor ``[3, H, W]`` (e.g. ``clip.preprocess``;
+            default: the pixels as floats in ``[0, 1]``).
+
+    Attributes:
+        files: ``[N]`` image paths, in metadata order.
+        labels: ``LongTensor [N]``, ``y``.
+        places: ``LongTensor [N]``, ``place``.
+        groups: ``LongTensor [N]``, ``2 * y + place`` (0 landbird on land, 1 landbird on water,
+            2 waterbird on land, 3 waterbird on water).
+
+    Examples::
+
+        >>> data = WaterbirdsDataset("waterbird_complete95_forest2water2", "test",
+        ...                          transform=clip.preprocess)
+        >>> image, y = data[0]
+        >>> data.groups.shape    # [N]
+    """
+
+    classes = ("landbird", "waterbird")
+    n_groups = 4
+
+    def __init__(self, root: str | Path, split: str | int | None = "test",
+                 transform: Callable[[Any], Tensor] | None = None) -> None:
+        self.root = Path(root)
+        metadata = self.root / "metadata.csv"
+        if not metadata.is_file():
+            raise ValueError(f"no metadata.csv in {str(root)!r}: a Waterbirds folder holds "
+                             f"metadata.csv with columns {list(_WATERBIRDS_COLUMNS)}.")
+        if split is not None and split not in WATERBIRDS_SPLITS and split not in (0, 1, 2):
+            raise ValueError(f"split must be one of {list(WATERBIRDS_SPLITS)}, 0, 1, 2 or None, "
+                             f"got {split!r}.")
+        wanted = WATERBIRDS_SPLITS.get(split, split) if isinstance(split, str) else split
+        with open(metadata, newline="", encoding="utf-8") as handle:
+            reader = csv.DictReader(handle)
+            missing = [c for c in _WATERBIRDS_COLUMNS if c not in (reader.fieldnames or [])]
+            if missing:
+                raise ValueError(f"{metadata} lacks the columns {missing} (has "
+                                 f"{reader.fieldnames}).")
+            rows = list(reader)
+        try:
+            parsed = [(row["img_filename"], int(row["y"]), int(row["place"]), int(row["split"]))
+                      for row in rows]
+        except ValueError as error:
+            raise ValueError(f"{metadata}: y, place and split must be integers ({error}).") \
+                from None
+        bad = [p for p in parsed if p[1] not in (0, 1) or p[2] not in (0, 1)]
+        if bad:
+            raise ValueError(f"{metadata}: y and place must be 0 or 1, got row {bad[0]}.")
+        chosen = [p for p in parsed if wanted is None or p[3] == wanted]
+        if not chosen:
+            raise ValueError(f"{metadata} has no rows in split {split!r}.")
+        self.files = [self.root / p[0] for p in chosen]
+        self.labels = torch.tensor([p[1] for p in chosen], dtype=torch.long)
+        self.places = torch.tensor([p[2] for p in chosen], dtype=torch.long)
+        self.groups = 2 * self.labels + self.places
+        self.transform = transform if transform is not None else _to_tensor
+
+    def __len__(self) -> int:
+        return len(self.files)
+
+    def __getitem__(self, index: int) -> tuple[Tensor, int]:
+        from PIL import Image
+
+        with Image.open(self.files[index]) as image:
+            return self.transform(image.convert("RGB")), int(self.labels[index])
+
+
+# Head selection -------------------------------------------------------------------------------
+
+def _concept_directions(concept: Any, clip: HookedCLIP | None, width: int) -> Tensor:
+    """A concept (string, strings or text embeddings) -> unit directions ``[T, E]``."""
+    if isinstance(concept, str) or (isinstance(concept, (list, tuple)) and concept
+                                    and all(isinstance(t, str) for t in concept)):
+        if clip is None:
+            raise ValueError("a concept given as text needs clip= to encode it (or pass its "
+                             "text embeddings [T, E]).")
+        concept = clip.encode_text(list(concept) if not isinstance(concept, str) else concept)
+    elif not isinstance(concept, Tensor):
+        raise TypeError(f"concept must be a string, a non-empty list of strings or text "
+                        f"embeddings [T, {width}], got {type(concept).__name__}.")
+    directions = check_text_embeddings(concept.detach().float().cpu(), width)
+    if (directions.norm(dim=-1) == 0).any():
+        raise ValueError("concept embeddings must be non-zero.")
+    return torch.nn.functional.normalize(directions, dim=-1)
+
+
+def head_concept_scores(report: TextSpanReport, concept: Any, clip: HookedCLIP | None = None,
+                        m: int | None = None) -> dict[Head, float]:
+    """How well each head's first ``m`` TextSpan texts cover a concept, in ``[0, 1]``.
+
+    The score of a head is the mean, over the concept's unit directions ``c``, of
+    ``||B_m c||^2``, where ``B_m`` ``[m, E]`` are the head's first ``m`` orthonormal TextSpan
+    basis rows: the fraction of a unit variance along ``c`` that the head's text span explains
+    (the squared cosine between ``c`` and the span). It is 1 when the concept lies in the span
+    and 0 when it is orthogonal to it; no forward pass is needed for embeddings.
+
+    Args:
+        report: a :class:`~captum_clipspan.TextSpanReport`.
+        concept: a string, a list of strings (encoded with ``clip``), or text embeddings
+            ``[E]`` / ``[T, E]`` (normalized here).
+        clip: the model, needed when ``concept`` is text.
+        m: basis rows per head (default: the fewest texts of any head, so every head is scored
+            with a span of the same size).
+
+    Returns:
+        ``{(layer, head): score}`` in the report's order.
+    """
+    if not isinstance(report, TextSpanReport):
+        raise TypeError(f"report must be a TextSpanReport, got {type(report).__name__}.")
+    if len(report) == 0:
+        raise ValueError("the report has no heads.")
+    m_max = min(len(result.texts) for result in report.results.values())
+    if m is None:
+        m = m_max
+    if isinstance(m, bool) or not isinstance(m, int) or not 1 <= m <= m_max:
+        raise ValueError(f"m must be an int in 1..{m_max} (the fewest texts of any head), "
+                         f"got {m!r}.")
+    width = next(iter(report.results.values())).basis.shape[-1]
+    directions = _concept_directions(concept, clip, width)
+    return {key: float(((result.basis[:m].float().cpu() @ directions.T) ** 2).sum(0).mean())
+            for key, result in report.results.items()}
+
+
+def heads_matching(report: TextSpanReport, concept: Any, clip: HookedCLIP | None = None,
+                   k: int = 4, m: int | None = None) -> list[Head]:
+    """The ``k`` heads whose TextSpan texts best match a concept (see :func:`head_concept_scores`).
+
+    Args:
+        report: a :class:`~captum_clipspan.TextSpanReport`.
+        concept: a string (e.g. ``"a photo of a place"``), a list of strings, or text
+            embeddings ``[T, E]``.
+        clip: the model, needed when ``concept`` is text.
+        k: how many heads, ``1..len(report)``.
+        m: basis rows per head (default: the fewest texts of any head).
+
+    Returns:
+        ``k`` ``(layer, head)`` pairs, best first (ties: lower layer, then head, first).
+    """
+    if isinstance(k, bool) or not isinstance(k, int) or not 1 <= k <= len(report):
+        raise ValueError(f"k must be an int in 1..{len(report)} (the report's heads), "
+                         f"got {k!r}.")
+    scores = head_concept_scores(report, concept, clip, m)
+    return sorted(scores, key=lambda key: (-scores[key], key))[:k]
+
+
+# Ablation -------------------------------------------------------------------------------------
+
+def _head_names(clip: HookedCLIP, means: ComponentMeans, heads: Sequence[Head]) -> list[str]:
+    """``(layer, head)`` pairs -> validated component names ``head.L.H`` (may be empty)."""
+    if isinstance(heads, (str, bytes)) or not isinstance(heads, Sequence):
+        raise TypeError(f"heads must be a list of (layer, head) pairs, got {heads!r}.")
+    vit = clip.visual
+    names = []
+    for pair in heads:
+        if not isinstance(pair, (tuple, list)) or len(pair) != 2:
+            raise ValueError(f"heads must be (layer, head) pairs, got {pair!r} in {heads!r}.")
+        layer, head = resolve_layer(pair[0], vit.n_layers), resolve_head(pair[1], vit.n_heads)
+        names.append(f"head.{layer}.{head}")
+    if names:
+        parse_components(names, vit.n_layers, means.layers, vit.n_heads)  # heads in the means
+    return sorted(set(names), key=names.index)
+
+
+def _predictions(clip: HookedCLIP, means: ComponentMeans, head_sets: Sequence[Sequence[str]],
+                 data: DecompositionCache | ImageSource, classifier: Any, labels: Any,
+                 batch_size: int) -> tuple[Tensor, Tensor, Tensor]:
+    """Predictions of the unmodified model ``[N]``, with each head set ablated ``[S, N]``, and
+    the labels ``[N]`` (``labels`` or the data's)."""
+    class_embeddings = classifier.class_embeddings.float().cpu()
+    groups = {f"set{i}": list(names) for i, names in enumerate(head_sets) if names}
+    clean, ablated, found = [], [], []
+    if isinstance(data, DecompositionCache):
+        data.check_model(clip)
+        if means.convention != data.convention:
+            raise ValueError(f"the means use the {means.convention!r} convention and the cache "
+                             f"{data.convention!r}; use ComponentMeans.from_cache(cache).")
+        missing = {int(name.split(".")[1]) for names in groups.values() for name in names} - set(
+            data.layers)
+        if missing:
+            raise ValueError(f"layers {sorted(missing)} are not in the cache (cached: "
+                             f"{list(data.layers)}).")
+        for start in range(0, len(data), batch_size):
+            rows = slice(start, start + batch_size)
+            embeds = torch.from_numpy(data.image_embeds[rows].astype("float32"))
+            parts = {"heads": torch.from_numpy(data.heads[rows].astype("float32"))}
+            logits = embeds @ class_embeddings.T
+            clean.append(logits.argmax(-1))
+            ablated.append(torch.stack([
+                (logits + sum((direct_term(means.direct, name, means.layers).float().cpu()
+                               - direct_term(parts, name, data.layers)) @ class_embeddings.T
+                              for name in names)).argmax(-1)
+                for names in groups.values()]) if groups else torch.empty(0, embeds.shape[0]))
+            found.append(torch.from_numpy(np.array(data.labels[rows])))
+    else:
+        ablation = MeanAblation(clip, means, mode="direct")
+        for images, batch_labels in iterate_batches(clip, data, batch_size):
+            with torch.no_grad():
+                logits = classifier.logits(clip.encode_image(images)).float().cpu()
+            clean.append(logits.argmax(-1))
+            if groups:
+                changes = ablation.attribute(images, texts=classifier, components=groups)
+                ablated.append((logits[:, None] + changes.float().cpu()).argmax(-1).T)
+            else:
+                ablated.append(torch.empty(0, images.shape[0], dtype=torch.long))
+            found.append(batch_labels)
+    clean_all, sets = torch.cat(clean), torch.cat(ablated, dim=1).long()
+    labels = check_labels(torch.cat(found) if labels is None else labels, clean_all.shape[0],
+                          class_embeddings.shape[0])
+    rows = iter(sets)
+    after = torch.stack([next(rows) if names else clean_all for names in head_sets])
+    return clean_all, after, labels
+
+
+def ablate_heads(clip: HookedCLIP, means: ComponentMeans, heads: Sequence[Head],
+                 cache_or_images: DecompositionCache | ImageSource, classifier: Any,
+                 labels: Any, groups: Any, n_groups: int | None = None,
+                 batch_size: int = 64) -> dict[str, Any]:
+    """Worst-group accuracy before and after mean-ablating the direct terms of some heads.
+
+    Each chosen head's direct term is replaced by its mean (:class:`MeanAblation`, direct
+    mode); the image is classified by the argmax of the ablated embedding against the class
+    embeddings.
+
+    Args:
+        clip: a :class:`~captum_clipspan.HookedCLIP`.
+        means: :class:`~captum_clipspan.ComponentMeans` whose layers hold the chosen heads
+            (``ComponentMeans.from_cache(cache)`` or ``cs.component_means(clip, data)``).
+        heads: ``(layer, head)`` pairs to ablate (e.g. from :func:`heads_matching`); an empty
+            list ablates nothing.
+        cache_or_images: a :class:`~captum_clipspan.DecompositionCache` of this model (read
+            without a forward pass), or images (a folder, tensor ``[N, 3, H, W]``, Dataset or
+            DataLoader).
+        classifier: a :class:`~captum_clipspan.ZeroShotClassifier`.
+        labels: ``[N]`` class indices, or ``None`` for the data's labels.
+        groups: ``[N]`` group indices.
+        n_groups: number of groups (see :func:`worst_group_accuracy`).
+        batch_size: images per batch.
+
+    Returns:
+        ``{"heads": [(layer, head), ...], "before": {...}, "after": {...}}``, the two
+        :func:`worst_group_accuracy` dicts.
+    """
+    names = _head_names(clip, means, heads)
+    before, after, labels = _predictions(clip, means, [names], cache_or_images, classifier,
+                                         labels, batch_size)
+    return {"heads": _pairs(names),
+            "before": worst_group_accuracy(before, labels, groups, n_groups),
+            "after": worst_group_accuracy(after[0], labels, groups, n_groups)}
+
+
+def _pairs(names: Sequence[str]) -> list[Head]:
+    return [(int(name.split(".")[1]), int(name.split(".")[2])) for name in names]
+
+
+def random_heads_baseline(clip: HookedCLIP, means: ComponentMeans,
+                          cache_or_images: DecompositionCache | ImageSource, classifier: Any,
+                          labels: Any, groups: Any, k: int, draws: int = 5, seed: int = 0,
+                          n_groups: int | None = None, batch_size: int = 64) -> dict[str, Any]:
+    """The paper's "top-random": the best of ``draws`` random choices of ``k`` heads.
+
+    Each draw picks ``k`` distinct heads uniformly among the heads of ``means.layers`` (of the
+    cache's layers too, for a cache); all draws are scored in one pass over the data. The best
+    draw has the highest worst-group accuracy after ablation (then the highest average, then
+    the earliest draw).
+
+    Args:
+        clip, means, cache_or_images, classifier, labels, groups, n_groups, batch_size: as for
+            :func:`ablate_heads`.
+        k: heads per draw.
+        draws: how many random draws.
+        seed: seed of the draws (a ``torch.Generator``).
+
+    Returns:
+        The best draw in :func:`ablate_heads`'s format, plus ``"draws"``: one
+        ``{"heads": ..., "after": ...}`` per draw, in draw order.
+    """
+    layers = means.layers
+    if isinstance(cache_or_images, DecompositionCache):
+        layers = tuple(layer for layer in layers if layer in cache_or_images.layers)
+    candidates = [(layer, head) for layer in layers for head in range(clip.visual.n_heads)]
+    if isinstance(k, bool) or not isinstance(k, int) or not 1 <= k <= len(candidates):
+        raise ValueError(f"k must be an int in 1..{len(candidates)} (the heads of the means' "
+                         f"layers), got {k!r}.")
+    if isinstance(draws, bool) or not isinstance(draws, int) or draws < 1:
+        raise ValueError(f"draws must be a positive int, got {draws!r}.")
+    generator = torch.Generator().manual_seed(seed)
+    chosen = [sorted(candidates[i] for i in torch.randperm(len(candidates),
+                                                           generator=generator)[:k].tolist())
+              for _ in range(draws)]
+    head_sets = [_head_names(clip, means, heads) for heads in chosen]
+    before, after, labels = _predictions(clip, means, head_sets, cache_or_images, classifier,
+                                         labels, batch_size)
+    results = [{"heads": heads, "after": worst_group_accuracy(predictions, labels, groups,
+                                                              n_groups)}
+               for heads, predictions in zip(chosen, after, strict=True)]
+    best = max(range(draws), key=lambda i: (results[i]["after"]["worst_group"],
+                                            results[i]["after"]["average"], -i))
+    return {"heads": results[best]["heads"],
+            "before": worst_group_accuracy(before, labels, groups, n_groups),
+            "after": results[best]["after"], "draws": results}
