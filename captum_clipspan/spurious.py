@@ -286,10 +286,10 @@ def heads_matching(report: TextSpanReport, concept: Any, clip: HookedCLIP | None
     Returns:
         ``k`` ``(layer, head)`` pairs, best first (ties: lower layer, then head, first).
     """
-    if isinstance(k, bool) or not isinstance(k, int) or not 1 <= k <= len(report):
-        raise ValueError(f"k must be an int in 1..{len(report)} (the report's heads), "
-                         f"got {k!r}.")
     scores = head_concept_scores(report, concept, clip, m)
+    if isinstance(k, bool) or not isinstance(k, int) or not 1 <= k <= len(scores):
+        raise ValueError(f"k must be an int in 1..{len(scores)} (the report's heads), "
+                         f"got {k!r}.")
     return sorted(scores, key=lambda key: (-scores[key], key))[:k]
 
 
