@@ -39,6 +39,12 @@ _EXPORTS = {
     "ZeroShotClassifier": "text",
     "text_bank": "text",
     "prompt_templates": "text",
+    "worst_group_accuracy": "spurious",
+    "WaterbirdsDataset": "spurious",
+    "head_concept_scores": "spurious",
+    "heads_matching": "spurious",
+    "ablate_heads": "spurious",
+    "random_heads_baseline": "spurious",
 }
 
 __all__ = sorted([*_EXPORTS, "Decomposition", "decompose", "decompose_batches"])
