@@ -502,7 +502,7 @@ class _Capture:
             attn = self.vit.blocks[layer].attn
             q_rows = self.scratch.pop("q")[:, self.rows].to(self.dtype)
             keys = self.scratch.pop("k").to(self.dtype)
-            pattern = attn.scores(q_rows, keys, rows=self.rows).softmax(dim=-1)  # [B, H, R, N]
+            pattern = attn.softmax(attn.scores(q_rows, keys, rows=self.rows), self.dtype)
             self.tokens_from_pattern(layer, pattern, values)
         return hook
 

@@ -12,6 +12,7 @@ import time
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 import transformers
 from conftest import randomize_
 from PIL import Image
@@ -156,7 +157,7 @@ def test_split_path_and_pattern_hooks_match_fp64(family):
 
 
 @pytest.mark.parametrize("family", FAMILIES)
-def test_eager_attention_is_bit_identical_and_its_fp32_softmax_is_noted(family):
+def test_eager_attention_with_its_fp32_softmax_is_exact(family):
     model, pixels = model_for(family, attention="eager"), images()
     hooked = cs.HookedViT(model)
     expected = own_features(model, pixels)
@@ -164,8 +165,11 @@ def test_eager_attention_is_bit_identical_and_its_fp32_softmax_is_noted(family):
         assert torch.equal(hooked(pixels), expected)
         for block in hooked.blocks:
             block.attn.force_split = True
-        assert torch.allclose(hooked(pixels), expected, rtol=0, atol=1e-6)
-    assert any("float32" in note for note in hooked.spec.notes)
+        assert torch.allclose(hooked(pixels), expected, rtol=0, atol=1e-12)
+        for block in hooked.blocks:
+            block.attn.force_split = False
+    parts = cs.decompose(hooked, pixels, granularity="token")
+    assert (parts.total() - F.normalize(expected, dim=-1)).abs().max() < 1e-12
 
 
 @pytest.mark.parametrize("family", FAMILIES)

@@ -15,6 +15,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+import torch
 from torch import Tensor, nn
 
 Context = dict[str, Any]
@@ -44,6 +45,8 @@ class AttentionSpec:
             sub-LN), or ``None``.
         out_norm: a norm on the attention output after the out-projection (post-norm blocks,
             EVA02-E's ``x + norm1(attn(x))``), or ``None``.
+        softmax_dtype: the dtype the model takes its softmax in (transformers' eager attention:
+            float32), or ``None`` for the scores' own; may be a zero-argument callable.
     """
 
     n_heads: int
@@ -59,6 +62,7 @@ class AttentionSpec:
     score_bias: Callable[[], Tensor] | None = None
     z_norm: nn.Module | None = None
     out_norm: nn.Module | None = None
+    softmax_dtype: torch.dtype | Callable[[], torch.dtype | None] | None = None
 
 
 @dataclass

@@ -198,6 +198,12 @@ class HookedAttention(nn.Module):
             scores = scores + (bias if rows is None else bias[:, rows]).to(scores.dtype)
         return scores
 
+    def softmax(self, scores: Tensor, dtype: torch.dtype) -> Tensor:
+        """The attention pattern from scores, in the model's softmax dtype, returned as
+        ``dtype``; with :meth:`scores`, the one pattern function of the forward pass and the
+        decomposition."""
+        return scores.softmax(dim=-1, dtype=_live(self.spec.softmax_dtype)).to(dtype)
+
     def forward(self, x: Tensor, context: Context) -> Tensor:
         """Map the ``ln1`` output ``[B, N, D]`` to the attention output after LayerScale."""
         if self.is_split():
@@ -213,9 +219,10 @@ class HookedAttention(nn.Module):
         """Attention step by step through the hook points; output after LayerScale."""
         q, k, v = self.spec.project(x, context)
         q, k, v = self.hook_q(q), self.hook_k(k), self.hook_v(v)
-        if is_hooked(self.hook_attn_scores) or is_hooked(self.hook_pattern):
+        explicit = _live(self.spec.softmax_dtype) is not None  # SDPA would not match it
+        if explicit or is_hooked(self.hook_attn_scores) or is_hooked(self.hook_pattern):
             scores = self.hook_attn_scores(self.scores(q, k))
-            pattern = self.hook_pattern(scores.softmax(dim=-1).to(v.dtype))
+            pattern = self.hook_pattern(self.softmax(scores, v.dtype))
             z = torch.einsum("bhqk,bkhd->bqhd", pattern, v)
         else:
             bias = self.spec.score_bias().to(q.dtype) if self.spec.score_bias else None

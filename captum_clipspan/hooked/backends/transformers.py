@@ -132,14 +132,10 @@ def _tower_spec(family: str, tower: nn.Module, vision: nn.Module,
 
     size = config.image_size
     grid = size // config.patch_size
-    notes = []
-    if getattr(config, "_attn_implementation", None) == "eager":
-        notes.append("eager attention takes its softmax in float32, so in float64 the split path "
-                     "and the decomposition differ from the model's own forward by ~1e-8.")
     return TowerSpec(
         family=family, module=tower, patchify=patchify, assemble=assemble,
         blocks=[_block_spec(layer) for layer in vision.encoder.layers], readout=readout,
-        image_size=(size, size), grid_size=(grid, grid), n_prefix_tokens=n_prefix, notes=notes,
+        image_size=(size, size), grid_size=(grid, grid), n_prefix_tokens=n_prefix,
     )
 
 
@@ -172,7 +168,14 @@ def _attention_spec(attn: nn.Module) -> AttentionSpec:
         out_bias=attn.out_proj.bias, run=run,
         qkv_weights=tuple(linear.weight for linear in linears),
         qkv_biases=tuple(linear.bias for linear in linears), scale=attn.scale,
+        softmax_dtype=lambda: _softmax_dtype(attn),
     )
+
+
+def _softmax_dtype(attn: nn.Module) -> torch.dtype | None:
+    """transformers' eager attention takes its softmax in float32 (sdpa and flash do not)."""
+    config = getattr(attn, "config", None)
+    return torch.float32 if getattr(config, "_attn_implementation", None) == "eager" else None
 
 
 def _map_head_spec(head: nn.Module) -> AttentionPoolSpec:
