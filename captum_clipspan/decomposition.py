@@ -179,11 +179,22 @@ def norm_then(norm: NormWeights | None, matrix: Tensor, center: bool) -> Tensor:
     return matrix
 
 
+def in_text_columns(x: Tensor, text_embeddings: Tensor | None) -> Tensor:
+    """``[..., E]`` -> ``[..., X]``: scores against the texts, or unchanged without texts."""
+    return x if text_embeddings is None else x @ text_embeddings.to(x.dtype).T
+
+
 def projection(weights: ReadoutWeights, text_embeddings: Tensor | None) -> Tensor:
     """``[D_out, X]`` the projection, ending in text scores when texts are given."""
-    if text_embeddings is None:
-        return weights.proj
-    return weights.proj @ text_embeddings.to(weights.proj.dtype).T
+    return in_text_columns(weights.proj, text_embeddings)
+
+
+def after_pool(weights: ReadoutWeights, pooled: Tensor, post_scale: Tensor,
+               text_embeddings: Tensor | None = None) -> Tensor:
+    """A vector that enters after the pool (a constant, the pool's MLP branch) in the output
+    columns: ``[B, D_out]`` through the post-pool norm (scale ``[B]``) and the projection."""
+    post_map = norm_then(weights.post_norm, projection(weights, text_embeddings), center=True)
+    return pooled @ post_map / post_scale[:, None]
 
 
 def readout_map(weights: ReadoutWeights, center: bool,
@@ -196,11 +207,11 @@ def readout_map(weights: ReadoutWeights, center: bool,
             shared constant (``"reference"``).
         text_embeddings: optional ``[T, E]``; the map then ends in text scores.
     """
-    after_pool = norm_then(weights.post_norm, projection(weights, text_embeddings), center)
+    post_map = norm_then(weights.post_norm, projection(weights, text_embeddings), center)
     if weights.value_weight is None:
-        return ReadoutMap(None, norm_then(weights.pre_norm, after_pool, center)[None])
+        return ReadoutMap(None, norm_then(weights.pre_norm, post_map, center)[None])
     value = norm_then(weights.pre_norm, weights.value_weight.transpose(0, 1), center)
-    output = torch.einsum("gdk,kx->gdx", weights.out_weight, after_pool)
+    output = torch.einsum("gdk,kx->gdx", weights.out_weight, post_map)
     return ReadoutMap(value.transpose(0, 1), output)
 
 
@@ -232,14 +243,11 @@ def readout_constant(weights: ReadoutWeights, pool_weights: Tensor, post_scale: 
         pooled = torch.einsum("bgk,gkD->bD", values, weights.out_weight)
         if weights.out_bias is not None:
             pooled = pooled + weights.out_bias
-    after_pool = norm_then(weights.post_norm, proj, center=True)
-    constant = pooled @ after_pool / post_scale[:, None]
+    constant = after_pool(weights, pooled, post_scale, text_embeddings)
     if weights.post_norm is not None and weights.post_norm.bias is not None:
         constant = constant + weights.post_norm.bias @ proj
     if weights.proj_bias is not None:
-        bias = weights.proj_bias
-        constant = constant + (bias if text_embeddings is None
-                               else bias @ text_embeddings.to(bias.dtype).T)
+        constant = constant + in_text_columns(weights.proj_bias, text_embeddings)
     return constant
 
 
@@ -345,12 +353,13 @@ def norm_weights(norm: HookedNorm, dtype: torch.dtype) -> NormWeights | None:
 def readout_weights(vit: HookedViT, dtype: torch.dtype) -> ReadoutWeights:
     """Gather the readout's tensors through the hooked tower's accessors."""
     final = norm_weights(vit.ln_final, dtype)
-    after_pool = vit.final_ln_after_pool
+    norm_after_pool = vit.final_ln_after_pool
     proj = _detached(vit.proj, dtype)
     pool = vit.pool
     width = pool.W_O.shape[-1] if pool is not None else vit.d_model
     weights = ReadoutWeights(
-        pre_norm=None if after_pool else final, post_norm=final if after_pool else None,
+        pre_norm=None if norm_after_pool else final,
+        post_norm=final if norm_after_pool else None,
         proj=proj if proj is not None else torch.eye(width, dtype=dtype, device=vit.device),
         proj_bias=_detached(vit.proj_bias, dtype),
     )
@@ -732,8 +741,7 @@ def _assemble(vit: HookedViT, capture: _Capture, weights: ReadoutWeights, term_m
     if "pool_mlp" in store:
         mlp_out = torch.einsum("q,bqd->bd", vit.pool.query_weights(store["pool_mlp"]),
                                store["pool_mlp"])
-        after_pool = norm_then(weights.post_norm, projection(weights, text_embeddings), True)
-        pool_mlp = mlp_out / post_scale[:, None] @ after_pool
+        pool_mlp = after_pool(weights, mlp_out, post_scale, text_embeddings)
     if convention == "reference":
         # The constant plus what centering would have removed from every term, shared equally.
         residual = pooled("resid")
@@ -754,8 +762,7 @@ def _assemble(vit: HookedViT, capture: _Capture, weights: ReadoutWeights, term_m
 
     image_embed = capture.scratch["image_embed"].to(dtype)
     norm = image_embed.norm(dim=-1)
-    if text_embeddings is not None:
-        image_embed = image_embed @ text_embeddings.to(dtype).T
+    image_embed = in_text_columns(image_embed, text_embeddings)
     parts = dict(embed=embed, attns=attns, mlps=mlps, heads=heads, tokens=tokens,
                  attn_biases=attn_biases, ln_bias=ln_bias, pool_mlp=pool_mlp,
                  image_embed=image_embed)

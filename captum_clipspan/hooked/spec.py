@@ -12,7 +12,7 @@ Shapes: ``D`` model width, ``H`` heads, ``d`` head width, ``N`` tokens, ``Q`` po
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -184,7 +184,6 @@ class TowerSpec:
     image_size: tuple[int, int]
     grid_size: tuple[int, int]
     n_prefix_tokens: int
-    notes: list[str] = field(default_factory=list)
 
 
 class UnsupportedTowerError(ValueError):
