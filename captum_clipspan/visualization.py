@@ -7,12 +7,14 @@ Captum's :func:`captum.attr.visualization.visualize_image_attr`.
 
 Every function builds its figure as a :class:`matplotlib.figure.Figure` (never through pyplot's
 global state, never ``plt.show()``) and returns ``(fig, axes)``: save it with
-``fig.savefig(path)``, or leave ``fig`` as a notebook cell's last expression to display it. Inputs
-may be torch tensors (any device or dtype) or numpy arrays.
+``fig.savefig(path)``, or leave ``fig`` as a notebook cell's last expression to display it (the
+figures render themselves as PNG, with or without ``%matplotlib inline``). Inputs may be torch
+tensors (any device or dtype) or numpy arrays.
 """
 
 from __future__ import annotations
 
+import io
 import math
 import numbers
 import textwrap
@@ -49,6 +51,19 @@ _WORST_COLOR = "tab:red"
 
 
 # --------------------------------------------------------------------------- shared helpers
+
+
+class _DisplayFigure(Figure):
+    """A :class:`~matplotlib.figure.Figure` that IPython displays as a PNG image.
+
+    A figure built without pyplot never loads the inline backend, so IPython has no formatter for
+    it and shows only ``<Figure size ...>``; ``_repr_png_`` is the hook IPython falls back on.
+    """
+
+    def _repr_png_(self) -> bytes:
+        buffer = io.BytesIO()
+        self.savefig(buffer, format="png", bbox_inches="tight")
+        return buffer.getvalue()
 
 
 def _to_numpy(value: Any, name: str) -> np.ndarray:
@@ -119,7 +134,7 @@ def _wrap(text: Any, width: int, max_lines: int | None = None) -> str:
 def _single_axes(ax: Axes | None, figsize: tuple[float, float]) -> tuple[Figure, Axes]:
     """The given axes and its figure, or a new constrained-layout figure with one axes."""
     if ax is None:
-        fig = Figure(figsize=figsize, layout="constrained")
+        fig = _DisplayFigure(figsize=figsize, layout="constrained")
         return fig, fig.add_subplot()
     if not hasattr(ax, "get_figure") or not hasattr(ax, "plot"):
         raise TypeError(f"ax must be a matplotlib Axes, got {type(ax).__name__}")
@@ -137,7 +152,8 @@ def _panel_grid(n: int, ncols: int, panel_size: tuple[float, float],
     ncols = min(int(ncols), n)
     nrows = math.ceil(n / ncols)
     if fig is None:
-        fig = Figure(figsize=(panel_size[0] * ncols, panel_size[1] * nrows), layout="constrained")
+        fig = _DisplayFigure(figsize=(panel_size[0] * ncols, panel_size[1] * nrows),
+                             layout="constrained")
     elif not hasattr(fig, "subplots"):
         raise TypeError(f"fig must be a matplotlib Figure or SubFigure, got {type(fig).__name__}")
     axes = fig.subplots(nrows, ncols, squeeze=False).ravel()
