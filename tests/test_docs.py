@@ -5,6 +5,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -60,6 +61,11 @@ def test_docs_build_with_warnings_as_errors(tmp_path):
     for page in ["index.html", "math.html", "api.html", "tutorials.html",
                  "tutorials/zz_docs_build_check.html"]:
         assert (html / page).is_file(), page
+    math = (html / "math.html").read_text(encoding="utf-8")
+    scripts = re.findall(r'<script[^>]*src="([^"]*)"', math)
+    assert "_static/mathjax/tex-chtml.js" in scripts, scripts  # MathJax ships with the docs
+    assert (html / "_static" / "mathjax" / "tex-chtml.js").is_file()
+    assert not [src for src in scripts if "://" in src], scripts  # nothing from the network
     api = (html / "api.html").read_text(encoding="utf-8")
     assert "HeadContribution" in api and "decompose" in api
     import captum_clipspan
