@@ -45,6 +45,8 @@ _EXPORTS = {
     "heads_matching": "spurious",
     "ablate_heads": "spurious",
     "random_heads_baseline": "spurious",
+    "spurious_cue_study": "spurious",
+    "spurious_table": "spurious",
 }
 
 __all__ = sorted([*_EXPORTS, "Decomposition", "decompose", "decompose_batches"])

@@ -35,6 +35,7 @@ examples:
   clipspan ablate photos/ --classes dog cat      # class sub-folders give the labels
   clipspan retrieve photos/ --head 3.1 --query "a red object"
   clipspan segment-benchmark synthetic --n 500   # zero-shot segmentation, every heat-map method
+  clipspan spurious synthetic --k 2              # remove the spurious toy's background cue
   clipspan cache photos/ --nproc 2 --granularity token --layers -1   # per-token terms, 2 processes
   clipspan heads photos/ --model ViT-B-16 --pretrained laion2b_s34b_b88k --bank general
 """
@@ -97,8 +98,14 @@ def _status(message: str) -> None:
         print(f"clipspan: {message}", file=sys.stderr, flush=True)
 
 
+def _is_toy(args: argparse.Namespace) -> bool:
+    from .toy import TOY_MODELS
+
+    return args.model in TOY_MODELS
+
+
 def _random_weights(args: argparse.Namespace) -> bool:
-    return args.model != "toy" and args.pretrained is None
+    return not _is_toy(args) and args.pretrained is None
 
 
 def weights_note(args: argparse.Namespace) -> str | None:
@@ -111,7 +118,7 @@ def weights_note(args: argparse.Namespace) -> str | None:
 
 
 def _describe_weights(args: argparse.Namespace) -> str:
-    if args.model == "toy":
+    if _is_toy(args):
         return "the toy model's shipped weights"
     return "RANDOM weights" if args.pretrained is None else f"pretrained {args.pretrained!r}"
 
@@ -121,7 +128,7 @@ def _load_model(args: argparse.Namespace) -> Any:
 
     import captum_clipspan as cs
 
-    if args.model == "toy" and args.pretrained is not None:
+    if _is_toy(args) and args.pretrained is not None:
         raise CommandError(f"--pretrained {args.pretrained!r} does not apply to the toy model, "
                            "which ships its own weights; drop --pretrained, or pick an open_clip "
                            "--model.")
@@ -260,7 +267,7 @@ def _write_rows(path: Path, rows: list[dict]) -> Path:
 
 
 def _default_bank(args: argparse.Namespace) -> str:
-    return args.bank or ("toy" if args.model == "toy" else "general")
+    return args.bank or ("toy" if _is_toy(args) else "general")
 
 
 def _heads(args: argparse.Namespace) -> int:
@@ -276,7 +283,7 @@ def _heads(args: argparse.Namespace) -> int:
     _status(f"text bank {_default_bank(args)!r}: {len(bank)} texts (encoded once per model, "
             "then read from the cache)")
     embeddings = encode_texts_cached(clip, bank).float().to(clip.device)
-    report = cs.TextSpan(clip, texts=bank, text_embeddings=embeddings).attribute(cache, m=args.m)
+    report = cs.TextSpan(clip, bank=bank, text_embeddings=embeddings).fit(cache, m=args.m)
     for layer, head in report.results:
         print(report.describe(layer, head))
     report.to_frame().to_csv(out / "textspan.csv", index=False)
@@ -433,6 +440,80 @@ def _segment_benchmark(args: argparse.Namespace) -> int:
     return 0
 
 
+def _spurious(args: argparse.Namespace) -> int:
+    import captum_clipspan as cs
+
+    if args.k is None:
+        args.k = 2 if args.data == "synthetic" else 4
+    for name in ("k", "draws", "m", "n_per_group", "n_reference"):
+        if getattr(args, name) < 1:
+            raise CommandError(f"--{name.replace('_', '-')} must be at least 1, got "
+                               f"{getattr(args, name)}.")
+    concept = args.concept
+    center = concept is None or (len(concept) > 1 and not args.no_center)
+    if args.data == "synthetic":
+        if not _is_toy(args):
+            raise CommandError(f"'synthetic' runs on a toy model (toy-spurious, or toy as a "
+                               f"control), got --model {args.model}; give a Waterbirds folder "
+                               f"for open_clip models.")
+        from .toy.spurious import spurious_benchmark
+
+        clip, out = _load_model(args), _out_dir(args)
+        study = spurious_benchmark(clip, concept=concept, k=args.k, draws=args.draws,
+                                   n_reference=args.n_reference, n_per_group=args.n_per_group,
+                                   m=args.m, center=center, seed=args.seed,
+                                   batch_size=args.batch_size)
+        groups = study["groups"]
+        concept = concept or ["the toy's background-texture prompts"]
+    else:
+        if concept is None:
+            raise CommandError("a data folder needs --concept: the spurious cue as one or more "
+                               "texts, e.g. --concept 'a photo of water' --concept 'a photo of "
+                               "a forest'.")
+        source = _existing(args.data, "Waterbirds folder", "folder")
+        clip, out = _load_model(args), _out_dir(args)
+        if clip.preprocess is None:
+            raise CommandError("this model has no preprocess transform.")
+        data = cs.WaterbirdsDataset(source, args.split, transform=clip.preprocess)
+        reference = (cs.WaterbirdsDataset(source, args.reference, transform=clip.preprocess)
+                     if args.reference in ("train", "val", "test") else
+                     cs.ImageFolder(_existing(args.reference, "reference folder", "folder"),
+                                    clip.preprocess))
+        names = list(args.classes or cs.WaterbirdsDataset.classes)
+        if len(names) != 2:
+            raise CommandError(f"Waterbirds has 2 classes (y = 0, 1); got --classes {names}.")
+        from .text_cache import encode_texts_cached
+
+        bank = cs.text_bank(_default_bank(args))
+        study = cs.spurious_cue_study(
+            clip, reference, data, cs.ZeroShotClassifier(clip, names), concept, None,
+            data.groups, k=args.k, draws=args.draws, seed=args.seed, bank=bank,
+            text_embeddings=encode_texts_cached(clip, bank).float().to(clip.device), m=args.m,
+            center=center, n_groups=data.n_groups, batch_size=args.batch_size)
+        groups = [f"{names[g // 2]} on {('land', 'water')[g % 2]}" for g in range(4)]
+    table = cs.spurious_table(study)
+    note = weights_note(args)
+    per_group = "\n".join(
+        f"| {name} | {study['before']['per_group'].get(g, float('nan')):.3f} | "
+        f"{study['after']['per_group'].get(g, float('nan')):.3f} | "
+        f"{study['random']['after']['per_group'].get(g, float('nan')):.3f} |"
+        for g, name in enumerate(groups))
+    (out / "spurious.md").write_text(
+        (f"**{note}**\n\n" if note else "") + f"Concept: {'; '.join(concept)}\n\n{table}\n\n"
+        "| group | unmodified | concept heads ablated | random heads ablated |\n"
+        f"|---|---:|---:|---:|\n{per_group}\n")
+    summary = {key: study[key] for key in ("heads", "before", "after")}
+    summary["random"] = {key: study["random"][key] for key in ("heads", "after", "draws")}
+    summary["concept_scores"] = {f"{layer}.{head}": score
+                                 for (layer, head), score in study["concept_scores"].items()}
+    summary["groups"], summary["concept"] = groups, concept
+    (out / "spurious.json").write_text(json.dumps(summary, indent=1))
+    study["report"].to_frame().to_csv(out / "textspan.csv", index=False)
+    print(table)
+    print(f"wrote {out / 'spurious.md'}, {out / 'spurious.json'}, {out / 'textspan.csv'}")
+    return 0
+
+
 def _class_names(args: argparse.Namespace, source: Path) -> list[str]:
     if args.classes:
         if len(args.classes) == 1 and Path(args.classes[0]).is_file():
@@ -484,13 +565,15 @@ def _quickstart(args: argparse.Namespace) -> int:
 
 
 def _add_common(parser: argparse.ArgumentParser, out: str | None,
-                batch_size: int | None = 64) -> None:
+                batch_size: int | None = 64, model: str = "toy") -> None:
     """``--model``, ``--pretrained`` and ``--device``; ``--out`` for commands that write files
     (``out`` is its default) and ``--batch-size`` for those that run batches (``batch_size``
     is its default)."""
-    parser.add_argument("--model", default="toy",
-                        help="open_clip model name (e.g. ViT-B-16) or 'toy' (default: toy, the "
-                             "embedded model trained on synthetic scenes; runs offline)")
+    parser.add_argument("--model", default=model,
+                        help=f"open_clip model name (e.g. ViT-B-16), 'toy' (the embedded model "
+                             f"trained on synthetic scenes; runs offline) or 'toy-spurious' (a "
+                             f"toy trained with shape and background texture paired); default: "
+                             f"{model}")
     parser.add_argument("--pretrained", default=None,
                         help="open_clip pretrained tag or checkpoint path (e.g. "
                              "laion2b_s34b_b88k); default: none (random weights for open_clip "
@@ -651,6 +734,49 @@ def build_parser() -> argparse.ArgumentParser:
                                "ImageNet's 1000 classes for the .mat file)")
     _add_common(segbench, "clipspan-segmentation", batch_size=16)
     segbench.set_defaults(run=_segment_benchmark)
+
+    spurious = commands.add_parser(
+        "spurious", help="remove a spurious cue by ablating the heads TextSpan labels with it",
+        description="The paper's Waterbirds experiment: label every head with TextSpan on "
+        "reference images, mean-ablate the K heads whose texts best span the cue (--concept), "
+        "and report average and worst-group zero-shot accuracy before, after, and for the best "
+        "of several random choices of K heads. Writes spurious.md, spurious.json and "
+        "textspan.csv.")
+    spurious.add_argument("data", help="'synthetic' (the spurious toy's held-out shape x "
+                          "texture groups) or a Waterbirds folder (metadata.csv with "
+                          "img_filename, y, place, split)")
+    spurious.add_argument("--concept", action="append", default=None,
+                          help="a text describing the cue (repeat for several; with two or "
+                               "more, heads are scored on their differences). Default for "
+                               "synthetic: the background-texture prompts; required for a "
+                               "folder")
+    spurious.add_argument("--no-center", action="store_true",
+                          help="score heads on the concept texts as given, not on their "
+                               "differences")
+    spurious.add_argument("--k", type=int, default=None,
+                          help="heads to ablate (default: 2 for synthetic, whose toy has 16 "
+                               "heads; else 4)")
+    spurious.add_argument("--draws", type=int, default=5,
+                          help="random draws of K heads for the baseline (default: 5)")
+    spurious.add_argument("--seed", type=int, default=0,
+                          help="seed of the random draws (default: 0)")
+    spurious.add_argument("--m", type=int, default=8, help="TextSpan texts per head (default: 8)")
+    spurious.add_argument("--bank", default=None,
+                          help="TextSpan's text bank (default: toy for the toy models, else "
+                               "general)")
+    spurious.add_argument("--split", default="test",
+                          help="Waterbirds split to score (default: test)")
+    spurious.add_argument("--reference", default="val",
+                          help="images for TextSpan and the means: a Waterbirds split name or "
+                               "an image folder (default: val)")
+    spurious.add_argument("--classes", nargs=2, default=None,
+                          help="the two class names (default: landbird waterbird)")
+    spurious.add_argument("--n-per-group", type=int, default=100,
+                          help="synthetic: held-out scenes per group (default: 100)")
+    spurious.add_argument("--n-reference", type=int, default=2000,
+                          help="synthetic: reference scenes (default: 2000)")
+    _add_common(spurious, "clipspan-spurious", batch_size=200, model="toy-spurious")
+    spurious.set_defaults(run=_spurious)
 
     quick = commands.add_parser("quickstart", help="decompose random images and check the sum",
                                 description="Decompose a batch of random images and print the "

@@ -34,7 +34,7 @@ from __future__ import annotations
 
 import csv
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -47,6 +47,8 @@ __all__ = [
     "FAMILIES",
     "PREFIXES",
     "Scenes",
+    "SPURIOUS_PAIRS",
+    "SpuriousCue",
     "SyntheticScenes",
     "caption",
     "caption_vocabulary",
@@ -103,7 +105,58 @@ _POSITION_PHRASE = {"left": "on the left", "center": "in the center", "right": "
 _SLOT_TEXTURE_X = len(FAMILIES)
 _SLOT_TEXTURE_Y = _SLOT_TEXTURE_X + 1
 _SLOT_JITTER = _SLOT_TEXTURE_Y + 1
+_SLOT_CUE = _SLOT_JITTER + 2 * _MAX_COUNT
 _MASK64 = (1 << 64) - 1
+
+SPURIOUS_PAIRS: dict[str, str] = {
+    "circle": "striped", "square": "dotted", "triangle": "checkered", "cross": "plain",
+}
+"""Shape -> the background texture it co-occurs with in the spurious toy's training scenes."""
+
+
+@dataclass(frozen=True)
+class SpuriousCue:
+    """A planted correlation: family ``cue`` follows family ``target`` with probability ``p``.
+
+    A scene's ``target`` value is drawn among the keys of ``pairs`` only; with probability ``p``
+    its ``cue`` is ``pairs[target]``, otherwise one of the other ``cue`` values, uniformly. The
+    other families stay independent. With ``p = 0.95`` a shape and its texture co-occur in 95%
+    of the scenes, as birds and their habitat do in Waterbirds.
+
+    Examples::
+
+        >>> s = make_scenes(1000, seed=0, spurious=SpuriousCue(p=0.95))
+        >>> round(float(np.mean([SPURIOUS_PAIRS[a["shape"]] == a["texture"]
+        ...                      for a in s.attributes])), 2)
+        0.95
+    """
+
+    target: str = "shape"
+    cue: str = "texture"
+    pairs: Mapping[str, str] = field(default_factory=lambda: dict(SPURIOUS_PAIRS))
+    p: float = 0.95
+
+    def __post_init__(self) -> None:
+        if self.target == self.cue:
+            raise ValueError(f"target and cue must be two families, got {self.target!r} twice")
+        if not self.pairs:
+            raise ValueError("pairs must map at least one target value to a cue value")
+        for value, cue in self.pairs.items():
+            _check_value(self.target, value), _check_value(self.cue, cue)
+        if not 0.0 <= float(self.p) <= 1.0:
+            raise ValueError(f"p must be in [0, 1], got {self.p!r}")
+
+    def apply(self, labels: dict[str, np.ndarray], u_target: np.ndarray, u_coin: np.ndarray,
+              u_other: np.ndarray) -> None:
+        """Overwrite ``labels[target]``/``labels[cue]`` in place from three uniforms per scene."""
+        keys = np.array([_check_value(self.target, v) for v in self.pairs])
+        cues = np.array([_check_value(self.cue, self.pairs[v]) for v in self.pairs])
+        pick = np.minimum((u_target * len(keys)).astype(np.int64), len(keys) - 1)
+        labels[self.target] = keys[pick]
+        k = len(ATTRIBUTES[self.cue])
+        other = np.minimum((u_other * (k - 1)).astype(np.int64), k - 2)
+        other = other + (other >= cues[pick])  # one of the k - 1 other values
+        labels[self.cue] = np.where(u_coin < self.p, cues[pick], other)
 
 
 @dataclass
@@ -232,7 +285,8 @@ def _resolve_fixed(size: int | str, fixed: Mapping[str, str]) -> tuple[int, dict
 
 
 def make_scenes(
-    n: int, seed: int = 0, size: int | str = 64, *, start: int = 0, **fixed: str
+    n: int, seed: int = 0, size: int | str = 64, *, start: int = 0,
+    spurious: SpuriousCue | None = None, **fixed: str
 ) -> Scenes:
     """Render ``n`` random scenes.
 
@@ -242,6 +296,8 @@ def make_scenes(
         size: image side in pixels (default 64). A string pins the ``size`` attribute family
             instead (``make_scenes(4, size="small")``), keeping 64-pixel images.
         start: index of the first scene, to render disjoint chunks of one stream.
+        spurious: a :class:`SpuriousCue` planting a correlation between two families
+            (applied before ``fixed``, so pinning both families of a cue renders one group).
         **fixed: ``family=value`` pairs pinning attribute families, e.g. ``shape="circle"``.
 
     Returns:
@@ -260,14 +316,17 @@ def make_scenes(
     if n < 0:
         raise ValueError(f"n must be >= 0, got {n}")
     index = np.arange(start, start + n, dtype=np.int64)
-    u = _uniforms(seed, index, _SLOT_JITTER + 2 * _MAX_COUNT)
+    u = _uniforms(seed, index, _SLOT_CUE + 2)
 
     labels: dict[str, np.ndarray] = {}
     for j, family in enumerate(FAMILIES):
         k = len(ATTRIBUTES[family])
         labels[family] = np.minimum((u[:, j] * k).astype(np.int64), k - 1)
-        if family in pinned:
-            labels[family][:] = pinned[family]
+    if spurious is not None:
+        spurious.apply(labels, u[:, FAMILIES.index(spurious.target)], u[:, _SLOT_CUE],
+                       u[:, _SLOT_CUE + 1])
+    for family, value in pinned.items():
+        labels[family][:] = value
 
     coords = np.arange(side, dtype=np.float32) + 0.5
     xs, ys = coords[None, None, :], coords[None, :, None]

@@ -100,7 +100,7 @@ def run_demo(clip: HookedCLIP, out: Path, n: int = 1000, seed: int = 0,
 
     _step("labelling the heads with TextSpan", show_progress)
     texts, families = toy_bank()
-    report = TextSpan(clip, texts=texts).attribute(cache, m=5, show_progress=show_progress)
+    report = TextSpan(clip, bank=texts).fit(cache, m=5, show_progress=show_progress)
     report.to_frame().to_csv(out / "textspan.csv", index=False)
     fig, _ = report.plot(max_texts=5)
     fig.savefig(out / "textspan.png", dpi=110, bbox_inches="tight")

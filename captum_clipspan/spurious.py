@@ -16,7 +16,7 @@ after, against ablating the same number of random heads (the best of several dra
 Examples::
 
     >>> cache = cs.cache_decomposition(clip, data, "cache/")
-    >>> report = cs.TextSpan(clip, texts=cs.text_bank("general")).attribute(cache, m=10)
+    >>> report = cs.TextSpan(clip, bank=cs.text_bank("general")).fit(cache, m=10)
     >>> heads = cs.heads_matching(report, "a photo of a place", clip=clip, k=4)
     >>> means = cs.ComponentMeans.from_cache(cache)
     >>> study = cs.ablate_heads(clip, means, heads, cache, classifier, labels, groups)
@@ -44,7 +44,8 @@ from .hooked.clip import HookedCLIP
 from .validation import check_labels, resolve_head, resolve_layer
 
 __all__ = ["WaterbirdsDataset", "ablate_heads", "head_concept_scores", "heads_matching",
-           "random_heads_baseline", "worst_group_accuracy"]
+           "random_heads_baseline", "spurious_cue_study", "spurious_table",
+           "worst_group_accuracy"]
 
 Head = tuple[int, int]
 
@@ -217,8 +218,10 @@ class WaterbirdsDataset(Dataset):
 
 # Head selection -------------------------------------------------------------------------------
 
-def _concept_directions(concept: Any, clip: HookedCLIP | None, width: int) -> Tensor:
-    """A concept (string, strings or text embeddings) -> unit directions ``[T, E]``."""
+def _concept_directions(concept: Any, clip: HookedCLIP | None, width: int,
+                        center: bool = False) -> Tensor:
+    """A concept (string, strings or text embeddings) -> unit directions ``[T, E]`` (centered on
+    their mean first when ``center``)."""
     if isinstance(concept, str) or (isinstance(concept, (list, tuple)) and concept
                                     and all(isinstance(t, str) for t in concept)):
         if clip is None:
@@ -231,11 +234,21 @@ def _concept_directions(concept: Any, clip: HookedCLIP | None, width: int) -> Te
     directions = check_text_embeddings(concept.detach().float().cpu(), width)
     if (directions.norm(dim=-1) == 0).any():
         raise ValueError("concept embeddings must be non-zero.")
-    return torch.nn.functional.normalize(directions, dim=-1)
+    directions = torch.nn.functional.normalize(directions, dim=-1)
+    if center:
+        if directions.shape[0] < 2:
+            raise ValueError("center=True needs a concept of two or more texts (their mean is "
+                             "removed); got one.")
+        directions = directions - directions.mean(0)
+        if (directions.norm(dim=-1) < 1e-6).any():
+            raise ValueError("center=True: the concept's texts do not differ (a text equals "
+                             "their mean).")
+        directions = torch.nn.functional.normalize(directions, dim=-1)
+    return directions
 
 
 def head_concept_scores(report: TextSpanReport, concept: Any, clip: HookedCLIP | None = None,
-                        m: int | None = None) -> dict[Head, float]:
+                        m: int | None = None, center: bool = False) -> dict[Head, float]:
     """How well each head's first ``m`` TextSpan texts cover a concept, in ``[0, 1]``.
 
     The score of a head is the mean, over the concept's unit directions ``c``, of
@@ -251,6 +264,10 @@ def head_concept_scores(report: TextSpanReport, concept: Any, clip: HookedCLIP |
         clip: the model, needed when ``concept`` is text.
         m: basis rows per head (default: the fewest texts of any head, so every head is scored
             with a span of the same size).
+        center: remove the mean of the concept's texts before scoring, so that a head is
+            scored on the differences among them (``"striped"`` vs ``"dotted"`` background)
+            rather than on what they share (``"a photo of an object on a ... background"``,
+            which every head's span holds in part). Needs two or more texts.
 
     Returns:
         ``{(layer, head): score}`` in the report's order.
@@ -266,13 +283,13 @@ def head_concept_scores(report: TextSpanReport, concept: Any, clip: HookedCLIP |
         raise ValueError(f"m must be an int in 1..{m_max} (the fewest texts of any head), "
                          f"got {m!r}.")
     width = next(iter(report.results.values())).basis.shape[-1]
-    directions = _concept_directions(concept, clip, width)
+    directions = _concept_directions(concept, clip, width, center)
     return {key: float(((result.basis[:m].float().cpu() @ directions.T) ** 2).sum(0).mean())
             for key, result in report.results.items()}
 
 
 def heads_matching(report: TextSpanReport, concept: Any, clip: HookedCLIP | None = None,
-                   k: int = 4, m: int | None = None) -> list[Head]:
+                   k: int = 4, m: int | None = None, center: bool = False) -> list[Head]:
     """The ``k`` heads whose TextSpan texts best match a concept (see :func:`head_concept_scores`).
 
     Args:
@@ -282,11 +299,13 @@ def heads_matching(report: TextSpanReport, concept: Any, clip: HookedCLIP | None
         clip: the model, needed when ``concept`` is text.
         k: how many heads, ``1..len(report)``.
         m: basis rows per head (default: the fewest texts of any head).
+        center: score the differences among the concept's texts (see
+            :func:`head_concept_scores`).
 
     Returns:
         ``k`` ``(layer, head)`` pairs, best first (ties: lower layer, then head, first).
     """
-    scores = head_concept_scores(report, concept, clip, m)
+    scores = head_concept_scores(report, concept, clip, m, center)
     if isinstance(k, bool) or not isinstance(k, int) or not 1 <= k <= len(scores):
         raise ValueError(f"k must be an int in 1..{len(scores)} (the report's heads), "
                          f"got {k!r}.")
@@ -448,3 +467,94 @@ def random_heads_baseline(clip: HookedCLIP, means: ComponentMeans,
     return {"heads": results[best]["heads"],
             "before": worst_group_accuracy(before, labels, groups, n_groups),
             "after": results[best]["after"], "draws": results}
+
+
+# The whole experiment -------------------------------------------------------------------------
+
+def spurious_cue_study(clip: HookedCLIP, reference: DecompositionCache | ImageSource,
+                       data: DecompositionCache | ImageSource, classifier: Any, concept: Any,
+                       labels: Any, groups: Any, *, k: int = 4, draws: int = 5, seed: int = 0,
+                       bank: Any = "general", text_embeddings: Tensor | None = None,
+                       m: int = 10, center: bool = False, n_groups: int | None = None,
+                       batch_size: int = 64, show_progress: bool = True) -> dict[str, Any]:
+    """The paper's experiment end to end: label heads, ablate the cue's heads, compare.
+
+    TextSpan labels every head on ``reference`` images, the ``k`` heads whose texts best
+    cover ``concept`` (:func:`heads_matching`) are mean-ablated (means over ``reference``), and
+    ``data`` is scored before, after, and with the best of ``draws`` random choices of ``k``
+    heads (:func:`random_heads_baseline`).
+
+    Args:
+        clip: a :class:`~captum_clipspan.HookedCLIP`.
+        reference: the images TextSpan and the means are computed on (a cache of this model, or
+            images: a folder, a tensor ``[N, 3, H, W]`` of model inputs, a Dataset or a
+            DataLoader), e.g. the training distribution; they need no labels.
+        data: the labelled evaluation images (a cache or images).
+        classifier: a :class:`~captum_clipspan.ZeroShotClassifier` of the classes.
+        concept: the spurious cue, as for :func:`heads_matching` (a string, strings or text
+            embeddings).
+        labels: ``[N]`` class indices of ``data``, or ``None`` for the data's labels.
+        groups: ``[N]`` group indices of ``data``.
+        k: heads to ablate.
+        draws: random draws of ``k`` heads for the baseline.
+        seed: seed of the random draws.
+        bank: TextSpan's text bank (a name, a path or a list of texts).
+        text_embeddings: optional ``[M, E]`` embeddings of ``bank``.
+        m: TextSpan texts per head.
+        center: score the differences among the concept's texts (:func:`head_concept_scores`).
+        n_groups: number of groups (see :func:`worst_group_accuracy`).
+        batch_size: images per forward pass.
+        show_progress: progress bars.
+
+    Returns:
+        ``{"heads", "concept_scores", "before", "after", "random", "report"}``: the ablated
+        heads (best first), every head's score, the :func:`worst_group_accuracy` dicts of the
+        unmodified and the ablated model, the random baseline (:func:`random_heads_baseline`'s
+        dict) and the :class:`~captum_clipspan.TextSpanReport`.
+
+    Examples::
+
+        >>> study = cs.spurious_cue_study(clip, reference_images, test, classifier,
+        ...                               ["water", "forest", "beach"], None, test.groups,
+        ...                               center=True)
+        >>> print(cs.spurious_table(study))
+    """
+    import tempfile
+
+    from .attr.textspan import TextSpan
+    from .data import cache_decomposition
+
+    with tempfile.TemporaryDirectory() as scratch:
+        cache = reference if isinstance(reference, DecompositionCache) else cache_decomposition(
+            clip, reference, Path(scratch) / "reference", batch_size=batch_size,
+            show_progress=show_progress)
+        report = TextSpan(clip, bank=bank, text_embeddings=text_embeddings).fit(
+            cache, m=m, show_progress=show_progress)
+        means = ComponentMeans.from_cache(cache)
+    scores = head_concept_scores(report, concept, clip, center=center)
+    heads = heads_matching(report, concept, clip, k=k, center=center)
+    ablated = ablate_heads(clip, means, heads, data, classifier, labels, groups, n_groups,
+                           batch_size)
+    random = random_heads_baseline(clip, means, data, classifier, labels, groups, k=k,
+                                   draws=draws, seed=seed, n_groups=n_groups,
+                                   batch_size=batch_size)
+    return {"heads": heads, "concept_scores": scores, "before": ablated["before"],
+            "after": ablated["after"], "random": random, "report": report}
+
+
+def spurious_table(study: dict[str, Any]) -> str:
+    """A Markdown table of a :func:`spurious_cue_study`: accuracy before, after ablating the
+    concept's heads, and after ablating the best random heads."""
+    def heads(pairs: Sequence[Head]) -> str:
+        return ", ".join(f"{layer}.{head}" for layer, head in pairs)
+
+    random = study["random"]
+    rows = [("unmodified", "", study["before"]),
+            ("concept heads ablated", heads(study["heads"]), study["after"]),
+            (f"random heads ablated (best of {len(random['draws'])})", heads(random["heads"]),
+             random["after"])]
+    lines = ["| model | heads ablated | average accuracy | worst-group accuracy |",
+             "|---|---|---:|---:|"]
+    lines += [f"| {name} | {pairs or '-'} | {scores['average']:.3f} | "
+              f"{scores['worst_group']:.3f} |" for name, pairs, scores in rows]
+    return "\n".join(lines)

@@ -19,11 +19,20 @@ a shared machine and records the equivalent ``--steps/--decay-start`` for a repr
 Writes ``toy_clip.safetensors`` (fp16), ``toy_tokenizer.json`` and ``toy_clip.json`` (config,
 training settings, held-out zero-shot accuracy per family) into ``--out-dir``.
 
+``--spurious P`` trains the spurious-cue toy instead: each scene's shape is one of
+:data:`~captum_clipspan.datasets.SPURIOUS_PAIRS` and its background texture the paired one with
+probability ``P`` (:class:`~captum_clipspan.datasets.SpuriousCue`), so that zero-shot shape
+prediction can lean on the background; the final evaluation adds worst-group shape accuracy on
+balanced groups (:mod:`captum_clipspan.toy.spurious`).
+
 Usage::
 
     nohup nice -n 10 /work/venv/bin/python scripts/train_toy_clip.py --steps 20000 \
         --time-budget 45 --checkpoint /work/toy_ckpt.pt > /work/toy_train.log 2>&1 &
     python scripts/train_toy_clip.py --bench 10        # time 10 steps and exit
+    python scripts/train_toy_clip.py --spurious 0.95 --lr 1e-3 --warmup 100 --steps 4800 \
+        --freeze-text-steps 300 --text-lr-mult 0.2 --eval-every 600 --eval-n 320 \
+        --final-eval-n 800 --out-dir captum_clipspan/toy/spurious   # spurious toy, 26 min
 """
 
 from __future__ import annotations
@@ -47,6 +56,7 @@ from captum_clipspan.datasets import (  # noqa: E402
     ATTRIBUTES,
     FAMILIES,
     PREFIXES,
+    SpuriousCue,
     caption,
     make_scenes,
     sample_families,
@@ -109,6 +119,13 @@ def parse_args() -> argparse.Namespace:
         help="P(a family is named) otherwise, times its weight / mean weight",
     )
     p.add_argument("--captions-per-image", type=int, default=6)
+    p.add_argument(
+        "--spurious",
+        type=float,
+        default=0.0,
+        help="train on scenes whose shape and background texture co-occur with this "
+        "probability (datasets.SpuriousCue; 0: independent attributes, the default toy)",
+    )
     p.add_argument("--amp", choices=("none", "bf16"), default="bf16")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--eval-every", type=int, default=250)
@@ -136,7 +153,9 @@ def make_batch(step: int, args: argparse.Namespace, rng: np.random.Generator, to
     Returns images ``[B, 3, 64, 64]``, tokens ``[C, L]`` of the C distinct captions, and the
     bool matrix ``match [C, B]``: every attribute caption c names holds for image i.
     """
-    scenes = make_scenes(args.batch_size, seed=args.seed, start=step * args.batch_size)
+    cue = SpuriousCue(p=args.spurious) if args.spurious else None
+    scenes = make_scenes(args.batch_size, seed=args.seed, start=step * args.batch_size,
+                         spurious=cue)
     labels = np.stack([scenes.labels(f) for f in FAMILIES], axis=1)  # [B, F]
     texts: dict[str, tuple[int, np.ndarray]] = {}
     for i, attrs in enumerate(scenes.attributes):
@@ -198,9 +217,13 @@ def reproduce_command(args: argparse.Namespace) -> str:
     return "python scripts/train_toy_clip.py " + " ".join(kept)
 
 
-def evaluate(model, tokenizer, n: int) -> dict[str, float]:
+def evaluate(model, tokenizer, n: int, spurious: bool = False) -> dict[str, float]:
     model.eval()
     acc = zero_shot_accuracy(model, tokenizer, toy_preprocess, n=n, seed=EVAL_SEED)
+    if spurious:
+        from captum_clipspan.toy.spurious import group_shape_accuracy
+
+        acc.update(group_shape_accuracy(model, tokenizer, n_per_group=max(1, n // 16)))
     model.train()
     return acc
 
@@ -291,7 +314,7 @@ def main() -> None:
             total = args.steps = min(args.steps, done + max(1, cooldown))
             print(f"decay starts at step {done}; total steps {total}", flush=True)
         if done % args.eval_every == 0 and done < total:
-            acc = evaluate(model, tokenizer, args.eval_n)
+            acc = evaluate(model, tokenizer, args.eval_n, bool(args.spurious))
             history.append({"step": done, **acc})
             print(f"eval step {done}: {fmt(acc)}", flush=True)
             if args.checkpoint is not None:
@@ -327,6 +350,10 @@ def main() -> None:
     acc_ens = zero_shot_accuracy(
         model, tokenizer, toy_preprocess, n=args.final_eval_n, seed=EVAL_SEED, ensemble=True
     )
+    if args.spurious:
+        from captum_clipspan.toy.spurious import group_shape_accuracy
+
+        acc.update(group_shape_accuracy(model, tokenizer, n_per_group=args.final_eval_n // 16))
     print(f"final zero-shot (mean over templates): {fmt(acc)}")
     print(f"final zero-shot (prompt ensemble):     {fmt(acc_ens)}")
     info = {

@@ -138,7 +138,7 @@ def test_a_cache_from_another_model_is_refused(tmp_path):
     with pytest.raises(ValueError, match="other settings"):
         cs.cache_decomposition(other, data, tmp_path / "c", show_progress=False)
     with pytest.raises(ValueError, match="another model"):
-        cs.TextSpan(other, texts=["a", "b"]).attribute(cache, m=1, show_progress=False)
+        cs.TextSpan(other, bank=["a", "b"]).fit(cache, m=1, show_progress=False)
 
 
 def test_bad_sources_and_settings(tmp_path):

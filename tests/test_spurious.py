@@ -179,7 +179,7 @@ def study(tmp_path_factory):
     background = np.array([ATTRIBUTES["background"].index(a["background"]) for a in attributes])
     groups = shape * len(ATTRIBUTES["background"]) + background
     classifier = family_classifier(toy, "shape")
-    report = cs.TextSpan(toy, texts=toy_bank()[0]).attribute(cache, m=3, show_progress=False)
+    report = cs.TextSpan(toy, bank=toy_bank()[0]).fit(cache, m=3, show_progress=False)
     return toy, scenes, cache, torch.from_numpy(shape), groups, classifier, report
 
 

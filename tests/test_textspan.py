@@ -27,7 +27,7 @@ def cached(tmp_path_factory):
 
 def test_report_runs_the_core_on_every_cached_head(cached):
     clip, _, cache = cached
-    report = cs.TextSpan(clip, texts=BANK).attribute(cache, m=3, show_progress=False)
+    report = cs.TextSpan(clip, bank=BANK).fit(cache, m=3, show_progress=False)
     assert len(report) == 2 * 4
     embeddings = clip.encode_text(BANK).float()
     direct = cs.textspan(torch.from_numpy(cache.head(2, 1).copy()), embeddings, BANK, 3)
@@ -42,7 +42,7 @@ def test_report_runs_the_core_on_every_cached_head(cached):
 
 def test_report_save_load_round_trip(cached, tmp_path):
     clip, _, cache = cached
-    report = cs.TextSpan(clip, texts=BANK).attribute(cache, layers=[-1], heads=[0], m=2,
+    report = cs.TextSpan(clip, bank=BANK).fit(cache, layers=[-1], heads=[0], m=2,
                                                      show_progress=False)
     report.save(tmp_path / "report.pt")
     loaded = cs.TextSpanReport.load(tmp_path / "report.pt")
@@ -52,9 +52,9 @@ def test_report_save_load_round_trip(cached, tmp_path):
 
 def test_textspan_from_images_caches_on_the_fly(cached):
     clip, data, cache = cached
-    from_images = cs.TextSpan(clip, texts=BANK).attribute(data, layers=[2], m=2,
+    from_images = cs.TextSpan(clip, bank=BANK).fit(data, layers=[2], m=2,
                                                           show_progress=False)
-    from_cache = cs.TextSpan(clip, texts=BANK).attribute(cache, layers=[2], m=2,
+    from_cache = cs.TextSpan(clip, bank=BANK).fit(cache, layers=[2], m=2,
                                                          show_progress=False)
     for key in from_cache.results:
         assert from_images[key].texts == from_cache[key].texts
@@ -65,8 +65,8 @@ def test_accuracy_with_full_span_equals_heads_kept_whole(cached):
     clip, _, cache = cached
     classifier = cs.ZeroShotClassifier(clip, ["a", "b", "c"], templates=["{}"])
     embeddings = torch.eye(24)  # a bank spanning the whole joint space
-    span = cs.TextSpan(clip, texts=[f"axis {i}" for i in range(24)], text_embeddings=embeddings)
-    report = span.attribute(cache, m=24, show_progress=False)  # rank min(80, K, E) = 24
+    span = cs.TextSpan(clip, bank=[f"axis {i}" for i in range(24)], text_embeddings=embeddings)
+    report = span.fit(cache, m=24, show_progress=False)  # rank min(80, K, E) = 24
     m_full = min(len(r.texts) for r in report.results.values())
     accuracy = report.accuracy(cache, classifier, m_values=[1, m_full])
     assert accuracy[f"m={m_full}"] == accuracy["heads, no projection"]
@@ -81,16 +81,40 @@ def test_random_bank_is_seeded_unit_vectors():
     assert torch.equal(bank, random_bank(5, 8, seed=3))
 
 
+def test_textspan_is_fit_to_data_and_its_report_is_a_mapping(cached):
+    from collections.abc import Mapping
+
+    from captum.attr import Attribution
+
+    clip, _, cache = cached
+    span = cs.TextSpan(clip, bank=BANK)
+    assert not isinstance(span, Attribution)  # it reads a dataset, not one input's attribution
+    report = span.fit(cache, layers=[2], m=2, show_progress=False)
+    assert isinstance(report, Mapping)
+    assert list(report) == [(2, h) for h in range(4)] and len(report) == 4
+    assert (2, 1) in report and (1, 1) not in report
+    assert dict(report.items()) == report.results
+    with pytest.raises(KeyError, match=r"\(layer, head\) = \(1, 1\)"):
+        report[(1, 1)]
+    # the former names still work, with a FutureWarning
+    with pytest.warns(FutureWarning, match="bank="):
+        old = cs.TextSpan(clip, texts=BANK)
+    with pytest.warns(FutureWarning, match="fit"):
+        again = old.attribute(cache, layers=[2], m=2, show_progress=False)
+    assert again[(2, 1)].texts == report[(2, 1)].texts
+    assert cs.TextSpan(clip, bank="toy").texts == cs.text_bank("toy")
+
+
 def test_bad_textspan_arguments(cached):
     clip, _, cache = cached
     with pytest.raises(ValueError, match="m must be"):
-        cs.TextSpan(clip, texts=BANK).attribute(cache, m=11)
+        cs.TextSpan(clip, bank=BANK).fit(cache, m=11)
     with pytest.raises(ValueError, match="not in the cache"):
-        cs.TextSpan(clip, texts=BANK).attribute(cache, layers=[0], m=1)
+        cs.TextSpan(clip, bank=BANK).fit(cache, layers=[0], m=1)
     with pytest.raises(ValueError, match="empty"):
-        cs.TextSpan(clip, texts=[])
+        cs.TextSpan(clip, bank=[])
     with pytest.raises(ValueError, match=r"\[T, 24\]"):
-        cs.TextSpan(clip, texts=["a", "b"], text_embeddings=torch.randn(2, 7))
+        cs.TextSpan(clip, bank=["a", "b"], text_embeddings=torch.randn(2, 7))
 
 
 def test_retrieval_by_text_ranks_the_heads_dot_products(cached):

@@ -57,7 +57,7 @@ def test_textspan_names_an_attribute_that_each_leading_head_carries(toy, probe):
     gets background-texture phrases first ("an object on a striped background"), then colors."""
     cache, _, probes = probe
     texts, families = toy_bank()
-    report = cs.TextSpan(toy, texts=texts).attribute(cache, m=3, show_progress=False)
+    report = cs.TextSpan(toy, bank=texts).fit(cache, m=3, show_progress=False)
     leading = {(layer, head) for family, (layer, head, accuracy)
                in leaders(probes, cache.layers).items()
                if accuracy >= 1 / len(ATTRIBUTES[family]) + 0.4}

@@ -77,7 +77,7 @@ def test_layer_and_head_indices_never_wrap():
 def test_out_of_range_layers_are_refused_in_textspan_retrieval_and_the_cache(cached):
     clip, _, cache = cached
     with pytest.raises(ValueError, match="out of range"):  # 4 % 3 = 1 is cached
-        cs.TextSpan(clip, texts=["a", "b", "c"]).attribute(cache, layers=[4], m=1,
+        cs.TextSpan(clip, bank=["a", "b", "c"]).fit(cache, layers=[4], m=1,
                                                            show_progress=False)
     with pytest.raises(ValueError, match="out of range"):
         cs.retrieve(cache, layer=4, head=0, query=0, k=2)
@@ -101,7 +101,7 @@ def test_labels_beyond_the_classes_are_refused_by_every_accuracy(cached):
         cs.MeanAblation(clip, means).study(cache, classifier, labels=too_big,
                                            show_progress=False)
     three = cs.ZeroShotClassifier(clip, ["dog", "cat", "bird"], templates=["{}"])
-    report = cs.TextSpan(clip, texts=["a", "b", "c"]).attribute(cache, m=1,
+    report = cs.TextSpan(clip, bank=["a", "b", "c"]).fit(cache, m=1,
                                                                 show_progress=False)
     assert set(report.accuracy(cache, three)) >= {"baseline", "m=1"}
     one = cs.ZeroShotClassifier(clip, ["dog"], templates=["{}"])  # cache labels are 0 and 1

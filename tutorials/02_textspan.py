@@ -73,7 +73,7 @@ print("cached heads:", cache.heads.shape)
 # %%
 bank = cs.text_bank("toy")  # the scenes' attribute phrases
 print(len(bank), "texts, e.g.", bank[:3])
-report = cs.TextSpan(clip, texts=bank).attribute(cache, m=5, show_progress=False)
+report = cs.TextSpan(clip, bank=bank).fit(cache, m=5, show_progress=False)
 print(report.describe(layer=3, head=0))
 
 # %% [markdown]
@@ -148,8 +148,8 @@ fig
 
 # %%
 shape = classifier("shape")
-random = cs.TextSpan(clip, texts=[f"random {i}" for i in range(len(bank))],
+random = cs.TextSpan(clip, bank=[f"random {i}" for i in range(len(bank))],
                      text_embeddings=random_bank(len(bank), clip.embed_dim))
-random_report = random.attribute(cache, m=5, show_progress=False)
+random_report = random.fit(cache, m=5, show_progress=False)
 {"TextSpan": report.accuracy(cache, shape, m_values=[1, 3, 5]),
  "random bank": random_report.accuracy(cache, shape, m_values=[1, 3, 5])}

@@ -9,13 +9,12 @@ projections on the TextSpan basis and everything else is mean-ablated (Table 2/3
 from __future__ import annotations
 
 import tempfile
-from collections.abc import Sequence
+import warnings
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import torch
-from captum.attr import Attribution
-from captum.log import log_usage
 from torch import Tensor
 
 from ..data import DecompositionCache, ImageSource, cache_decomposition
@@ -30,8 +29,10 @@ def _head_matrix(cache: DecompositionCache, layer: int, head: int) -> Tensor:
     return torch.from_numpy(cache.head(layer, head).astype("float32"))
 
 
-class TextSpanReport:
-    """TextSpan results of many heads: ``results[(layer, head)]`` is a :class:`TextSpanResult`.
+class TextSpanReport(Mapping):
+    """TextSpan results of many heads: a mapping ``(layer, head) -> TextSpanResult``, in
+    ``(layer, head)`` order (``report[(11, 3)]``, ``for key in report``, ``report.items()``;
+    ``report.results`` is the plain dict).
 
     Results hold no per-image reconstruction (it would be ``[K, E]`` per head); recompute it with
     :meth:`reconstruct` from the cache.
@@ -45,6 +46,9 @@ class TextSpanReport:
             raise KeyError(f"no TextSpan result for (layer, head) = {key}; "
                            f"available: {list(self.results)[:8]}...")
         return self.results[key]
+
+    def __iter__(self) -> Iterator[tuple[int, int]]:
+        return iter(self.results)
 
     def __len__(self) -> int:
         return len(self.results)
@@ -139,30 +143,39 @@ class TextSpanReport:
         return {name: value / len(cache) for name, value in correct.items()}
 
 
-class TextSpan(Attribution):
+class TextSpan:
     """TextSpan (the paper's Algorithm 1) for every head of the chosen layers.
+
+    TextSpan reads a dataset and returns a report, so it is not a Captum ``Attribution``: build
+    it with a text bank, then :meth:`fit` it to a cache or to images.
 
     Args:
         clip: a :class:`~captum_clipspan.HookedCLIP`.
-        texts: a text bank: a list of descriptions, a bank name (``"general"``, ``"words"``) or a
-            text file with one description per line.
-        text_embeddings: optional precomputed ``[M, E]`` embeddings of ``texts``.
+        bank: the text bank: a bank name (``"general"``, ``"words"``, ``"toy"``), the path of a
+            text file with one description per line, or a list of descriptions.
+        text_embeddings: optional precomputed ``[M, E]`` embeddings of the bank.
+        texts: the former name of ``bank`` (deprecated).
 
     Examples::
 
-        >>> span = cs.TextSpan(clip, texts=cs.text_bank("general"))
-        >>> report = span.attribute(loader, layers=[-4, -3, -2, -1], m=10, cache_path="cache/")
+        >>> span = cs.TextSpan(clip, bank="general")
+        >>> report = span.fit(loader, layers=[-4, -3, -2, -1], m=10, cache_path="cache/")
         >>> print(report.describe(layer=11, head=3))
+        >>> report[(11, 3)].texts[:3]
         >>> report.to_frame().to_csv("heads.csv")
     """
 
-    def __init__(self, clip: HookedCLIP, texts: str | Path | Sequence[str] = "general",
-                 text_embeddings: Tensor | None = None) -> None:
+    def __init__(self, clip: HookedCLIP, bank: str | Path | Sequence[str] = "general",
+                 text_embeddings: Tensor | None = None, *,
+                 texts: str | Path | Sequence[str] | None = None) -> None:
         if not isinstance(clip, HookedCLIP):
             raise TypeError(f"expected a HookedCLIP, got {type(clip).__name__}.")
-        Attribution.__init__(self, clip)
+        if texts is not None:
+            warnings.warn("TextSpan(texts=...) is now TextSpan(bank=...).", FutureWarning,
+                          stacklevel=2)
+            bank = texts
         self.clip = clip
-        self.texts = text_bank(texts) if isinstance(texts, (str, Path)) else check_texts(texts)
+        self.texts = text_bank(bank) if isinstance(bank, (str, Path)) else check_texts(bank)
         if text_embeddings is not None:
             text_embeddings = check_text_embeddings(text_embeddings, clip.embed_dim)
             if text_embeddings.shape[0] != len(self.texts):
@@ -177,19 +190,15 @@ class TextSpan(Attribution):
             self._text_embeddings = self.clip.encode_text(self.texts).float()
         return self._text_embeddings
 
-    def has_convergence_delta(self) -> bool:
-        return False
-
-    @log_usage()
-    def attribute(self, inputs: DecompositionCache | ImageSource,
-                  layers: Sequence[int] | None = None, heads: Sequence[int] | None = None,
-                  m: int = 10, rank: int | None = 80, normalize_scoring: bool = False,
-                  centered_span: bool = False, cache_path: str | Path | None = None,
-                  batch_size: int = 64, show_progress: bool = True) -> TextSpanReport:
+    def fit(self, data: DecompositionCache | ImageSource, layers: Sequence[int] | None = None,
+            heads: Sequence[int] | None = None, m: int = 10, rank: int | None = 80,
+            normalize_scoring: bool = False, centered_span: bool = False,
+            cache_path: str | Path | None = None, batch_size: int = 64,
+            show_progress: bool = True) -> TextSpanReport:
         """Run TextSpan on every chosen head.
 
         Args:
-            inputs: a :class:`~captum_clipspan.DecompositionCache` of this model, or images (a
+            data: a :class:`~captum_clipspan.DecompositionCache` of this model, or images (a
                 folder, tensor, Dataset or DataLoader) to cache first.
             layers: layers to explain (``None``: every cached layer).
             heads: head indices to explain in each layer (``None``: all).
@@ -207,16 +216,16 @@ class TextSpan(Attribution):
             show_progress: progress bars.
 
         Returns:
-            A :class:`TextSpanReport`.
+            A :class:`TextSpanReport`, a mapping ``(layer, head) -> TextSpanResult``.
         """
         from tqdm.auto import tqdm
 
-        if not isinstance(m, int) or not 1 <= m <= len(self.texts):
+        if isinstance(m, bool) or not isinstance(m, int) or not 1 <= m <= len(self.texts):
             raise ValueError(f"m must be an int in 1..{len(self.texts)} (the bank size), "
                              f"got {m!r}.")
         with tempfile.TemporaryDirectory() as scratch:
-            cache = inputs if isinstance(inputs, DecompositionCache) else cache_decomposition(
-                self.clip, inputs, cache_path or Path(scratch) / "cache", layers=layers,
+            cache = data if isinstance(data, DecompositionCache) else cache_decomposition(
+                self.clip, data, cache_path or Path(scratch) / "cache", layers=layers,
                 batch_size=batch_size, show_progress=show_progress)
             cache.check_model(self.clip)
             chosen = cache.layers if layers is None else resolve_layers(
@@ -237,6 +246,13 @@ class TextSpan(Attribution):
                 result.reconstruction = None  # [K, E] per head: recompute with reconstruct()
                 results[(layer, head)] = result
         return TextSpanReport(results)
+
+    def attribute(self, inputs: DecompositionCache | ImageSource,
+                  *args: Any, **kwargs: Any) -> TextSpanReport:
+        """The former name of :meth:`fit` (deprecated)."""
+        warnings.warn("TextSpan.attribute(...) is now TextSpan.fit(...).", FutureWarning,
+                      stacklevel=2)
+        return self.fit(inputs, *args, **kwargs)
 
 
 def random_bank(size: int, width: int, seed: int = 0) -> Tensor:

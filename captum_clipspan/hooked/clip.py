@@ -60,21 +60,25 @@ class HookedCLIP(nn.Module):
     def from_pretrained(cls, model_name: str, pretrained: str | None = None,
                         device: str | torch.device = "cpu", precision: str = "fp32",
                         **kwargs: Any) -> HookedCLIP:
-        """Load an open_clip model by name and pretrained tag, or the embedded ``"toy"`` model.
+        """Load an open_clip model by name and pretrained tag, or a shipped toy model.
 
         Args:
-            model_name: an open_clip model name (``open_clip.list_models()``) or ``"toy"``.
+            model_name: an open_clip model name (``open_clip.list_models()``), or a shipped toy:
+                ``"toy"`` or ``"toy-spurious"`` (:data:`~captum_clipspan.toy.TOY_MODELS`).
             pretrained: an open_clip pretrained tag (``open_clip.list_pretrained()``), a local
                 checkpoint path, or ``None`` for random weights.
             device: where to put the model.
             precision: open_clip precision (``"fp32"``, ``"fp16"``, ``"bf16"``, ...).
             **kwargs: passed to ``open_clip.create_model_and_transforms``.
         """
-        if model_name == "toy":
-            from ..toy import load_toy_clip
+        from ..toy import TOY_MODELS, load_toy_clip
 
-            model, tokenizer, preprocess = load_toy_clip(device=device)
-            return cls(model, tokenizer=tokenizer, preprocess=preprocess, model_name="toy")
+        if model_name in TOY_MODELS:
+            if pretrained is not None:
+                raise ValueError(f"the {model_name!r} model ships its own weights; got "
+                                 f"pretrained={pretrained!r}, which does not apply to it.")
+            model, tokenizer, preprocess = load_toy_clip(device=device, name=model_name)
+            return cls(model, tokenizer=tokenizer, preprocess=preprocess, model_name=model_name)
         import open_clip
 
         if model_name not in open_clip.list_models():

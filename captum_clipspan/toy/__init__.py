@@ -8,6 +8,7 @@ Examples::
 
 from .model import (
     TOY_MODEL_CONFIG,
+    TOY_MODELS,
     TOY_PREPROCESS_CONFIG,
     build_toy_clip,
     load_toy_clip,
@@ -18,6 +19,7 @@ from .model import (
 from .tokenizer import WordTokenizer
 
 __all__ = [
+    "TOY_MODELS",
     "TOY_MODEL_CONFIG",
     "TOY_PREPROCESS_CONFIG",
     "WordTokenizer",

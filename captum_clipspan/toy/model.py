@@ -34,6 +34,7 @@ from ..datasets import ATTRIBUTES, FAMILIES, make_scenes, zero_shot_prompts
 from .tokenizer import WordTokenizer
 
 __all__ = [
+    "TOY_MODELS",
     "TOY_MODEL_CONFIG",
     "TOY_PREPROCESS_CONFIG",
     "TOY_WEIGHTS",
@@ -45,6 +46,8 @@ __all__ = [
 ]
 
 _HERE = Path(__file__).resolve().parent
+TOY_MODELS: dict[str, Path] = {"toy": _HERE, "toy-spurious": _HERE / "spurious"}
+"""The shipped toys by name: the folder holding each one's weights, tokenizer and record."""
 TOY_WEIGHTS = _HERE / "toy_clip.safetensors"
 TOY_INFO = _HERE / "toy_clip.json"
 TOY_TOKENIZER = _HERE / "toy_tokenizer.json"
@@ -80,9 +83,9 @@ TOY_PREPROCESS_CONFIG: dict[str, Any] = {
 """Input resolution and per-channel normalization (statistics of the synthetic scenes)."""
 
 
-def build_toy_clip() -> open_clip.model.CLIP:
-    """A randomly initialised toy CLIP with :data:`TOY_MODEL_CONFIG`."""
-    return open_clip.model.CLIP(**copy.deepcopy(TOY_MODEL_CONFIG))
+def build_toy_clip(config: dict[str, Any] | None = None) -> open_clip.model.CLIP:
+    """A randomly initialised toy CLIP with ``config`` (default :data:`TOY_MODEL_CONFIG`)."""
+    return open_clip.model.CLIP(**copy.deepcopy(TOY_MODEL_CONFIG if config is None else config))
 
 
 def toy_preprocess(image: Any) -> torch.Tensor:
@@ -119,13 +122,25 @@ def toy_preprocess(image: Any) -> torch.Tensor:
     return x[0] if single else x
 
 
+def _toy_folder(name: str) -> Path:
+    if name not in TOY_MODELS:
+        raise ValueError(f"unknown toy {name!r}; the shipped toys are {sorted(TOY_MODELS)}.")
+    return TOY_MODELS[name]
+
+
 def load_toy_clip(
-    device: str | torch.device = "cpu",
+    device: str | torch.device = "cpu", name: str = "toy",
 ) -> tuple[open_clip.model.CLIP, WordTokenizer, Callable[[Any], torch.Tensor]]:
-    """Load the shipped toy CLIP.
+    """Load a shipped toy CLIP.
+
+    The architecture is read from the toy's training record ``toy_clip.json``, so weights and
+    config cannot drift apart.
 
     Args:
         device: where to put the model.
+        name: which toy (:data:`TOY_MODELS`): ``"toy"`` (independent attributes) or
+            ``"toy-spurious"`` (shape and background texture co-occur 95% of the time, see
+            :mod:`captum_clipspan.toy.spurious`).
 
     Returns:
         ``(model, tokenizer, preprocess)``: the open_clip ``CLIP`` in eval mode (fp32), its
@@ -137,21 +152,21 @@ def load_toy_clip(
     """
     from safetensors.torch import load_file
 
-    if not TOY_WEIGHTS.exists():
-        raise FileNotFoundError(
-            f"{TOY_WEIGHTS} is missing; train it with scripts/train_toy_clip.py"
-        )
-    model = build_toy_clip()
-    state = {k: v.float() for k, v in load_file(str(TOY_WEIGHTS)).items()}
-    model.load_state_dict(state)
+    folder = _toy_folder(name)
+    weights = folder / TOY_WEIGHTS.name
+    if not weights.exists():
+        raise FileNotFoundError(f"{weights} is missing; train it with scripts/train_toy_clip.py")
+    model = build_toy_clip(toy_clip_info(name)["model_config"])
+    model.load_state_dict({k: v.float() for k, v in load_file(str(weights)).items()})
     model.to(device).eval()
-    tokenizer = WordTokenizer.load(TOY_TOKENIZER) if TOY_TOKENIZER.exists() else WordTokenizer()
+    tokenizer_file = folder / TOY_TOKENIZER.name
+    tokenizer = WordTokenizer.load(tokenizer_file) if tokenizer_file.exists() else WordTokenizer()
     return model, tokenizer, toy_preprocess
 
 
-def toy_clip_info() -> dict[str, Any]:
-    """The training record ``toy_clip.json`` (config, settings, zero-shot accuracy)."""
-    return json.loads(TOY_INFO.read_text())
+def toy_clip_info(name: str = "toy") -> dict[str, Any]:
+    """A toy's training record ``toy_clip.json`` (config, settings, zero-shot accuracy)."""
+    return json.loads((_toy_folder(name) / TOY_INFO.name).read_text())
 
 
 @torch.no_grad()

@@ -1,0 +1,196 @@
+"""The spurious-cue toy: a toy CLIP trained where shape and background texture co-occur.
+
+``scripts/train_toy_clip.py --spurious 0.95`` trains it on scenes whose shape is one of
+:data:`~captum_clipspan.datasets.SPURIOUS_PAIRS` and whose texture is the paired one 95% of the
+time (:class:`~captum_clipspan.datasets.SpuriousCue`), so that its zero-shot shape prediction
+leans on the background, as a CLIP's bird prediction leans on the habitat in Waterbirds. The
+groups are shape x texture: the four "majority" groups follow the pairing, the twelve
+"minority" groups break it.
+
+* :func:`balanced_groups` renders held-out scenes, the same number per group;
+* :func:`group_shape_accuracy` scores an open_clip model on them (used while training);
+* :func:`shape_classifier` is the zero-shot shape classifier of a :class:`HookedCLIP`;
+* :func:`spurious_benchmark` runs the paper's experiment end to end on the shipped toy.
+
+Examples::
+
+    >>> study = spurious_benchmark(k=2)        # loads HookedCLIP.from_pretrained("toy-spurious")
+    >>> study["before"]["worst_group"], study["after"]["worst_group"]
+    >>> print(cs.spurious_table(study))
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from ..datasets import ATTRIBUTES, SPURIOUS_PAIRS, SpuriousCue, make_scenes, zero_shot_prompts
+
+__all__ = ["SHAPES", "TEXTURES", "GroupedScenes", "balanced_groups", "group_shape_accuracy",
+           "reference_scenes", "shape_classifier", "spurious_benchmark", "texture_concept"]
+
+SHAPES: tuple[str, ...] = tuple(SPURIOUS_PAIRS)
+"""The shapes of the spurious toy, in label order."""
+
+TEXTURES: tuple[str, ...] = ATTRIBUTES["texture"]
+"""The background textures, in group order (group = shape index * 4 + texture index)."""
+
+_HELD_OUT_SEED = 54321  # training uses seed 0 and its scene stream
+_REFERENCE_SEED = 4242
+
+
+@dataclass
+class GroupedScenes:
+    """Held-out scenes of every shape x texture group.
+
+    Attributes:
+        images: float images in ``[0, 1]``, ``[N, 3, 64, 64]``.
+        labels: shape indices into :data:`SHAPES`, ``[N]``.
+        groups: ``shape * len(TEXTURES) + texture``, ``[N]``.
+        group_names: ``"circle/striped"``, ... one per group index.
+        majority: ``[N]`` bool, whether the scene follows the training pairing.
+    """
+
+    images: Tensor
+    labels: Tensor
+    groups: Tensor
+    group_names: list[str]
+    majority: Tensor
+
+    def __len__(self) -> int:
+        return int(self.labels.shape[0])
+
+
+def balanced_groups(n_per_group: int, seed: int = _HELD_OUT_SEED) -> GroupedScenes:
+    """``n_per_group`` scenes of each shape x texture group (other attributes random).
+
+    Group ``g`` is rendered from scene indices ``g * n_per_group ...`` of ``seed`` with its shape
+    and texture pinned, so the groups share no scene and the set is the same on every call.
+    """
+    if isinstance(n_per_group, bool) or not isinstance(n_per_group, int) or n_per_group < 1:
+        raise ValueError(f"n_per_group must be a positive int, got {n_per_group!r}.")
+    images, labels, groups, names, majority = [], [], [], [], []
+    for s, shape in enumerate(SHAPES):
+        for t, texture in enumerate(TEXTURES):
+            g = s * len(TEXTURES) + t
+            scenes = make_scenes(n_per_group, seed=seed, start=g * n_per_group, shape=shape,
+                                 texture=texture)
+            images.append(scenes.tensors())
+            labels += [s] * n_per_group
+            groups += [g] * n_per_group
+            majority += [SPURIOUS_PAIRS[shape] == texture] * n_per_group
+            names.append(f"{shape}/{texture}")
+    return GroupedScenes(torch.cat(images), torch.tensor(labels), torch.tensor(groups), names,
+                         torch.tensor(majority))
+
+
+def _shape_prompts() -> dict[str, list[str]]:
+    return {shape: zero_shot_prompts("shape", shape) for shape in SHAPES}
+
+
+@torch.no_grad()
+def group_shape_accuracy(model: Any, tokenizer: Callable[[list[str]], Tensor],
+                         n_per_group: int = 50, batch_size: int = 256) -> dict[str, float]:
+    """Zero-shot shape accuracy of an open_clip toy on :func:`balanced_groups`.
+
+    Returns:
+        ``{"shape_average", "shape_majority", "shape_minority", "shape_worst_group"}``.
+    """
+    from ..spurious import worst_group_accuracy
+    from . import toy_preprocess
+
+    data = balanced_groups(n_per_group)
+    device = next(model.parameters()).device
+    prompts = _shape_prompts()
+    flat = [p for per_shape in prompts.values() for p in per_shape]
+    text = model.encode_text(tokenizer(flat).to(device), normalize=True)
+    text = torch.nn.functional.normalize(text.view(len(SHAPES), -1, text.shape[-1]).mean(1),
+                                         dim=-1)
+    predictions = torch.cat([
+        (model.encode_image(toy_preprocess(data.images[i:i + batch_size]).to(device),
+                            normalize=True) @ text.T).argmax(-1).cpu()
+        for i in range(0, len(data), batch_size)])
+    correct = (predictions == data.labels).float()
+    scores = worst_group_accuracy(predictions, data.labels, data.groups, len(data.group_names))
+    return {"shape_average": float(correct.mean()),
+            "shape_majority": float(correct[data.majority].mean()),
+            "shape_minority": float(correct[~data.majority].mean()),
+            "shape_worst_group": float(scores["worst_group"])}
+
+
+def shape_classifier(clip: Any) -> Any:
+    """The zero-shot shape classifier of :data:`SHAPES` (template-averaged prompts)."""
+    from ..text import ZeroShotClassifier
+
+    return ZeroShotClassifier.from_prompts(clip, _shape_prompts())
+
+
+def reference_scenes(n: int, p: float = 0.95, seed: int = _REFERENCE_SEED) -> Tensor:
+    """``n`` unlabelled scenes of the training distribution (shape and texture paired with
+    probability ``p``), held out from training: the reference set of TextSpan and the means."""
+    return make_scenes(n, seed=seed, spurious=SpuriousCue(p=p)).tensors()
+
+
+def texture_concept() -> list[str]:
+    """The spurious cue as texts: every zero-shot prompt of every background texture."""
+    return [prompt for texture in TEXTURES for prompt in zero_shot_prompts("texture", texture)]
+
+
+def spurious_benchmark(clip: Any = None, concept: Any = None, k: int = 2, draws: int = 5,
+                       n_reference: int = 2000, n_per_group: int = 100, m: int = 8,
+                       center: bool = True, seed: int = 0, batch_size: int = 200,
+                       show_progress: bool = True) -> dict[str, Any]:
+    """The paper's spurious-cue experiment on the spurious toy, with ground-truth groups.
+
+    TextSpan (the ``"toy"`` bank) labels the heads on :func:`reference_scenes`, the ``k``
+    heads that best span ``concept`` are mean-ablated, and zero-shot shape classification
+    (:func:`shape_classifier`) is scored on :func:`balanced_groups` before, after, and with the
+    best of ``draws`` random sets of ``k`` heads (:func:`~captum_clipspan.spurious_cue_study`).
+
+    Args:
+        clip: a :class:`~captum_clipspan.HookedCLIP` of a toy (default: the shipped
+            ``"toy-spurious"``).
+        concept: the cue (default: :func:`texture_concept`).
+        k: heads to ablate (default 2 of the toy's 16: with more, the best of the random draws
+            often holds a texture head too).
+        draws: random draws for the baseline.
+        n_reference: reference scenes.
+        n_per_group: held-out scenes per shape x texture group (16 groups).
+        m: TextSpan texts per head.
+        center: score heads on the differences among the concept's texts.
+        seed: seed of the random draws.
+        batch_size: images per forward pass.
+        show_progress: progress bars.
+
+    Returns:
+        :func:`~captum_clipspan.spurious_cue_study`'s dict, plus ``"groups"`` (the group
+        names) and ``"majority"`` / ``"minority"``: mean accuracy over the 4 groups that follow
+        the training pairing and the 12 that break it, before, after and for the random heads.
+    """
+    from ..hooked.clip import HookedCLIP
+    from ..spurious import spurious_cue_study
+    from . import toy_preprocess
+
+    if clip is None:
+        clip = HookedCLIP.from_pretrained("toy-spurious")
+    data = balanced_groups(n_per_group)
+    study = spurious_cue_study(
+        clip, toy_preprocess(reference_scenes(n_reference)), toy_preprocess(data.images),
+        shape_classifier(clip), texture_concept() if concept is None else concept, data.labels,
+        data.groups, k=k, draws=draws, seed=seed, bank="toy", m=m, center=center,
+        n_groups=len(data.group_names), batch_size=batch_size, show_progress=show_progress)
+    majority = [g for g, name in enumerate(data.group_names)
+                if SPURIOUS_PAIRS[name.split("/")[0]] == name.split("/")[1]]
+    for kind, chosen in (("majority", majority),
+                         ("minority", [g for g in range(len(data.group_names))
+                                       if g not in majority])):
+        study[kind] = {setting: sum(scores["per_group"][g] for g in chosen) / len(chosen)
+                       for setting, scores in (("before", study["before"]),
+                                               ("after", study["after"]),
+                                               ("random", study["random"]["after"]))}
+    study["groups"] = data.group_names
+    return study
