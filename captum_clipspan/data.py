@@ -458,8 +458,54 @@ class DecompositionCache:
     def n_heads(self) -> int:
         return self.heads.shape[2]
 
+    @property
+    def n_layers(self) -> int:
+        """The model's layer count (``attns`` and ``mlps`` hold every layer)."""
+        return self.attns.shape[1]
+
     def __len__(self) -> int:
         return self.heads.shape[0]
+
+    def tensor(self, name: str, rows: slice | Sequence[int] | None = None,
+               dtype: torch.dtype | None = None) -> Tensor:
+        """Rows of one cached array as a tensor (a copy, read from the memory map).
+
+        Args:
+            name: a cached array: ``"heads"``, ``"attns"``, ``"mlps"``, ``"embed"``,
+                ``"image_embeds"``, ``"labels"`` (and the optional ones this cache holds).
+            rows: a slice or indices (default: every row).
+            dtype: the tensor's dtype (default: float32 for terms, int64 for labels).
+
+        Examples::
+
+            >>> cache.tensor("image_embeds", slice(0, 256)).shape    # [256, E]
+        """
+        array = self._array(name)
+        values = array[slice(None) if rows is None else rows]
+        if dtype is None:
+            dtype = torch.float32 if np.issubdtype(array.dtype, np.floating) else torch.int64
+        return torch.from_numpy(np.array(values)).to(dtype)  # a copy: the map is read-only
+
+    def chunks(self, names: Sequence[str], chunk: int = 4096,
+               dtype: torch.dtype | None = None) -> Iterator[tuple[slice, dict[str, Tensor]]]:
+        """``(rows, {name: tensor})`` for consecutive blocks of ``chunk`` rows: a pass over the
+        cache in bounded memory (see :meth:`tensor`)."""
+        if isinstance(names, str):
+            raise TypeError(f"names must be a list of array names, got the string {names!r}.")
+        for name in names:
+            self._array(name)
+        if isinstance(chunk, bool) or not isinstance(chunk, int) or chunk < 1:
+            raise ValueError(f"chunk must be a positive int, got {chunk!r}.")
+        for start in range(0, len(self), chunk):
+            rows = slice(start, min(start + chunk, len(self)))
+            yield rows, {name: self.tensor(name, rows, dtype) for name in names}
+
+    def _array(self, name: str) -> np.ndarray:
+        array = getattr(self, name, None) if name in self.meta["fields"] else None
+        if array is None:
+            raise ValueError(f"this cache holds no array {name!r}; it holds "
+                             f"{sorted(self.meta['fields'])}.")
+        return array
 
     @classmethod
     def open(cls, path: str | Path, allow_partial: bool = False) -> DecompositionCache:

@@ -47,9 +47,8 @@ def probe_heads(clip: HookedCLIP, cache: Any, labels: dict[str, np.ndarray]) -> 
     for family in ATTRIBUTES:
         classifier = family_classifier(clip, family)
         per_head = head_accuracy(cache, classifier, labels[family])
-        embeds = torch.from_numpy(cache.image_embeds[:].astype("float32"))
-        model = (classifier.logits(embeds).argmax(-1).numpy() == labels[family]).mean()
-        results[family] = {"heads": per_head, "model": float(model)}
+        embeds = cache.tensor("image_embeds")
+        results[family] = {"heads": per_head, "model": classifier.accuracy(embeds, labels[family])}
     return results
 
 

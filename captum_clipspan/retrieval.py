@@ -194,9 +194,8 @@ def head_similarity(cache: DecompositionCache, layers: int | list[int] | None = 
     heads = [(layer, head) for layer in chosen for head in range(cache.n_heads)]
 
     def chunks():
-        for start in range(0, len(cache), chunk):
-            block = cache.heads[start:start + chunk][:, rows].astype("float32")
-            yield torch.from_numpy(block).flatten(1, 2)  # [n, K, E]
+        for _, block in cache.chunks(["heads"], chunk):
+            yield block["heads"][:, rows].flatten(1, 2)  # [n, K, E]
 
     means = sum(block.sum(dim=0) for block in chunks()) / len(cache)
     total = sum(centered_cosines(block, means) for block in chunks())

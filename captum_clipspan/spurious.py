@@ -348,10 +348,8 @@ def _predictions(clip: HookedCLIP, means: ComponentMeans, head_sets: Sequence[Se
         if missing:
             raise ValueError(f"layers {sorted(missing)} are not in the cache (cached: "
                              f"{list(data.layers)}).")
-        for start in range(0, len(data), batch_size):
-            rows = slice(start, start + batch_size)
-            embeds = torch.from_numpy(data.image_embeds[rows].astype("float32"))
-            parts = {"heads": torch.from_numpy(data.heads[rows].astype("float32"))}
+        for _, parts in data.chunks(["image_embeds", "heads", "labels"], batch_size):
+            embeds = parts["image_embeds"]
             logits = embeds @ class_embeddings.T
             clean.append(logits.argmax(-1))
             ablated.append(torch.stack([
@@ -359,7 +357,7 @@ def _predictions(clip: HookedCLIP, means: ComponentMeans, head_sets: Sequence[Se
                                - direct_term(parts, name, data.layers)) @ class_embeddings.T
                               for name in names)).argmax(-1)
                 for names in groups.values()]) if groups else torch.empty(0, embeds.shape[0]))
-            found.append(torch.from_numpy(np.array(data.labels[rows])))
+            found.append(parts["labels"])
     else:
         ablation = MeanAblation(clip, means, mode="direct")
         for images, batch_labels in iterate_batches(clip, data, batch_size):

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from importlib import resources
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import Tensor
@@ -118,8 +119,33 @@ class ZeroShotClassifier:
         classifier.class_embeddings = _class_embeddings(clip, prompts)
         return classifier
 
+    @classmethod
+    def from_embeddings(cls, class_embeddings: Tensor, classnames: Sequence[str]
+                        ) -> ZeroShotClassifier:
+        """Classes from their embeddings ``[C, E]`` (normalized here), one per class name."""
+        classnames = check_texts(list(classnames))
+        if not isinstance(class_embeddings, Tensor) or class_embeddings.dim() != 2 or (
+                class_embeddings.shape[0] != len(classnames)):
+            raise ValueError(f"class_embeddings must be a tensor [{len(classnames)}, E] (one row "
+                             f"per class name), got "
+                             f"{getattr(class_embeddings, 'shape', type(class_embeddings))}.")
+        classifier = cls.__new__(cls)
+        classifier.classnames = classnames
+        classifier.templates = []
+        classifier.class_embeddings = torch.nn.functional.normalize(
+            class_embeddings.detach().float(), dim=-1)
+        return classifier
+
     def __len__(self) -> int:
         return len(self.classnames)
+
+    def accuracy(self, embeddings: Tensor, labels: Any) -> float:
+        """The fraction of image embeddings ``[N, E]`` classified as their labels ``[N]``."""
+        from .evaluation import correct
+        from .validation import check_labels
+
+        labels = check_labels(labels, embeddings.shape[0], len(self))
+        return float(correct(embeddings, self.class_embeddings, labels).double().mean())
 
     def logits(self, image_embeddings: Tensor) -> Tensor:
         """Cosine similarities ``[B, C]`` of (any-norm) image embeddings ``[B, E]``."""
@@ -131,7 +157,9 @@ class ZeroShotClassifier:
         if clip is not None:
             with torch.no_grad():
                 images = clip.encode_image(images)
-        return self.logits(images).argmax(dim=-1)
+        from .evaluation import predict
+
+        return predict(images, self.class_embeddings)
 
 
 def _class_embeddings(clip: HookedCLIP, prompts: dict[str, Sequence[str]]) -> Tensor:

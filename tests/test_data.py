@@ -152,3 +152,31 @@ def test_bad_sources_and_settings(tmp_path):
         cs.cache_decomposition(clip, labelled(clip, 4), tmp_path / "c", dtype="int8")
     with pytest.raises(ValueError, match="does not exist"):
         cs.cache_decomposition(clip, tmp_path / "missing", tmp_path / "d")
+
+
+def test_cache_reads_rows_as_tensors_and_chunks(tmp_path):
+    clip = small_clip("tok", torch.float32)
+    images = images_for(clip, batch=10)
+    data = torch.utils.data.TensorDataset(images, torch.arange(10) % 3)
+    cache = cs.cache_decomposition(clip, data, tmp_path / "cache", layers=[1, 2],
+                                   show_progress=False)
+    assert cache.n_layers == clip.visual.n_layers
+    embeds = cache.tensor("image_embeds")
+    assert embeds.dtype == torch.float32 and embeds.shape == cache.image_embeds.shape
+    assert torch.equal(embeds, torch.from_numpy(cache.image_embeds[:].astype("float32")))
+    assert cache.tensor("labels").tolist() == (torch.arange(10) % 3).tolist()
+    assert cache.tensor("heads", [3, 1], torch.float64).shape == (2, 2, clip.visual.n_heads,
+                                                                  clip.embed_dim)
+    embeds[0] = 7  # a copy: the read-only map is untouched
+    assert not (cache.tensor("image_embeds", slice(0, 1)) == 7).any()
+    blocks = list(cache.chunks(["heads", "labels"], chunk=4))
+    assert [rows for rows, _ in blocks] == [slice(0, 4), slice(4, 8), slice(8, 10)]
+    assert torch.equal(torch.cat([block["heads"] for _, block in blocks]), cache.tensor("heads"))
+    with pytest.raises(ValueError, match="no array 'tokens'"):
+        cache.tensor("tokens")
+    with pytest.raises(ValueError, match="no array 'meta'"):
+        list(cache.chunks(["meta"]))
+    with pytest.raises(TypeError, match="list of array names"):
+        list(cache.chunks("heads"))
+    with pytest.raises(ValueError, match="chunk must be a positive int"):
+        list(cache.chunks(["heads"], chunk=0))

@@ -15,7 +15,6 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-import numpy as np
 import torch
 from captum.attr import PerturbationAttribution
 from captum.log import log_usage
@@ -23,6 +22,7 @@ from torch import Tensor
 
 from ..data import DecompositionCache, ImageSource, iterate_batches
 from ..decomposition import CONVENTIONS, compute_dtype, decompose
+from ..evaluation import correct, mean_image_embedding
 from ..hooked.clip import HookedCLIP
 from ..validation import check_labels, resolve_layers
 from .base import ResolvedTexts, TargetType, TextsType
@@ -55,12 +55,12 @@ class ComponentMeans:
     @classmethod
     def from_cache(cls, cache: DecompositionCache, chunk: int = 4096) -> ComponentMeans:
         """Direct-term means of a cache, read in chunks (memory bounded by ``chunk`` rows)."""
-        names = ["embed", "attns", "mlps", "heads", "attn_biases", "ln_bias"]
-        arrays = {n: getattr(cache, n) for n in names if getattr(cache, n) is not None}
-        sums = {n: torch.zeros(a.shape[1:], dtype=torch.float64) for n, a in arrays.items()}
-        for start in range(0, len(cache), chunk):
-            for name, array in arrays.items():
-                sums[name] += torch.from_numpy(array[start:start + chunk].astype("float64")).sum(0)
+        names = [n for n in ["embed", "attns", "mlps", "heads", "attn_biases", "ln_bias"]
+                 if getattr(cache, n) is not None]
+        sums = {n: torch.zeros(getattr(cache, n).shape[1:], dtype=torch.float64) for n in names}
+        for _, block in cache.chunks(names, chunk, torch.float64):
+            for name, values in block.items():
+                sums[name] += values.sum(0)
         direct = {n: (s / len(cache)).float() for n, s in sums.items()}
         return cls(direct, cache.layers, cache.convention, len(cache))
 
@@ -305,7 +305,7 @@ class MeanAblation(PerturbationAttribution):
                     "msa ablated": [f"msa.{l}" for l in range(n_layers)]}
         for layer in range(n_layers):
             settings[f"msa 0..{layer} ablated"] = [f"msa.{l}" for l in range(layer + 1)]
-        correct = torch.zeros(len(settings), dtype=torch.long)
+        hits = torch.zeros(len(settings), dtype=torch.long)
         total = 0
         class_embeddings = classifier.class_embeddings
         with tqdm(desc=f"{self.mode} ablation study", unit="img",
@@ -319,18 +319,13 @@ class MeanAblation(PerturbationAttribution):
                                             class_embeddings.shape[0])
                 for index, members in enumerate(settings.values()):
                     embeddings = terms(members)
-                    predictions = self._predict(embeddings, class_embeddings)
-                    correct[index] += (predictions == batch_labels.to(predictions.device)).sum()
+                    hits[index] += int(correct(embeddings, class_embeddings, batch_labels).sum())
                 total += batch_labels.shape[0]
                 progress.update(batch_labels.shape[0])
-        accuracy = (correct.double() / max(total, 1)).tolist()
+        accuracy = (hits.double() / max(total, 1)).tolist()
         values = dict(zip(settings, accuracy, strict=True))
         return AblationStudy(values["baseline"], values["mlps ablated"], values["msa ablated"],
                              accuracy[3:], total, self.mode)
-
-    @staticmethod
-    def _predict(embeddings: Tensor, class_embeddings: Tensor) -> Tensor:
-        return (embeddings.float() @ class_embeddings.to(embeddings.device).float().T).argmax(-1)
 
     def _study_batches(self, data: Any, batch_size: int):
         """Yield ``(embedding_with(names), labels)`` per batch for the study's settings."""
@@ -339,13 +334,9 @@ class MeanAblation(PerturbationAttribution):
             if self.mode == "total":
                 raise ValueError("total mode re-runs the model: pass images, not a cache.")
             data.check_model(self.clip)
-            for start in range(0, len(data), batch_size):
-                rows = slice(start, start + batch_size)
-                parts = {n: torch.from_numpy(getattr(data, n)[rows].astype("float32"))
-                         for n in ["embed", "attns", "mlps"]}
-                full = torch.from_numpy(data.image_embeds[rows].astype("float32"))
-                labels = torch.from_numpy(np.array(data.labels[rows]))
-                yield _direct_embedding(parts, means, full), labels
+            for _, parts in data.chunks(["embed", "attns", "mlps", "image_embeds", "labels"],
+                                        batch_size):
+                yield _direct_embedding(parts, means, parts["image_embeds"]), parts["labels"]
             return
         for images, labels in iterate_batches(self.clip, data, batch_size):
             if self.mode == "direct":
@@ -440,12 +431,10 @@ def head_accuracy(cache: DecompositionCache, classifier: Any, labels: Any = None
     labels = check_labels(cache.labels[:] if labels is None else labels, len(cache),
                           classifier.class_embeddings.shape[0])
     means = ComponentMeans.from_cache(cache, chunk)
-    mean_embedding = torch.from_numpy(cache.image_embeds[:].astype("float64").mean(0)).float()
+    mean_embedding = mean_image_embedding(cache, chunk)
     offset = mean_embedding - means.direct["heads"]  # [L_s, H, E]
     class_embeddings = classifier.class_embeddings.float().cpu()
-    correct = torch.zeros(means.direct["heads"].shape[:2])
-    for start in range(0, len(cache), chunk):
-        heads = torch.from_numpy(cache.heads[start:start + chunk].astype("float32"))
-        predictions = ((heads + offset) @ class_embeddings.T).argmax(-1)  # [n, L_s, H]
-        correct += (predictions == labels[start:start + chunk, None, None]).sum(0)
-    return correct / len(cache)
+    hits = torch.zeros(means.direct["heads"].shape[:2])
+    for rows, block in cache.chunks(["heads"], chunk):
+        hits += correct(block["heads"] + offset, class_embeddings, labels[rows]).sum(0)
+    return hits / len(cache)

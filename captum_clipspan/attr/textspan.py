@@ -19,14 +19,16 @@ from torch import Tensor
 
 from ..data import DecompositionCache, ImageSource, cache_decomposition
 from ..decomposition import check_text_embeddings
+from ..evaluation import correct, mean_image_embedding
 from ..hooked.clip import HookedCLIP, check_texts
 from ..text import text_bank
 from ..validation import check_labels, resolve_head, resolve_layers
 from .textspan_core import TextSpanResult, textspan
 
 
-def _head_matrix(cache: DecompositionCache, layer: int, head: int) -> Tensor:
-    return torch.from_numpy(cache.head(layer, head).astype("float32"))
+def _head_matrix(cache: DecompositionCache, layer: int, head: int,
+                 rows: slice = slice(None)) -> Tensor:
+    return torch.from_numpy(cache.head(layer, head)[rows].astype("float32"))
 
 
 class TextSpanReport(Mapping):
@@ -105,12 +107,20 @@ class TextSpanReport(Mapping):
         return mean + ((head_outputs - mean) @ basis.T) @ basis
 
     def accuracy(self, cache: DecompositionCache, classifier: Any,
-                 m_values: Sequence[int] | None = None, chunk: int = 2048) -> dict[str, float]:
+                 m_values: Sequence[int] | None = None, chunk: int = 2048,
+                 labels: Any = None) -> dict[str, float]:
         """Zero-shot accuracy with the report's heads replaced by their TextSpan projections.
 
         Every other component is mean-ablated: image ``i`` gets
         ``mean(embedding) + sum_heads proj_m(c_i - mean_head)``. Also reports the heads kept
         whole (``"heads, no projection"``) and the whole model (``"baseline"``).
+
+        Args:
+            cache: a :class:`~captum_clipspan.DecompositionCache` holding the report's heads.
+            classifier: a :class:`~captum_clipspan.ZeroShotClassifier`.
+            m_values: basis sizes to score (default: 1 .. the fewest texts of any head).
+            chunk: images processed at once.
+            labels: ``[N]`` class indices (default: the cache's labels).
 
         Returns:
             ``{"baseline": ..., "heads, no projection": ..., "m=1": ..., ...}``.
@@ -119,28 +129,26 @@ class TextSpanReport(Mapping):
         m_values = list(m_values) if m_values is not None else list(range(1, m_max + 1))
         if any(not 1 <= m <= m_max for m in m_values):
             raise ValueError(f"m values must be in 1..{m_max} (the fewest texts of any head).")
-        labels = check_labels(cache.labels[:], len(cache), classifier.class_embeddings.shape[0])
-        embeds = cache.image_embeds
-        mean_embedding = torch.from_numpy(embeds[:].astype("float64").mean(0)).float()
+        labels = check_labels(cache.tensor("labels") if labels is None else labels, len(cache),
+                              classifier.class_embeddings.shape[0])
+        mean_embedding = mean_image_embedding(cache, chunk)
         class_embeddings = classifier.class_embeddings.float().cpu()
         names = ["baseline", "heads, no projection"] + [f"m={m}" for m in m_values]
-        correct = dict.fromkeys(names, 0)
-        for start in range(0, len(cache), chunk):
-            rows = slice(start, start + chunk)
-            settings = {"baseline": torch.from_numpy(embeds[rows].astype("float32"))}
+        hits = dict.fromkeys(names, 0)
+        for rows, block in cache.chunks(["image_embeds"], chunk):
+            settings = {"baseline": block["image_embeds"]}
             whole = mean_embedding.expand_as(settings["baseline"]).clone()
             projected = {m: whole.clone() for m in m_values}
             for (layer, head), result in self.results.items():
-                outputs = torch.from_numpy(cache.head(layer, head)[rows].astype("float32"))
+                outputs = _head_matrix(cache, layer, head, rows)
                 whole += outputs - result.mean.float()
                 for m in m_values:
                     projected[m] += self.reconstruct(outputs, layer, head, m) - result.mean.float()
             settings["heads, no projection"] = whole
             settings.update({f"m={m}": value for m, value in projected.items()})
             for name, embedding in settings.items():
-                predictions = (embedding @ class_embeddings.T).argmax(-1)
-                correct[name] += int((predictions == labels[rows]).sum())
-        return {name: value / len(cache) for name, value in correct.items()}
+                hits[name] += int(correct(embedding, class_embeddings, labels[rows]).sum())
+        return {name: value / len(cache) for name, value in hits.items()}
 
 
 class TextSpan:

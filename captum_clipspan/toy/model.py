@@ -31,6 +31,7 @@ import torch
 import torch.nn.functional as F
 
 from ..datasets import ATTRIBUTES, FAMILIES, make_scenes, zero_shot_prompts
+from ..text import ZeroShotClassifier
 from .tokenizer import WordTokenizer
 
 __all__ = [
@@ -217,15 +218,9 @@ def zero_shot_accuracy(
         flat = [p for per_value in prompts for p in per_value]
         text = model.encode_text(tokenizer(flat).to(device), normalize=True)
         text = text.view(len(values), n_templates, -1)
-        labels = torch.from_numpy(scenes.labels(family)).to(device)
-        if ensemble:
-            classifier = F.normalize(text.mean(1), dim=-1)
-            pred = (image_features @ classifier.T).argmax(-1)
-            result[family] = (pred == labels).float().mean().item()
-        else:
-            accs = [
-                ((image_features @ text[:, t].T).argmax(-1) == labels).float().mean().item()
-                for t in range(n_templates)
-            ]
-            result[family] = float(np.mean(accs))
+        labels = scenes.labels(family)
+        classifiers = [text.mean(1)] if ensemble else [text[:, t] for t in range(n_templates)]
+        result[family] = float(np.mean([
+            ZeroShotClassifier.from_embeddings(classes, values).accuracy(image_features, labels)
+            for classes in classifiers]))
     return result

@@ -100,6 +100,7 @@ def group_shape_accuracy(model: Any, tokenizer: Callable[[list[str]], Tensor],
     Returns:
         ``{"shape_average", "shape_majority", "shape_minority", "shape_worst_group"}``.
     """
+    from ..evaluation import predict
     from ..spurious import worst_group_accuracy
     from . import toy_preprocess
 
@@ -111,8 +112,8 @@ def group_shape_accuracy(model: Any, tokenizer: Callable[[list[str]], Tensor],
     text = torch.nn.functional.normalize(text.view(len(SHAPES), -1, text.shape[-1]).mean(1),
                                          dim=-1)
     predictions = torch.cat([
-        (model.encode_image(toy_preprocess(data.images[i:i + batch_size]).to(device),
-                            normalize=True) @ text.T).argmax(-1).cpu()
+        predict(model.encode_image(toy_preprocess(data.images[i:i + batch_size]).to(device)),
+                text).cpu()
         for i in range(0, len(data), batch_size)])
     correct = (predictions == data.labels).float()
     scores = worst_group_accuracy(predictions, data.labels, data.groups, len(data.group_names))
