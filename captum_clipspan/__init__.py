@@ -53,7 +53,8 @@ __all__ = sorted([*_EXPORTS, "Decomposition", "decompose", "decompose_batches"])
 
 
 # Submodules reachable as attributes (``cs.visualization.plot_head_grid``), imported on first use.
-_SUBMODULES = ("visualization", "segmentation", "retrieval", "text", "data", "validation")
+_SUBMODULES = ("visualization", "segmentation", "retrieval", "text", "data", "validation",
+               "components", "evaluation")
 
 
 def __getattr__(name: str) -> Any:

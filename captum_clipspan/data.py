@@ -486,6 +486,22 @@ class DecompositionCache:
             dtype = torch.float32 if np.issubdtype(array.dtype, np.floating) else torch.int64
         return torch.from_numpy(np.array(values)).to(dtype)  # a copy: the map is read-only
 
+    def term(self, name: str, rows: slice | Sequence[int] | None = None) -> Tensor:
+        """One component's cached direct terms ``[N, E]`` by its name (``"attn.3"``,
+        ``"head.11.4"``, ...: :mod:`captum_clipspan.components`), as float32."""
+        from .components import FIELDS, direct_term, parse_component
+
+        field_name = FIELDS[parse_component(name).kind]
+        self._array(field_name)
+        component = parse_component(name)
+        if component.kind in ("attn", "mlp") and not 0 <= component.layer < self.n_layers:
+            raise ValueError(f"{name!r}: the model has layers 0..{self.n_layers - 1}.")
+        if component.kind == "head" and (component.layer not in self.layers
+                                         or component.head >= self.n_heads):
+            raise ValueError(f"{name!r} is not cached: heads of layers {list(self.layers)}, "
+                             f"0..{self.n_heads - 1}.")
+        return direct_term({field_name: self.tensor(field_name, rows)}, name, self.layers)
+
     def chunks(self, names: Sequence[str], chunk: int = 4096,
                dtype: torch.dtype | None = None) -> Iterator[tuple[slice, dict[str, Tensor]]]:
         """``(rows, {name: tensor})`` for consecutive blocks of ``chunk`` rows: a pass over the

@@ -36,8 +36,9 @@ import torch
 from torch import Tensor
 from torch.utils.data import Dataset
 
-from .attr.ablation import ComponentMeans, MeanAblation, direct_term, parse_components
+from .attr.ablation import ComponentMeans, MeanAblation
 from .attr.textspan import TextSpanReport
+from .components import direct_term, parse_components
 from .data import DecompositionCache, ImageSource, iterate_batches
 from .decomposition import check_text_embeddings
 from .hooked.clip import HookedCLIP

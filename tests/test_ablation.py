@@ -25,7 +25,7 @@ def test_direct_ablation_equals_re_summing_the_decomposition_by_hand(setting):
     texts = clip.encode_text(["a dog", "a cat"])
     ablation = cs.MeanAblation(clip, means)
     changes = ablation.attribute(images, texts=texts,
-                                 components={"late": ["msa.2", "head.1.0"], "mlp": ["mlp.0"]})
+                                 components={"late": ["attn.2", "head.1.0"], "mlp": ["mlp.0"]})
     parts = cs.decompose(clip, images, granularity="head")
     reference_parts = cs.decompose(clip, reference, granularity="head")
     mean_attn = reference_parts.attns[:, 2].mean(0)
@@ -52,10 +52,10 @@ def test_total_ablation_of_a_component_already_at_its_mean_changes_nothing():
     means = cs.component_means(clip, image, show_progress=False)  # the mean is its own output
     ablation = cs.MeanAblation(clip, means, mode="total")
     changes = ablation.attribute(image, texts="a dog",
-                                 components=["embed", "msa.1", "mlp.2", "head.0.3"])
+                                 components=["embed", "attn.1", "mlp.2", "head.0.3"])
     assert changes.abs().max() < 1e-12
     other = images_for(clip, batch=1, seed=5)
-    assert ablation.attribute(other, texts="a dog", components=["msa.1"]).abs().max() > 1e-6
+    assert ablation.attribute(other, texts="a dog", components=["attn.1"]).abs().max() > 1e-6
 
 
 def test_total_ablation_of_the_last_mlp_re_runs_ln_post_on_the_patched_stream(setting):
@@ -117,7 +117,7 @@ def test_bad_ablation_arguments(setting, tmp_path):
     clip, reference, means, _ = setting
     images = images_for(clip, batch=1)
     with pytest.raises(ValueError, match="unknown component"):
-        cs.MeanAblation(clip, means).attribute(images, components=["msa.9"])
+        cs.MeanAblation(clip, means).attribute(images, components=["attn.9"])
     with pytest.raises(ValueError, match="mode"):
         cs.MeanAblation(clip, means, mode="indirect")
     cache = cs.cache_decomposition(clip, reference, tmp_path / "c", show_progress=False)
@@ -126,3 +126,50 @@ def test_bad_ablation_arguments(setting, tmp_path):
     with pytest.raises(ValueError, match="labels"):
         cs.MeanAblation(clip, means).study(reference, cs.ZeroShotClassifier(clip, ["a", "b"]),
                                            show_progress=False)
+
+
+@pytest.mark.parametrize("convention", ["reference", "centered"])
+def test_layer_contribution_rows_are_the_components_mean_ablation_takes(convention, tmp_path):
+    """One vocabulary: every LayerContribution row name is a MeanAblation component, the
+    "layers" preset gives the same rows in the same order, and the cache reads each by name."""
+    clip = small_clip("tok", torch.float64)
+    reference = images_for(clip, batch=4, seed=2)
+    images = images_for(clip, batch=2)
+    means = cs.component_means(clip, reference, convention=convention, show_progress=False)
+    rows = cs.LayerContribution(clip, convention=convention).row_names()
+    assert (convention == "centered") == ("ln_post.bias" in rows)
+    ablation = cs.MeanAblation(clip, means)
+    by_name = ablation.attribute(images, texts="a dog", components=rows)
+    preset = ablation.attribute(images, texts="a dog", components="layers")
+    assert by_name.shape == (2, len(rows), 1) and torch.equal(by_name, preset)
+    # ablating a row changes the score by (its mean - its term) . text, row by row
+    terms = cs.LayerContribution(clip, convention=convention).attribute(images, texts="a dog")
+    text = clip.encode_text("a dog")[0]
+    for index, name in enumerate(rows):
+        mean = cs.components.direct_term(means.direct, name, means.layers) @ text
+        assert torch.allclose(by_name[:, index, 0], mean - terms[:, index, 0], atol=1e-10)
+    cache = cs.cache_decomposition(clip, images, tmp_path / "cache", convention=convention,
+                                   dtype="float32", show_progress=False)
+    parts = cs.decompose(clip, images, granularity="head", convention=convention)
+    for name in [*rows, "head.2.1"]:
+        assert torch.allclose(cache.term(name).double(),
+                              cs.components.direct_term(parts, name, parts.layers), atol=1e-5)
+    with pytest.raises(ValueError, match="not cached"):
+        cache.term("head.2.9")
+    with pytest.raises(ValueError, match="unknown component"):
+        cache.term("attention.1")
+
+
+def test_the_old_msa_names_still_work_with_a_warning(setting):
+    clip, _, means, _ = setting
+    images = images_for(clip, batch=2)
+    ablation = cs.MeanAblation(clip, means)
+    new = ablation.attribute(images, texts="a dog", components=["attn.1"])
+    with pytest.warns(FutureWarning, match="now 'attn.L'"):
+        old = ablation.attribute(images, texts="a dog", components=["msa.1"])
+    assert torch.equal(new, old)
+    with pytest.warns(FutureWarning, match="components='attn'"):
+        preset = ablation.attribute(images, texts="a dog", components="msa")
+    assert torch.equal(preset, ablation.attribute(images, texts="a dog", components="attn"))
+    with pytest.raises(ValueError, match="pool_mlp"):
+        ablation.attribute(images, texts="a dog", components=["pool_mlp"])  # no pool MLP here

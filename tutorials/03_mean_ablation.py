@@ -69,12 +69,12 @@ print("classes:", list(ATTRIBUTES["shape"]), "| first labels:", labels)
 #
 # `MeanAblation.attribute` is a Captum perturbation attribution: for each image it returns the
 # ablated score minus the original score of the image's own class (`target=labels`), one value
-# per ablated component (`components="msa"`: each attention layer in turn). Negative values mean
+# per ablated component (`components="attn"`: each attention layer in turn). Negative values mean
 # the layer supported the right class. Direct mode first:
 
 # %%
 direct = cs.MeanAblation(clip, means)
-change = direct.attribute(images, texts=shape, target=labels, components="msa")
+change = direct.attribute(images, texts=shape, target=labels, components="attn")
 change.mean(0)  # mean change of the true class's score per MSA layer
 
 # %% [markdown]
@@ -84,7 +84,7 @@ change.mean(0)  # mean change of the true class's score per MSA layer
 
 # %%
 total = cs.MeanAblation(clip, means, mode="total")
-total.attribute(images, texts=shape, target=labels, components="msa").mean(0)
+total.attribute(images, texts=shape, target=labels, components="attn").mean(0)
 
 # %% [markdown]
 # ## The ablation study

@@ -5,12 +5,12 @@ mode replaces only its direct term in the decomposition, without re-running the 
 mode re-runs the model with the component's output replaced inside the network (hooks), which also
 captures its indirect effects through later layers.
 
-Components are named ``"embed"``, ``"msa.{l}"``, ``"mlp.{l}"`` and ``"head.{l}.{h}"``.
+Components are named as everywhere in the package (:mod:`captum_clipspan.components`):
+``"embed"``, ``"attn.{l}"``, ``"mlp.{l}"``, ``"head.{l}.{h}"``, ``"ln_post.bias"``, ``"pool_mlp"``.
 """
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -20,6 +20,7 @@ from captum.attr import PerturbationAttribution
 from captum.log import log_usage
 from torch import Tensor
 
+from ..components import LN_BIAS, POOL_MLP, direct_term, parse_component, parse_components
 from ..data import DecompositionCache, ImageSource, iterate_batches
 from ..decomposition import CONVENTIONS, compute_dtype, decompose
 from ..evaluation import correct, mean_image_embedding
@@ -27,7 +28,8 @@ from ..hooked.clip import HookedCLIP
 from ..validation import check_labels, resolve_layers
 from .base import ResolvedTexts, TargetType, TextsType
 
-COMPONENT = re.compile(r"^(embed|msa\.(\d+)|mlp\.(\d+)|head\.(\d+)\.(\d+))$")
+TERM_FIELDS = ("embed", "attns", "mlps", "heads", "attn_biases", "ln_bias", "pool_mlp")
+"""The decomposition fields a :class:`ComponentMeans` averages (those a model has)."""
 
 
 @dataclass
@@ -52,11 +54,17 @@ class ComponentMeans:
     count: int
     residual: dict[str, Tensor] = field(default_factory=dict)
 
+    def whole_terms(self) -> tuple[str, ...]:
+        """The whole-model terms these means hold besides the layers: ``"embed"``, and
+        ``"ln_post.bias"`` / ``"pool_mlp"`` where the decomposition has them."""
+        extra = [name for name, field_name in ((LN_BIAS, "ln_bias"), (POOL_MLP, "pool_mlp"))
+                 if field_name in self.direct]
+        return ("embed", *extra)
+
     @classmethod
     def from_cache(cls, cache: DecompositionCache, chunk: int = 4096) -> ComponentMeans:
         """Direct-term means of a cache, read in chunks (memory bounded by ``chunk`` rows)."""
-        names = [n for n in ["embed", "attns", "mlps", "heads", "attn_biases", "ln_bias"]
-                 if getattr(cache, n) is not None]
+        names = [n for n in TERM_FIELDS if getattr(cache, n) is not None]
         sums = {n: torch.zeros(getattr(cache, n).shape[1:], dtype=torch.float64) for n in names}
         for _, block in cache.chunks(names, chunk, torch.float64):
             for name, values in block.items():
@@ -106,7 +114,7 @@ def component_means(clip: HookedCLIP, images: ImageSource, layers: Sequence[int]
             with clip.visual.hooks(fwd_hooks=hooks):
                 parts = decompose(clip, batch, granularity="head", convention=convention,
                                   layers=chosen)
-            for name in ["embed", "attns", "mlps", "heads", "attn_biases", "ln_bias"]:
+            for name in TERM_FIELDS:
                 if getattr(parts, name) is not None:
                     accumulate(f"direct.{name}", getattr(parts, name))
             count += batch.shape[0]
@@ -124,53 +132,6 @@ def component_means(clip: HookedCLIP, images: ImageSource, layers: Sequence[int]
     return ComponentMeans(direct, chosen, convention, count, residual)
 
 
-def parse_components(spec: str | Sequence[str] | Mapping[str, Sequence[str]], n_layers: int,
-                     head_layers: Sequence[int], n_heads: int) -> dict[str, list[str]]:
-    """Groups of component names from a preset, a list of names or ``{group: [names]}``.
-
-    Presets: ``"heads"`` (every head of the mean's layers), ``"msa"``, ``"mlp"``, ``"layers"``
-    (``embed``, then MSA and MLP layers in residual order).
-    """
-    presets = {
-        "heads": [f"head.{l}.{h}" for l in head_layers for h in range(n_heads)],
-        "msa": [f"msa.{l}" for l in range(n_layers)],
-        "mlp": [f"mlp.{l}" for l in range(n_layers)],
-        "layers": ["embed"] + [f"{k}.{l}" for l in range(n_layers) for k in ("msa", "mlp")],
-    }
-    if isinstance(spec, str):
-        if spec not in presets:
-            spec = [spec]
-        else:
-            return {name: [name] for name in presets[spec]}
-    groups = dict(spec) if isinstance(spec, Mapping) else {name: [name] for name in spec}
-    if not groups:
-        raise ValueError("no components given.")
-    for members in groups.values():
-        for name in members:
-            match = COMPONENT.match(name)
-            numbers = [int(g) for g in match.groups()[1:] if g is not None] if match else []
-            if not match or any(n >= n_layers for n in numbers[:1]) or (
-                    name.startswith("head") and (numbers[0] not in head_layers
-                                                 or numbers[1] >= n_heads)):
-                raise ValueError(
-                    f"unknown component {name!r}: use 'embed', 'msa.L', 'mlp.L' (L < {n_layers}), "
-                    f"'head.L.H' (L in {list(head_layers)}, H < {n_heads}), or a preset "
-                    f"{sorted(presets)}.")
-    return groups
-
-
-def direct_term(parts: Any, name: str, head_layers: Sequence[int]) -> Tensor:
-    """One component's direct term from a decomposition or a means dict (``[..., X]``)."""
-    get = parts.get if isinstance(parts, Mapping) else lambda key: getattr(parts, key)
-    kind, *numbers = name.split(".")
-    if kind == "embed":
-        return get("embed")
-    if kind in ("msa", "mlp"):
-        return get("attns" if kind == "msa" else "mlps")[..., int(numbers[0]), :]
-    layer, head = int(numbers[0]), int(numbers[1])
-    return get("heads")[..., list(head_layers).index(layer), head, :]
-
-
 class MeanAblation(PerturbationAttribution):
     """Change of the image-text score when components are replaced by their mean.
 
@@ -184,7 +145,7 @@ class MeanAblation(PerturbationAttribution):
     Examples::
 
         >>> ablation = cs.MeanAblation(clip, cs.component_means(clip, loader))
-        >>> drop = ablation.attribute(images, texts=zs, target=labels, components="msa")
+        >>> drop = ablation.attribute(images, texts=zs, target=labels, components="attn")
         >>> drop.shape    # [B, L]: change of each image's own class score per MSA layer
         >>> study = ablation.study(loader, zs)    # accuracy table and accumulated-layers curve
     """
@@ -223,15 +184,22 @@ class MeanAblation(PerturbationAttribution):
                 the normalized embedding itself, ``[..., E]``).
             target: ``None`` (every text) or one index per example into the texts (an int, a
                 list of ints or a ``LongTensor [B]``); the last dimension ``T`` is then dropped.
-            components: ``"heads"`` (``[B, L_s, H, T]``), ``"msa"``/``"mlp"`` (``[B, L, T]``),
-                ``"layers"`` (``[B, 2L + 1, T]``), a list of component names (``[B, C, T]``) or
-                ``{group: [names]}`` (``[B, G, T]``: each group ablated together).
+            components: ``"heads"`` (``[B, L_s, H, T]``), ``"attn"``/``"mlp"`` (``[B, L, T]``),
+                ``"layers"`` (``[B, R, T]``, the rows of
+                :meth:`LayerContribution.row_names <captum_clipspan.LayerContribution.row_names>`),
+                a list of component names (``[B, C, T]``) or ``{group: [names]}``
+                (``[B, G, T]``: each group ablated together).
 
         Returns:
             Ablated score minus original score (negative: the component supported the target).
         """
         vit = self.clip.visual
-        groups = parse_components(components, vit.n_layers, self.means.layers, vit.n_heads)
+        groups = parse_components(components, vit.n_layers, self.means.layers, vit.n_heads,
+                                  self.means.whole_terms())
+        if self.mode == "total" and any(n in (LN_BIAS, POOL_MLP) for m in groups.values()
+                                        for n in m):
+            raise ValueError(f"{LN_BIAS!r} and {POOL_MLP!r} are not outputs inside the network: "
+                             "ablate them in direct mode.")
         resolved = ResolvedTexts.resolve(self.clip, texts, target, inputs.shape[0])
         if self.mode == "direct":
             changes = self._direct_changes(inputs, resolved, groups)
@@ -274,18 +242,18 @@ class MeanAblation(PerturbationAttribution):
         residual = self.means.residual
         hooks = []
         for name in names:
-            kind, *numbers = name.split(".")
-            if kind == "embed":
+            component = parse_component(name)
+            if component.kind == "embed":
                 hooks.append(("hook_embed", _replace_with(residual["embed"])))
-            elif kind in ("msa", "mlp"):
-                layer = int(numbers[0])
-                key = "attn_out" if kind == "msa" else "mlp_out"
-                hook_name = f"blocks.{layer}.hook_{key}"
-                hooks.append((hook_name, _replace_with(residual[key][layer])))
-            else:
-                layer, head = int(numbers[0]), int(numbers[1])
+            elif component.kind in ("attn", "mlp"):
+                layer, key = component.layer, f"{component.kind}_out"
+                hooks.append((f"blocks.{layer}.hook_{key}", _replace_with(residual[key][layer])))
+            elif component.kind == "head":
+                layer, head = component.layer, component.head
                 hooks.append((f"blocks.{layer}.attn.hook_z",
                               _replace_with(residual["z"][layer][:, head], head=head)))
+            else:
+                raise ValueError(f"{name!r} is not an output inside the network.")
         return hooks
 
     def study(self, data: ImageSource | DecompositionCache, classifier: Any,
@@ -302,9 +270,9 @@ class MeanAblation(PerturbationAttribution):
 
         n_layers = self.clip.visual.n_layers
         settings = {"baseline": [], "mlps ablated": [f"mlp.{l}" for l in range(n_layers)],
-                    "msa ablated": [f"msa.{l}" for l in range(n_layers)]}
+                    "attn ablated": [f"attn.{l}" for l in range(n_layers)]}
         for layer in range(n_layers):
-            settings[f"msa 0..{layer} ablated"] = [f"msa.{l}" for l in range(layer + 1)]
+            settings[f"attn 0..{layer} ablated"] = [f"attn.{l}" for l in range(layer + 1)]
         hits = torch.zeros(len(settings), dtype=torch.long)
         total = 0
         class_embeddings = classifier.class_embeddings
@@ -324,7 +292,7 @@ class MeanAblation(PerturbationAttribution):
                 progress.update(batch_labels.shape[0])
         accuracy = (hits.double() / max(total, 1)).tolist()
         values = dict(zip(settings, accuracy, strict=True))
-        return AblationStudy(values["baseline"], values["mlps ablated"], values["msa ablated"],
+        return AblationStudy(values["baseline"], values["mlps ablated"], values["attn ablated"],
                              accuracy[3:], total, self.mode)
 
     def _study_batches(self, data: Any, batch_size: int):

@@ -9,6 +9,7 @@ import torch
 from captum.log import log_usage
 from torch import Tensor
 
+from ..components import layer_names
 from ..hooked.clip import HookedCLIP
 from ..validation import resolve_layers
 from .base import ClipSpanAttribution, TargetType, TextsType
@@ -118,13 +119,9 @@ class LayerContribution(ClipSpanAttribution):
         return self.output(torch.cat(rows, dim=1), parts, resolved, return_convergence_delta)
 
     def row_names(self) -> list[str]:
-        """Names of the output rows: ``["embed", "attn.0", "mlp.0", ...]``, then
-        ``"ln_post.bias"`` (``"centered"``) and ``"pool_mlp"`` (towers whose attention pool has
-        its own MLP, such as SigLIP)."""
-        names = ["embed"]
-        for layer in range(self.clip.visual.n_layers):
-            names += [f"attn.{layer}", f"mlp.{layer}"]
-        if self.convention == "centered":
-            names.append("ln_post.bias")
+        """Names of the output rows (:mod:`captum_clipspan.components`): ``["embed", "attn.0",
+        "mlp.0", ...]``, then ``"ln_post.bias"`` (``"centered"``) and ``"pool_mlp"`` (towers
+        whose attention pool has its own MLP, such as SigLIP). ``MeanAblation`` accepts each."""
         pool = self.clip.visual.pool
-        return names + (["pool_mlp"] if pool is not None and pool.has_mlp else [])
+        return layer_names(self.clip.visual.n_layers, centered=self.convention == "centered",
+                           pool_mlp=pool is not None and pool.has_mlp)
