@@ -588,6 +588,11 @@ def _add_common(parser: argparse.ArgumentParser, out: str | None,
                             help=f"images per forward pass (default: {batch_size})")
 
 
+def _add_layers_option(parser: argparse.ArgumentParser, what: str) -> None:
+    parser.add_argument("--layers", type=int, nargs="+", default=None,
+                        help=f"{what} (negative counts from the end; default: all)")
+
+
 def _add_cache_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--cache", default=None, help="cache folder (default: OUT/cache)")
     parser.add_argument("--nproc", type=int, default=1,
@@ -630,8 +635,7 @@ def build_parser() -> argparse.ArgumentParser:
                                 "run TextSpan on every head of the chosen layers.")
     heads.add_argument("images", help="folder of images (searched recursively)")
     _add_common(heads, "clipspan-heads")
-    heads.add_argument("--layers", type=int, nargs="+", default=None,
-                       help="layers to explain (negative counts from the end; default: all)")
+    _add_layers_option(heads, "layers to explain")
     heads.add_argument("--m", type=int, default=5, help="texts per head (default: 5)")
     heads.add_argument("--bank", default=None,
                        help="text bank: general, words, toy or a text file with one description "
@@ -648,9 +652,7 @@ def build_parser() -> argparse.ArgumentParser:
     heatmap.add_argument("--text", action="append", required=True,
                          help="a text to map (repeat for several)")
     _add_common(heatmap, "clipspan-heatmap", batch_size=None)
-    heatmap.add_argument("--layers", type=int, nargs="+", default=None,
-                         help="layers whose patch terms are summed (negative counts from the "
-                              "end; default: all)")
+    _add_layers_option(heatmap, "layers whose patch terms are summed")
     heatmap.add_argument("--heads", type=int, nargs="+", default=None,
                          help="heads summed in each chosen layer (default: all)")
     heatmap.add_argument("--name", default=None,
@@ -696,9 +698,7 @@ def build_parser() -> argparse.ArgumentParser:
     cache.add_argument("images", help="folder of images (searched recursively)")
     _add_common(cache, "clipspan-cache")
     _add_cache_options(cache)
-    cache.add_argument("--layers", type=int, nargs="+", default=None,
-                       help="layers of the per-head terms (negative counts from the end; "
-                            "default: all)")
+    _add_layers_option(cache, "layers of the per-head terms")
     cache.add_argument("--granularity", choices=["head", "token"], default="head",
                        help="token: also store per-token head terms (N_tokens times the disk)")
     cache.add_argument("--dtype", choices=["float16", "float32"], default="float16",

@@ -151,13 +151,28 @@ def test_articles_agree_with_the_next_word(script: ModuleType) -> None:
     assert bad == []
 
 
-def test_duplicate_word_is_rejected(script: ModuleType, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(script, "WORDS", {"a": "dog cat", "b": "cat"})
+def test_duplicate_word_is_rejected(script: ModuleType, tmp_path: Path) -> None:
+    source = tmp_path / "words.txt"
+    source.write_text("# a comment\n## a\ndog cat\n\n## b\ncat\n")
+    assert script.load_words(source) == {"a": ["dog", "cat"], "b": ["cat"]}
     with pytest.raises(ValueError, match="listed under both"):
-        script.build_words()
-    monkeypatch.setattr(script, "WORDS", {"a": "Dog"})
+        script.build_words(script.load_words(source))
     with pytest.raises(ValueError, match="single lowercase word"):
-        script.build_words()
+        script.build_words({"a": ["Dog"]})
+    source.write_text("dog\n## a\ncat\n")
+    with pytest.raises(ValueError, match="before the first"):
+        script.load_words(source)
+
+
+def test_inputs_are_data_files_not_literals() -> None:
+    """The hand-written inputs live in scripts/text_bank_sources/, read by the script."""
+    import json
+
+    sources = ROOT / "scripts" / "text_bank_sources"
+    families = json.loads((sources / "general.json").read_text(encoding="utf-8"))["families"]
+    assert [family["name"] for family in families] == list(FAMILY_KEYWORDS)
+    assert "## mammals" in (sources / "words.txt").read_text(encoding="utf-8")
+    assert len(SCRIPT.read_text(encoding="utf-8").splitlines()) < 400
 
 
 def test_readme_counts_are_current() -> None:
