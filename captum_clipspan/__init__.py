@@ -19,7 +19,7 @@ _EXPORTS = {
     "HookedCLIP": "hooked.clip",
     "HookedViT": "hooked.vit",
     "HeadContribution": "attr.heads",
-    "LayerContribution": "attr.heads",
+    "LayerContribution": "attr.layers",
     "PatchContribution": "attr.patches",
     "ClipSpanAttribution": "attr.base",
     "MeanAblation": "attr.ablation",

@@ -16,40 +16,16 @@ from typing import Any
 import numpy as np
 import torch
 
-from .attr.ablation import ComponentMeans, MeanAblation, head_accuracy
+from .attr.ablation import ComponentMeans, MeanAblation
 from .attr.patches import PatchContribution
 from .attr.textspan import TextSpan
 from .data import ImageFolder, cache_decomposition
-from .datasets import ATTRIBUTES, make_scenes, write_image_folder, zero_shot_prompts
 from .hooked.clip import HookedCLIP
 from .retrieval import retrieve
 from .segmentation import map_iou
-from .text import ZeroShotClassifier, toy_bank
-
-
-def family_classifier(clip: HookedCLIP, family: str) -> ZeroShotClassifier:
-    """A classifier over one attribute family, from the scenes' own prompts."""
-    return ZeroShotClassifier.from_prompts(
-        clip, {value: zero_shot_prompts(family, value) for value in ATTRIBUTES[family]})
-
-
-def read_labels(folder: Path) -> dict[str, np.ndarray]:
-    """Per-family label indices ``[N]`` of a folder written by ``write_image_folder``."""
-    with open(folder / "labels.csv", newline="") as handle:
-        rows = sorted(csv.DictReader(handle), key=lambda row: row["file"])
-    return {family: np.array([values.index(row[family]) for row in rows])
-            for family, values in ATTRIBUTES.items()}
-
-
-def probe_heads(clip: HookedCLIP, cache: Any, labels: dict[str, np.ndarray]) -> dict[str, Any]:
-    """Per family: each head's accuracy alone (``[L, H]``) and the whole model's accuracy."""
-    results = {}
-    for family in ATTRIBUTES:
-        classifier = family_classifier(clip, family)
-        per_head = head_accuracy(cache, classifier, labels[family])
-        embeds = cache.tensor("image_embeds")
-        results[family] = {"heads": per_head, "model": classifier.accuracy(embeds, labels[family])}
-    return results
+from .text import toy_bank
+from .toy.probes import family_classifier, probe_heads, read_labels
+from .toy.scenes import ATTRIBUTES, make_scenes, write_image_folder
 
 
 def _step(message: str, show_progress: bool) -> None:

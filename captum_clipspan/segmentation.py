@@ -614,7 +614,7 @@ class MaskFolder(_SegmentationData):
 
 
 class SceneSegmentation(_SegmentationData):
-    """Synthetic scenes (:mod:`captum_clipspan.datasets`) with their object masks.
+    """Synthetic scenes (:mod:`captum_clipspan.toy.scenes`) with their object masks.
 
     Args:
         n: number of scenes.
@@ -624,7 +624,7 @@ class SceneSegmentation(_SegmentationData):
 
     def __init__(self, n: int, seed: int = 2024, transform: Callable | None = None,
                  size: int | tuple[int, int] | None = None) -> None:
-        from .datasets import make_scenes
+        from .toy.scenes import make_scenes
 
         super().__init__(transform, size)
         self.scenes = make_scenes(n, seed=seed)
@@ -642,7 +642,7 @@ class SceneSegmentation(_SegmentationData):
         """``{"red circle": ["a red circle", "a photo of a red circle", ...]}``: the scenes'
         object classes (color and shape), for a :class:`~captum_clipspan.ZeroShotClassifier`
         built with ``ZeroShotClassifier.from_prompts``."""
-        from .datasets import ATTRIBUTES, PREFIXES, caption
+        from .toy.scenes import ATTRIBUTES, PREFIXES, caption
 
         return {f"{color} {shape}": [caption({"color": color, "shape": shape},
                                              families=["color", "shape"], prefix=prefix)

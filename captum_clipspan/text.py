@@ -57,7 +57,7 @@ def text_bank(name: str | Path = "general") -> list[str]:
 
 def toy_bank() -> tuple[list[str], list[str]]:
     """The toy model's bank: every attribute phrase of the synthetic scenes, and its family."""
-    from .datasets import ATTRIBUTES, zero_shot_prompts
+    from .toy.scenes import ATTRIBUTES, zero_shot_prompts
 
     texts, families = [], []
     for family, values in ATTRIBUTES.items():

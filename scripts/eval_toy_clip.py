@@ -21,8 +21,8 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from captum_clipspan.datasets import ATTRIBUTES  # noqa: E402
 from captum_clipspan.toy.model import load_toy_clip, zero_shot_accuracy  # noqa: E402
+from captum_clipspan.toy.scenes import ATTRIBUTES  # noqa: E402
 
 
 def main() -> None:

@@ -20,8 +20,8 @@ Writes ``toy_clip.safetensors`` (fp16), ``toy_tokenizer.json`` and ``toy_clip.js
 training settings, held-out zero-shot accuracy per family) into ``--out-dir``.
 
 ``--spurious P`` trains the spurious-cue toy instead: each scene's shape is one of
-:data:`~captum_clipspan.datasets.SPURIOUS_PAIRS` and its background texture the paired one with
-probability ``P`` (:class:`~captum_clipspan.datasets.SpuriousCue`), so that zero-shot shape
+:data:`~captum_clipspan.toy.scenes.SPURIOUS_PAIRS` and its background texture the paired one with
+probability ``P`` (:class:`~captum_clipspan.toy.scenes.SpuriousCue`), so that zero-shot shape
 prediction can lean on the background; the final evaluation adds worst-group shape accuracy on
 balanced groups (:mod:`captum_clipspan.toy.spurious`).
 
@@ -52,7 +52,14 @@ import torch.nn.functional as F
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from captum_clipspan.datasets import (  # noqa: E402
+from captum_clipspan.toy.model import (  # noqa: E402
+    TOY_MODEL_CONFIG,
+    TOY_PREPROCESS_CONFIG,
+    build_toy_clip,
+    toy_preprocess,
+    zero_shot_accuracy,
+)
+from captum_clipspan.toy.scenes import (  # noqa: E402
     ATTRIBUTES,
     FAMILIES,
     PREFIXES,
@@ -60,13 +67,6 @@ from captum_clipspan.datasets import (  # noqa: E402
     caption,
     make_scenes,
     sample_families,
-)
-from captum_clipspan.toy.model import (  # noqa: E402
-    TOY_MODEL_CONFIG,
-    TOY_PREPROCESS_CONFIG,
-    build_toy_clip,
-    toy_preprocess,
-    zero_shot_accuracy,
 )
 from captum_clipspan.toy.tokenizer import WordTokenizer  # noqa: E402
 

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from captum_clipspan.cli import main
-from captum_clipspan.datasets import write_image_folder
+from captum_clipspan.toy.scenes import write_image_folder
 
 
 @pytest.fixture(autouse=True)

@@ -381,7 +381,7 @@ def test_topic_segmentation_and_contrastive_figures(toy, scenes, tmp_path):
 
 @pytest.fixture(scope="module")
 def toy_cache(toy, tmp_path_factory):
-    from captum_clipspan.datasets import SyntheticScenes
+    from captum_clipspan.toy.scenes import SyntheticScenes
 
     scenes = SyntheticScenes(40, seed=2024, transform=toy.preprocess)
     return cs.cache_decomposition(toy, scenes, tmp_path_factory.mktemp("seg") / "cache",

@@ -8,9 +8,9 @@ import torch
 from PIL import Image
 
 import captum_clipspan as cs
-from captum_clipspan.datasets import ATTRIBUTES, SyntheticScenes, zero_shot_prompts
-from captum_clipspan.demo import family_classifier
 from captum_clipspan.text import toy_bank
+from captum_clipspan.toy.probes import family_classifier
+from captum_clipspan.toy.scenes import ATTRIBUTES, SyntheticScenes, zero_shot_prompts
 
 N_SCENES = 64
 N_GROUPS = len(ATTRIBUTES["shape"]) * len(ATTRIBUTES["background"])  # shape x background

@@ -7,10 +7,10 @@ import pytest
 import torch
 
 import captum_clipspan as cs
-from captum_clipspan.datasets import ATTRIBUTES, SyntheticScenes, make_scenes
-from captum_clipspan.demo import family_classifier, probe_heads
 from captum_clipspan.segmentation import map_iou
 from captum_clipspan.text import toy_bank
+from captum_clipspan.toy.probes import family_classifier, probe_heads
+from captum_clipspan.toy.scenes import ATTRIBUTES, SyntheticScenes, make_scenes
 
 N_SCENES = 600
 SEED = 2024  # held out: the toy was trained on freshly generated scenes of other seeds

@@ -7,7 +7,6 @@ import open_clip
 import pytest
 import torch
 
-from captum_clipspan.datasets import ATTRIBUTES, caption_vocabulary, make_scenes
 from captum_clipspan.toy import (
     TOY_MODEL_CONFIG,
     WordTokenizer,
@@ -17,6 +16,7 @@ from captum_clipspan.toy import (
     zero_shot_accuracy,
 )
 from captum_clipspan.toy.model import TOY_WEIGHTS
+from captum_clipspan.toy.scenes import ATTRIBUTES, caption_vocabulary, make_scenes
 
 # Every family reached 1.000 on 1,000 held-out scenes (toy_clip.json); allow a small margin.
 MIN_ZERO_SHOT = 0.98

@@ -10,8 +10,8 @@ import torch
 
 import captum_clipspan as cs
 from captum_clipspan.cli import main
-from captum_clipspan.datasets import ATTRIBUTES, SPURIOUS_PAIRS, SpuriousCue, make_scenes
 from captum_clipspan.toy import TOY_MODELS, toy_clip_info
+from captum_clipspan.toy.scenes import ATTRIBUTES, SPURIOUS_PAIRS, SpuriousCue, make_scenes
 from captum_clipspan.toy.spurious import (
     SHAPES,
     TEXTURES,

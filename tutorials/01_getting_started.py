@@ -37,7 +37,7 @@ import torch
 from captum.attr import visualization as viz
 
 import captum_clipspan as cs
-from captum_clipspan.datasets import make_scenes
+from captum_clipspan.toy.scenes import make_scenes
 from captum_clipspan.visualization import plot_head_grid, plot_patch_maps, plot_top_images
 
 torch.manual_seed(0)

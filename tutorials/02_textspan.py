@@ -40,7 +40,7 @@ from IPython.display import display
 
 import captum_clipspan as cs
 from captum_clipspan.attr.textspan import random_bank
-from captum_clipspan.datasets import ATTRIBUTES, SyntheticScenes, make_scenes, zero_shot_prompts
+from captum_clipspan.toy.scenes import ATTRIBUTES, SyntheticScenes, make_scenes, zero_shot_prompts
 from captum_clipspan.visualization import plot_head_grid, plot_top_images
 
 torch.manual_seed(0)

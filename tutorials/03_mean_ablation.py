@@ -38,7 +38,7 @@ import pandas as pd
 import torch
 
 import captum_clipspan as cs
-from captum_clipspan.datasets import ATTRIBUTES, SyntheticScenes, zero_shot_prompts
+from captum_clipspan.toy.scenes import ATTRIBUTES, SyntheticScenes, zero_shot_prompts
 from captum_clipspan.visualization import plot_ablation_bars, plot_ablation_curve
 
 torch.manual_seed(0)

@@ -36,7 +36,7 @@ from captum.attr import NoiseTunnel
 from captum.log import log_usage
 
 import captum_clipspan as cs
-from captum_clipspan.datasets import make_scenes
+from captum_clipspan.toy.scenes import make_scenes
 from captum_clipspan.visualization import plot_head_grid
 
 torch.manual_seed(0)

@@ -30,7 +30,7 @@ import torch
 from captum.attr import IntegratedGradients, LayerIntegratedGradients
 
 import captum_clipspan as cs
-from captum_clipspan.datasets import make_scenes
+from captum_clipspan.toy.scenes import make_scenes
 from captum_clipspan.visualization import plot_patch_maps
 
 torch.manual_seed(0)

@@ -3,13 +3,13 @@
 The vision tower is a plain open_clip ViT (4 layers, 4 heads of width 32, patch 8 on 64x64
 images, class-token pooling, GELU, LayerNorm); the text tower is an open_clip text transformer
 over :class:`~captum_clipspan.toy.tokenizer.WordTokenizer` ids with argmax (end-of-text)
-pooling. ``scripts/train_toy_clip.py`` trains it on :mod:`captum_clipspan.datasets` scenes and
+pooling. ``scripts/train_toy_clip.py`` trains it on :mod:`captum_clipspan.toy.scenes` scenes and
 writes ``toy_clip.safetensors``, ``toy_clip.json`` and ``toy_tokenizer.json`` next to this file.
 
 Examples::
 
     >>> from captum_clipspan.toy import load_toy_clip
-    >>> from captum_clipspan.datasets import make_scenes
+    >>> from captum_clipspan.toy.scenes import make_scenes
     >>> model, tokenizer, preprocess = load_toy_clip()
     >>> scenes = make_scenes(2, seed=1)
     >>> images = torch.stack([preprocess(im) for im in scenes.images])
@@ -30,8 +30,8 @@ import open_clip
 import torch
 import torch.nn.functional as F
 
-from ..datasets import ATTRIBUTES, FAMILIES, make_scenes, zero_shot_prompts
 from ..text import ZeroShotClassifier
+from .scenes import ATTRIBUTES, FAMILIES, make_scenes, zero_shot_prompts
 from .tokenizer import WordTokenizer
 
 __all__ = [
@@ -184,7 +184,7 @@ def zero_shot_accuracy(
     """Zero-shot attribute classification accuracy on held-out synthetic scenes.
 
     For family ``F``, each scene is classified among ``ATTRIBUTES[F]`` by cosine similarity
-    with prompts that name only that attribute (:func:`~captum_clipspan.datasets.
+    with prompts that name only that attribute (:func:`~captum_clipspan.toy.scenes.
     zero_shot_prompts`: ``"a red object"``, ``"a photo of an object on the left"``, ...).
 
     Args:

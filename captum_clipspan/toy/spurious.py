@@ -1,8 +1,8 @@
 """The spurious-cue toy: a toy CLIP trained where shape and background texture co-occur.
 
 ``scripts/train_toy_clip.py --spurious 0.95`` trains it on scenes whose shape is one of
-:data:`~captum_clipspan.datasets.SPURIOUS_PAIRS` and whose texture is the paired one 95% of the
-time (:class:`~captum_clipspan.datasets.SpuriousCue`), so that its zero-shot shape prediction
+:data:`~captum_clipspan.toy.scenes.SPURIOUS_PAIRS` and whose texture is the paired one 95% of the
+time (:class:`~captum_clipspan.toy.scenes.SpuriousCue`), so that its zero-shot shape prediction
 leans on the background, as a CLIP's bird prediction leans on the habitat in Waterbirds. The
 groups are shape x texture: the four "majority" groups follow the pairing, the twelve
 "minority" groups break it.
@@ -28,7 +28,14 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from ..datasets import ATTRIBUTES, SPURIOUS_PAIRS, SpuriousCue, make_scenes, zero_shot_prompts
+from .scenes import (
+    ATTRIBUTES,
+    SPURIOUS_PAIRS,
+    SpuriousCue,
+    family_prompts,
+    make_scenes,
+    zero_shot_prompts,
+)
 
 __all__ = ["SHAPES", "TEXTURES", "GroupedScenes", "balanced_groups", "group_shape_accuracy",
            "reference_scenes", "shape_classifier", "spurious_benchmark", "texture_concept"]
@@ -88,10 +95,6 @@ def balanced_groups(n_per_group: int, seed: int = _HELD_OUT_SEED) -> GroupedScen
                          torch.tensor(majority))
 
 
-def _shape_prompts() -> dict[str, list[str]]:
-    return {shape: zero_shot_prompts("shape", shape) for shape in SHAPES}
-
-
 @torch.no_grad()
 def group_shape_accuracy(model: Any, tokenizer: Callable[[list[str]], Tensor],
                          n_per_group: int = 50, batch_size: int = 256) -> dict[str, float]:
@@ -106,7 +109,7 @@ def group_shape_accuracy(model: Any, tokenizer: Callable[[list[str]], Tensor],
 
     data = balanced_groups(n_per_group)
     device = next(model.parameters()).device
-    prompts = _shape_prompts()
+    prompts = family_prompts("shape", SHAPES)
     flat = [p for per_shape in prompts.values() for p in per_shape]
     text = model.encode_text(tokenizer(flat).to(device), normalize=True)
     text = torch.nn.functional.normalize(text.view(len(SHAPES), -1, text.shape[-1]).mean(1),
@@ -125,9 +128,9 @@ def group_shape_accuracy(model: Any, tokenizer: Callable[[list[str]], Tensor],
 
 def shape_classifier(clip: Any) -> Any:
     """The zero-shot shape classifier of :data:`SHAPES` (template-averaged prompts)."""
-    from ..text import ZeroShotClassifier
+    from .probes import family_classifier
 
-    return ZeroShotClassifier.from_prompts(clip, _shape_prompts())
+    return family_classifier(clip, "shape", SHAPES)
 
 
 def reference_scenes(n: int, p: float = 0.95, seed: int = _REFERENCE_SEED) -> Tensor:

@@ -35,7 +35,7 @@ class WordTokenizer:
 
     Args:
         words: vocabulary words; defaults to every word of the synthetic-scene caption grammar
-            (:func:`captum_clipspan.datasets.caption_vocabulary`). Duplicates are dropped.
+            (:func:`captum_clipspan.toy.scenes.caption_vocabulary`). Duplicates are dropped.
         context_length: default number of tokens per text (``sot`` and ``eot`` included).
 
     Attributes:
@@ -45,7 +45,7 @@ class WordTokenizer:
 
     def __init__(self, words: Iterable[str] | None = None, context_length: int = 20) -> None:
         if words is None:
-            from ..datasets import caption_vocabulary
+            from .scenes import caption_vocabulary
 
             words = caption_vocabulary()
         vocab: list[str] = []

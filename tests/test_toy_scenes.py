@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from captum_clipspan.datasets import (
+from captum_clipspan.toy.scenes import (
     ATTRIBUTES,
     BACKGROUND_RGB,
     COLOR_RGB,
@@ -206,3 +206,24 @@ def test_generation_is_fast():
     t = time.perf_counter()
     make_scenes(1000, seed=11)
     assert time.perf_counter() - t < 5.0
+
+
+def test_the_old_module_path_still_imports_with_a_warning():
+    import importlib
+    import sys
+
+    from captum_clipspan.toy import scenes
+
+    sys.modules.pop("captum_clipspan.datasets", None)
+    with pytest.warns(FutureWarning, match="toy.scenes"):
+        old = importlib.import_module("captum_clipspan.datasets")
+    assert old.make_scenes is scenes.make_scenes and old.__all__ == scenes.__all__
+
+
+def test_family_prompts_are_the_zero_shot_prompts_of_each_value():
+    from captum_clipspan.toy.scenes import ATTRIBUTES, family_prompts, zero_shot_prompts
+
+    prompts = family_prompts("size")
+    assert list(prompts) == list(ATTRIBUTES["size"])
+    assert prompts["small"] == zero_shot_prompts("size", "small")
+    assert list(family_prompts("shape", ["ring", "circle"])) == ["ring", "circle"]
