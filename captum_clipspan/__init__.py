@@ -31,9 +31,9 @@ _EXPORTS = {
     "TextSpanReport": "attr.textspan",
     "TextSpanResult": "attr.textspan_core",
     "textspan": "attr.textspan_core",
-    "cache_decomposition": "data",
-    "DecompositionCache": "data",
-    "ImageFolder": "data",
+    "cache_decomposition": "cache",
+    "DecompositionCache": "cache",
+    "ImageFolder": "sources",
     "retrieve": "retrieval",
     "RetrievalResult": "retrieval",
     "ZeroShotClassifier": "text",
@@ -53,8 +53,8 @@ __all__ = sorted([*_EXPORTS, "Decomposition", "decompose", "decompose_batches"])
 
 
 # Submodules reachable as attributes (``cs.visualization.plot_head_grid``), imported on first use.
-_SUBMODULES = ("visualization", "segmentation", "retrieval", "text", "data", "validation",
-               "components", "evaluation")
+_SUBMODULES = ("visualization", "segmentation", "retrieval", "text", "cache", "sources",
+               "validation", "components", "evaluation")
 
 
 def __getattr__(name: str) -> Any:

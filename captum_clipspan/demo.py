@@ -19,10 +19,11 @@ import torch
 from .attr.ablation import ComponentMeans, MeanAblation
 from .attr.patches import PatchContribution
 from .attr.textspan import TextSpan
-from .data import ImageFolder, cache_decomposition
+from .cache import cache_decomposition
 from .hooked.clip import HookedCLIP
 from .retrieval import retrieve
 from .segmentation import map_iou
+from .sources import ImageFolder
 from .text import toy_bank
 from .toy.probes import family_classifier, probe_heads, read_labels
 from .toy.scenes import ATTRIBUTES, make_scenes, write_image_folder

@@ -15,7 +15,7 @@ import torch
 from torch import Tensor
 
 if TYPE_CHECKING:
-    from .data import DecompositionCache
+    from .cache import DecompositionCache
 
 __all__ = ["correct", "mean_image_embedding", "predict"]
 

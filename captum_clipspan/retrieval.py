@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from .data import DecompositionCache
+from .cache import DecompositionCache
 from .decomposition import decompose
 from .hooked.clip import HookedCLIP
 from .validation import resolve_head, resolve_layer, resolve_layers

@@ -32,8 +32,8 @@ from torch.utils.data import DataLoader, Dataset
 
 from .attr.base import TextsType
 from .attr.patches import PatchContribution
-from .data import IMAGE_SUFFIXES
 from .hooked.clip import HookedCLIP
+from .sources import IMAGE_SUFFIXES
 from .validation import resolve_target, resolve_texts
 
 __all__ = [

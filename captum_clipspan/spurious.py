@@ -38,10 +38,11 @@ from torch.utils.data import Dataset
 
 from .attr.ablation import ComponentMeans, MeanAblation
 from .attr.textspan import TextSpanReport
+from .cache import DecompositionCache
 from .components import direct_term, parse_components
-from .data import DecompositionCache, ImageSource, iterate_batches
 from .decomposition import check_text_embeddings
 from .hooked.clip import HookedCLIP
+from .sources import ImageSource, iterate_batches
 from .validation import check_labels, resolve_head, resolve_layer
 
 __all__ = ["WaterbirdsDataset", "ablate_heads", "head_concept_scores", "heads_matching",
@@ -521,7 +522,7 @@ def spurious_cue_study(clip: HookedCLIP, reference: DecompositionCache | ImageSo
     import tempfile
 
     from .attr.textspan import TextSpan
-    from .data import cache_decomposition
+    from .cache import cache_decomposition
 
     with tempfile.TemporaryDirectory() as scratch:
         cache = reference if isinstance(reference, DecompositionCache) else cache_decomposition(

@@ -20,7 +20,7 @@ from test_data import FIELDS, Interrupting, labelled
 from torch.utils.data import DataLoader, TensorDataset
 
 import captum_clipspan as cs
-import captum_clipspan.data as cs_data
+import captum_clipspan.cache as cs_data
 
 
 def run(clip, images, path, **kwargs):

@@ -180,3 +180,16 @@ def test_cache_reads_rows_as_tensors_and_chunks(tmp_path):
         list(cache.chunks("heads"))
     with pytest.raises(ValueError, match="chunk must be a positive int"):
         list(cache.chunks(["heads"], chunk=0))
+
+
+def test_the_old_data_module_still_imports_with_a_warning():
+    import importlib
+    import sys
+
+    from captum_clipspan import cache, sources
+
+    sys.modules.pop("captum_clipspan.data", None)
+    with pytest.warns(FutureWarning, match="captum_clipspan.sources"):
+        old = importlib.import_module("captum_clipspan.data")
+    assert old.DecompositionCache is cache.DecompositionCache
+    assert old.iterate_batches is sources.iterate_batches and old.ImageFolder is sources.ImageFolder

@@ -145,7 +145,7 @@ def test_one_process_resumes_a_pass_of_two(tmp_path, clip, data):
 
 
 def test_a_process_left_from_an_earlier_pass_is_refused(tmp_path, clip, data):
-    from captum_clipspan.data import _writer_lock
+    from captum_clipspan.cache import _writer_lock
 
     path = tmp_path / "c"
     path.mkdir()

@@ -20,11 +20,12 @@ from captum.attr import PerturbationAttribution
 from captum.log import log_usage
 from torch import Tensor
 
+from ..cache import DecompositionCache
 from ..components import LN_BIAS, POOL_MLP, direct_term, parse_component, parse_components
-from ..data import DecompositionCache, ImageSource, iterate_batches
 from ..decomposition import CONVENTIONS, compute_dtype, decompose
 from ..evaluation import correct, mean_image_embedding
 from ..hooked.clip import HookedCLIP
+from ..sources import ImageSource, iterate_batches
 from ..validation import check_labels, resolve_layers
 from .base import ResolvedTexts, TargetType, TextsType
 

@@ -17,10 +17,11 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from ..data import DecompositionCache, ImageSource, cache_decomposition
+from ..cache import DecompositionCache, cache_decomposition
 from ..decomposition import check_text_embeddings
 from ..evaluation import correct, mean_image_embedding
 from ..hooked.clip import HookedCLIP, check_texts
+from ..sources import ImageSource
 from ..text import text_bank
 from ..validation import check_labels, resolve_head, resolve_layers
 from .textspan_core import TextSpanResult, textspan
