@@ -32,6 +32,7 @@ import os
 import re
 import shutil
 import socket
+import warnings
 from bisect import bisect_left, bisect_right
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import ExitStack, contextmanager
@@ -54,7 +55,7 @@ from .sources import (
     split_batch,
 )
 
-CACHE_VERSION = 2
+CACHE_VERSION = 3  # 3: the embeddings array is "image_embed" (was "image_embeds")
 
 try:
     import fcntl
@@ -64,7 +65,7 @@ except ImportError:  # Windows: no flock, so passes there are not guarded agains
 DIGEST_SIZE = 16
 _HASH_CHUNK = 1 << 24  # bytes hashed at a time: bounds the host copy of a GPU tensor
 _META, _PROGRESS, _LOCK = "meta.json", "progress.json", "lock"
-_FIELDS = ("heads", "attns", "mlps", "embed", "image_embeds", "labels", "digests", "attn_biases",
+_FIELDS = ("heads", "attns", "mlps", "embed", "image_embed", "labels", "digests", "attn_biases",
            "ln_bias", "pool_mlp", "tokens")
 GRANULARITIES = ("head", "token")
 # Per-process files of a pass under torch.distributed: progress of rank r and the lock it holds.
@@ -306,7 +307,7 @@ class DecompositionCache:
         path: the cache folder.
         heads: ``[N, L_s, H, E]`` per-head terms of the cached layers.
         attns: ``[N, L, E]`` whole MSA layers; ``mlps``: ``[N, L, E]``; ``embed``: ``[N, E]``.
-        image_embeds: ``[N, E]`` unit-norm image embeddings (what the terms sum to).
+        image_embed: ``[N, E]`` unit-norm image embeddings (what the terms sum to).
         labels: ``[N]`` int labels (``-1`` where the source had none).
         layers: the model layers of ``heads``; ``convention``: the decomposition convention.
         attn_biases, ln_bias: ``[N, L, E]`` and ``[N, E]`` for the ``"centered"`` convention.
@@ -326,13 +327,20 @@ class DecompositionCache:
     attns: np.ndarray
     mlps: np.ndarray
     embed: np.ndarray
-    image_embeds: np.ndarray
+    image_embed: np.ndarray
     labels: np.ndarray
     digests: np.ndarray | None = None
     attn_biases: np.ndarray | None = None
     ln_bias: np.ndarray | None = None
     pool_mlp: np.ndarray | None = None
     tokens: np.ndarray | None = None
+
+    @property
+    def image_embeds(self) -> np.ndarray:
+        """The former name of :attr:`image_embed` (deprecated)."""
+        warnings.warn("DecompositionCache.image_embeds is now image_embed.", FutureWarning,
+                      stacklevel=2)
+        return self.image_embed
 
     @property
     def layers(self) -> tuple[int, ...]:
@@ -376,13 +384,13 @@ class DecompositionCache:
 
         Args:
             name: a cached array: ``"heads"``, ``"attns"``, ``"mlps"``, ``"embed"``,
-                ``"image_embeds"``, ``"labels"`` (and the optional ones this cache holds).
+                ``"image_embed"``, ``"labels"`` (and the optional ones this cache holds).
             rows: a slice or indices (default: every row).
             dtype: the tensor's dtype (default: float32 for terms, int64 for labels).
 
         Examples::
 
-            >>> cache.tensor("image_embeds", slice(0, 256)).shape    # [256, E]
+            >>> cache.tensor("image_embed", slice(0, 256)).shape    # [256, E]
         """
         array = self._array(name)
         values = array[slice(None) if rows is None else rows]
@@ -697,7 +705,7 @@ class _Pass:
             parts = decompose(self.clip, images, granularity=self.granularity,
                               convention=self.convention, layers=self.layers)
             values = {"heads": parts.heads, "attns": parts.attns, "mlps": parts.mlps,
-                      "embed": parts.embed, "image_embeds": parts.image_embed,
+                      "embed": parts.embed, "image_embed": parts.image_embed,
                       "labels": labels, "attn_biases": parts.attn_biases,
                       "ln_bias": parts.ln_bias, "pool_mlp": parts.pool_mlp,
                       "tokens": parts.tokens}
@@ -854,7 +862,7 @@ def _cache_meta(clip: HookedCLIP, source: Dataset | DataLoader, n: int, layers: 
         "attns": (dtype, [n, n_layers, width]),
         "mlps": (dtype, [n, n_layers, width]),
         "embed": (dtype, [n, width]),
-        "image_embeds": ("float32", [n, width]),
+        "image_embed": ("float32", [n, width]),
         "labels": ("int64", [n]),
         "digests": ("uint8", [n, DIGEST_SIZE]),
     }

@@ -56,7 +56,7 @@ def correct(embeddings: Tensor, class_embeddings: Tensor, labels: Tensor) -> Ten
 
 def mean_image_embedding(cache: DecompositionCache, chunk: int = 4096) -> Tensor:
     """The mean image embedding ``[E]`` of a cache (accumulated in float64, read in chunks)."""
-    total = torch.zeros(cache.image_embeds.shape[1], dtype=torch.float64)
-    for _, block in cache.chunks(["image_embeds"], chunk, torch.float64):
-        total += block["image_embeds"].sum(0)
+    total = torch.zeros(cache.image_embed.shape[1], dtype=torch.float64)
+    for _, block in cache.chunks(["image_embed"], chunk, torch.float64):
+        total += block["image_embed"].sum(0)
     return (total / max(len(cache), 1)).float()

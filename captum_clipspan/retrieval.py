@@ -81,7 +81,7 @@ def retrieve(cache: DecompositionCache, layer: int, head: int, query: str | Tens
 
 def _query_vector(cache: DecompositionCache, layer: int, head: int, query: str | Tensor | int,
                   clip: HookedCLIP | None) -> tuple[Tensor, bool]:
-    width = cache.image_embeds.shape[1]
+    width = cache.image_embed.shape[1]
     if isinstance(query, int) and not isinstance(query, bool):
         if not 0 <= query < len(cache):
             raise ValueError(f"an int query is a cached image index in 0..{len(cache) - 1}.")

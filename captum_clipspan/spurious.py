@@ -350,8 +350,8 @@ def _predictions(clip: HookedCLIP, means: ComponentMeans, head_sets: Sequence[Se
         if missing:
             raise ValueError(f"layers {sorted(missing)} are not in the cache (cached: "
                              f"{list(data.layers)}).")
-        for _, parts in data.chunks(["image_embeds", "heads", "labels"], batch_size):
-            embeds = parts["image_embeds"]
+        for _, parts in data.chunks(["image_embed", "heads", "labels"], batch_size):
+            embeds = parts["image_embed"]
             logits = embeds @ class_embeddings.T
             clean.append(logits.argmax(-1))
             ablated.append(torch.stack([

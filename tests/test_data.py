@@ -17,7 +17,7 @@ from PIL import Image
 
 import captum_clipspan as cs
 
-FIELDS = ["heads", "attns", "mlps", "embed", "image_embeds", "labels"]
+FIELDS = ["heads", "attns", "mlps", "embed", "image_embed", "labels"]
 
 
 def labelled(clip, n=10):
@@ -48,7 +48,7 @@ def test_cache_matches_decompose_and_holds_labels(tmp_path):
     parts = cs.decompose(clip, data.tensors[0], granularity="head", layers=[1, 2])
     assert cache.heads.shape == (10, 2, 4, 24) and cache.layers == (1, 2)
     assert np.allclose(cache.heads, parts.heads.numpy(), atol=1e-6)
-    assert np.allclose(cache.image_embeds, parts.image_embed.numpy(), atol=1e-6)
+    assert np.allclose(cache.image_embed, parts.image_embed.numpy(), atol=1e-6)
     assert np.array_equal(cache.labels, (np.arange(10) % 3))
     assert np.allclose(cache.head(-1, 3), parts.heads[:, 1, 3].numpy(), atol=1e-6)
     reopened = cs.DecompositionCache.open(tmp_path / "c")
@@ -161,14 +161,14 @@ def test_cache_reads_rows_as_tensors_and_chunks(tmp_path):
     cache = cs.cache_decomposition(clip, data, tmp_path / "cache", layers=[1, 2],
                                    show_progress=False)
     assert cache.n_layers == clip.visual.n_layers
-    embeds = cache.tensor("image_embeds")
-    assert embeds.dtype == torch.float32 and embeds.shape == cache.image_embeds.shape
-    assert torch.equal(embeds, torch.from_numpy(cache.image_embeds[:].astype("float32")))
+    embeds = cache.tensor("image_embed")
+    assert embeds.dtype == torch.float32 and embeds.shape == cache.image_embed.shape
+    assert torch.equal(embeds, torch.from_numpy(cache.image_embed[:].astype("float32")))
     assert cache.tensor("labels").tolist() == (torch.arange(10) % 3).tolist()
     assert cache.tensor("heads", [3, 1], torch.float64).shape == (2, 2, clip.visual.n_heads,
                                                                   clip.embed_dim)
     embeds[0] = 7  # a copy: the read-only map is untouched
-    assert not (cache.tensor("image_embeds", slice(0, 1)) == 7).any()
+    assert not (cache.tensor("image_embed", slice(0, 1)) == 7).any()
     blocks = list(cache.chunks(["heads", "labels"], chunk=4))
     assert [rows for rows, _ in blocks] == [slice(0, 4), slice(4, 8), slice(8, 10)]
     assert torch.equal(torch.cat([block["heads"] for _, block in blocks]), cache.tensor("heads"))
@@ -193,3 +193,18 @@ def test_the_old_data_module_still_imports_with_a_warning():
         old = importlib.import_module("captum_clipspan.data")
     assert old.DecompositionCache is cache.DecompositionCache
     assert old.iterate_batches is sources.iterate_batches and old.ImageFolder is sources.ImageFolder
+
+
+def test_a_cache_of_the_former_format_is_refused_and_the_old_name_warns(tmp_path):
+    import json
+
+    clip = small_clip("tok", torch.float32)
+    cache = cs.cache_decomposition(clip, images_for(clip, batch=3), tmp_path / "cache",
+                                   show_progress=False)
+    with pytest.warns(FutureWarning, match="image_embed"):
+        assert cache.image_embeds is cache.image_embed
+    meta = json.loads((tmp_path / "cache" / "meta.json").read_text())
+    meta["version"] = 2  # the format whose embeddings array was "image_embeds"
+    (tmp_path / "cache" / "meta.json").write_text(json.dumps(meta))
+    with pytest.raises(ValueError, match="cache format 2.*reads format 3.*overwrite=True"):
+        cs.DecompositionCache.open(tmp_path / "cache")

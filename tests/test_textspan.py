@@ -70,13 +70,13 @@ def test_accuracy_with_full_span_equals_heads_kept_whole(cached):
     m_full = min(len(r.texts) for r in report.results.values())
     accuracy = report.accuracy(cache, classifier, m_values=[1, m_full])
     assert accuracy[f"m={m_full}"] == accuracy["heads, no projection"]
-    baseline = (classifier.logits(torch.from_numpy(cache.image_embeds[:].copy())).argmax(-1)
+    baseline = (classifier.logits(torch.from_numpy(cache.image_embed[:].copy())).argmax(-1)
                 == torch.from_numpy(cache.labels[:].copy())).double().mean().item()
     assert accuracy["baseline"] == pytest.approx(baseline)
     # labels= overrides the cache's labels (here: every image is class 0)
     zeros = torch.zeros(len(cache), dtype=torch.long)
     relabelled = report.accuracy(cache, classifier, m_values=[1], labels=zeros)
-    by_hand = (classifier.predict(torch.from_numpy(cache.image_embeds[:].copy())) == 0)
+    by_hand = (classifier.predict(torch.from_numpy(cache.image_embed[:].copy())) == 0)
     assert relabelled["baseline"] == pytest.approx(by_hand.double().mean().item())
     with pytest.raises(ValueError, match="class indices in 0..2"):
         report.accuracy(cache, classifier, labels=zeros + 3)

@@ -303,9 +303,9 @@ class MeanAblation(PerturbationAttribution):
             if self.mode == "total":
                 raise ValueError("total mode re-runs the model: pass images, not a cache.")
             data.check_model(self.clip)
-            for _, parts in data.chunks(["embed", "attns", "mlps", "image_embeds", "labels"],
+            for _, parts in data.chunks(["embed", "attns", "mlps", "image_embed", "labels"],
                                         batch_size):
-                yield _direct_embedding(parts, means, parts["image_embeds"]), parts["labels"]
+                yield _direct_embedding(parts, means, parts["image_embed"]), parts["labels"]
             return
         for images, labels in iterate_batches(self.clip, data, batch_size):
             if self.mode == "direct":

@@ -136,8 +136,8 @@ class TextSpanReport(Mapping):
         class_embeddings = classifier.class_embeddings.float().cpu()
         names = ["baseline", "heads, no projection"] + [f"m={m}" for m in m_values]
         hits = dict.fromkeys(names, 0)
-        for rows, block in cache.chunks(["image_embeds"], chunk):
-            settings = {"baseline": block["image_embeds"]}
+        for rows, block in cache.chunks(["image_embed"], chunk):
+            settings = {"baseline": block["image_embed"]}
             whole = mean_embedding.expand_as(settings["baseline"]).clone()
             projected = {m: whole.clone() for m in m_values}
             for (layer, head), result in self.results.items():

@@ -42,7 +42,7 @@ def read_labels(folder: Path) -> dict[str, np.ndarray]:
 def probe_heads(clip: HookedCLIP, cache: Any, labels: dict[str, np.ndarray]) -> dict[str, Any]:
     """Per family: each head's accuracy alone (``[L_s, H]``) and the whole model's accuracy."""
     results = {}
-    embeds = cache.tensor("image_embeds")
+    embeds = cache.tensor("image_embed")
     for family in ATTRIBUTES:
         classifier = family_classifier(clip, family)
         results[family] = {"heads": head_accuracy(cache, classifier, labels[family]),
