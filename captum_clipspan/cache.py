@@ -45,7 +45,7 @@ import torch
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 
-from .decomposition import CONVENTIONS, decompose, resolve_layers
+from .decomposition import CONVENTIONS, PER_IMAGE_FIELDS, decompose, resolve_layers
 from .hooked.clip import HookedCLIP
 from .sources import (
     ImageFolder,
@@ -65,8 +65,7 @@ except ImportError:  # Windows: no flock, so passes there are not guarded agains
 DIGEST_SIZE = 16
 _HASH_CHUNK = 1 << 24  # bytes hashed at a time: bounds the host copy of a GPU tensor
 _META, _PROGRESS, _LOCK = "meta.json", "progress.json", "lock"
-_FIELDS = ("heads", "attns", "mlps", "embed", "image_embed", "labels", "digests", "attn_biases",
-           "ln_bias", "pool_mlp", "tokens")
+_FIELDS = (*PER_IMAGE_FIELDS, "labels", "digests")  # every array a cache may hold
 GRANULARITIES = ("head", "token")
 # Per-process files of a pass under torch.distributed: progress of rank r and the lock it holds.
 _RANK_FILE = re.compile(r"progress\.rank\d+\.(json|tmp)|lock\.rank\d+")
@@ -704,11 +703,7 @@ class _Pass:
         for start, stop, images, labels in self._loaded(pieces):
             parts = decompose(self.clip, images, granularity=self.granularity,
                               convention=self.convention, layers=self.layers)
-            values = {"heads": parts.heads, "attns": parts.attns, "mlps": parts.mlps,
-                      "embed": parts.embed, "image_embed": parts.image_embed,
-                      "labels": labels, "attn_biases": parts.attn_biases,
-                      "ln_bias": parts.ln_bias, "pool_mlp": parts.pool_mlp,
-                      "tokens": parts.tokens}
+            values = {name: getattr(parts, name) for name in PER_IMAGE_FIELDS} | {"labels": labels}
             values = {name: value.cpu().numpy() for name, value in values.items()
                       if name in fields}
             values["digests"] = _batch_digests(self.source, start, images, labels)

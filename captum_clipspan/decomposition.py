@@ -102,6 +102,16 @@ class Decomposition:
         return Decomposition(**values)
 
 
+PER_IMAGE_FIELDS: tuple[str, ...] = tuple(
+    f.name for f in fields(Decomposition)
+    if f.name not in ("layers", "convention", "normalized", "text_embeddings"))
+"""The per-image tensor fields of a :class:`Decomposition` (what a cache stores of it)."""
+
+TERM_FIELDS: tuple[str, ...] = tuple(
+    name for name in PER_IMAGE_FIELDS if name not in ("image_embed", "tokens"))
+"""The fields holding direct terms ``[B, ..., X]`` (what component means average)."""
+
+
 # The readout as tensors ---------------------------------------------------------------------
 
 @dataclass

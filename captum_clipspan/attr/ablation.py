@@ -22,15 +22,12 @@ from torch import Tensor
 
 from ..cache import DecompositionCache
 from ..components import LN_BIAS, POOL_MLP, direct_term, parse_component, parse_components
-from ..decomposition import CONVENTIONS, compute_dtype, decompose
+from ..decomposition import CONVENTIONS, TERM_FIELDS, compute_dtype, decompose
 from ..evaluation import correct, mean_image_embedding
 from ..hooked.clip import HookedCLIP
 from ..sources import ImageSource, iterate_batches
 from ..validation import check_labels, resolve_layers
 from .base import ResolvedTexts, TargetType, TextsType
-
-TERM_FIELDS = ("embed", "attns", "mlps", "heads", "attn_biases", "ln_bias", "pool_mlp")
-"""The decomposition fields a :class:`ComponentMeans` averages (those a model has)."""
 
 
 @dataclass
