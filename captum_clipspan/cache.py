@@ -399,19 +399,25 @@ class DecompositionCache:
 
     def term(self, name: str, rows: slice | Sequence[int] | None = None) -> Tensor:
         """One component's cached direct terms ``[N, E]`` by its name (``"attn.3"``,
-        ``"head.11.4"``, ...: :mod:`captum_clipspan.components`), as float32."""
-        from .components import FIELDS, direct_term, parse_component
+        ``"head.11.4"``, ...: :mod:`captum_clipspan.components`), as float32; only that
+        component's slice is read from the memory map."""
+        from .components import FIELDS, parse_component
 
-        field_name = FIELDS[parse_component(name).kind]
-        self._array(field_name)
         component = parse_component(name)
-        if component.kind in ("attn", "mlp") and not 0 <= component.layer < self.n_layers:
-            raise ValueError(f"{name!r}: the model has layers 0..{self.n_layers - 1}.")
-        if component.kind == "head" and (component.layer not in self.layers
-                                         or component.head >= self.n_heads):
-            raise ValueError(f"{name!r} is not cached: heads of layers {list(self.layers)}, "
-                             f"0..{self.n_heads - 1}.")
-        return direct_term({field_name: self.tensor(field_name, rows)}, name, self.layers)
+        array = self._array(FIELDS[component.kind])
+        rows = slice(None) if rows is None else rows
+        if component.kind == "head":
+            if component.layer not in self.layers or not 0 <= component.head < self.n_heads:
+                raise ValueError(f"{name!r} is not cached: heads of layers {list(self.layers)}, "
+                                 f"0..{self.n_heads - 1}.")
+            values = self.head(component.layer, component.head)[rows]
+        elif component.layer is not None:
+            if not 0 <= component.layer < self.n_layers:
+                raise ValueError(f"{name!r}: the model has layers 0..{self.n_layers - 1}.")
+            values = array[rows, component.layer]
+        else:
+            values = array[rows]
+        return torch.from_numpy(np.array(values)).float()
 
     def chunks(self, names: Sequence[str], chunk: int = 4096,
                dtype: torch.dtype | None = None) -> Iterator[tuple[slice, dict[str, Tensor]]]:

@@ -68,10 +68,9 @@ def retrieve(cache: DecompositionCache, layer: int, head: int, query: str | Tens
         raise ValueError(f"metric must be 'dot' or 'cosine', got {metric!r}.")
     if metric == "cosine":
         vector = F.normalize(vector, dim=-1)
-    outputs = cache.head(layer, head)
     scores = []
     for start in range(0, len(cache), chunk):
-        rows = torch.from_numpy(outputs[start:start + chunk].astype("float32"))
+        rows = cache.term(f"head.{layer}.{head}", slice(start, start + chunk))
         if metric == "cosine":
             rows = F.normalize(rows, dim=-1)
         scores.append(rows @ vector)
@@ -85,7 +84,7 @@ def _query_vector(cache: DecompositionCache, layer: int, head: int, query: str |
     if isinstance(query, int) and not isinstance(query, bool):
         if not 0 <= query < len(cache):
             raise ValueError(f"an int query is a cached image index in 0..{len(cache) - 1}.")
-        return torch.from_numpy(cache.head(layer, head)[query].astype("float32")), True
+        return cache.term(f"head.{layer}.{head}", [query])[0], True
     if isinstance(query, str) or (isinstance(query, Tensor) and query.dim() == 3):
         if clip is None:
             raise ValueError("text and image queries need clip= (the model of the cache).")

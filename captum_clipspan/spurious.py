@@ -43,7 +43,7 @@ from .components import direct_term, parse_components
 from .decomposition import check_text_embeddings
 from .hooked.clip import HookedCLIP
 from .sources import ImageSource, iterate_batches
-from .validation import check_labels, resolve_head, resolve_layer
+from .validation import check_indices, check_labels, resolve_head, resolve_layer
 
 __all__ = ["WaterbirdsDataset", "ablate_heads", "head_concept_scores", "heads_matching",
            "random_heads_baseline", "spurious_cue_study", "spurious_table",
@@ -53,19 +53,6 @@ Head = tuple[int, int]
 
 
 # Worst-group accuracy -------------------------------------------------------------------------
-
-def _indices(values: Any, name: str, n: int | None = None) -> Tensor:
-    """Non-negative integer indices ``[N]`` -> ``LongTensor [N]``, refused with a clear error."""
-    array = values.detach().cpu().numpy() if isinstance(values, Tensor) else np.asarray(values)
-    if array.dtype.kind not in "iu":
-        raise TypeError(f"{name} must be integer indices, got dtype {array.dtype}.")
-    if array.ndim != 1 or (n is not None and array.shape[0] != n):
-        expected = "[N]" if n is None else f"[{n}] (one per example)"
-        raise ValueError(f"{name} must have shape {expected}, got {list(array.shape)}.")
-    if array.size and array.min() < 0:
-        raise ValueError(f"{name} must be non-negative, got a minimum of {array.min()}.")
-    return torch.from_numpy(array.astype(np.int64))
-
 
 def worst_group_accuracy(predictions: Any, labels: Any, groups: Any,
                          n_groups: int | None = None) -> dict[str, Any]:
@@ -102,12 +89,12 @@ def worst_group_accuracy(predictions: Any, labels: Any, groups: Any,
             raise ValueError(f"float predictions must be scores [N, C], got shape "
                              f"{list(scores.shape)}; pass class indices as an integer [N].")
         predictions = scores.argmax(-1)
-    predictions = _indices(predictions, "predictions")
+    predictions = check_indices(predictions, "predictions")
     n = predictions.shape[0]
     if n == 0:
         raise ValueError("no examples: predictions, labels and groups are empty.")
-    labels = _indices(labels, "labels", n)
-    groups = _indices(groups, "groups", n)
+    labels = check_indices(labels, "labels", n)
+    groups = check_indices(groups, "groups", n)
     top = int(groups.max()) + 1
     if n_groups is None:
         n_groups = top

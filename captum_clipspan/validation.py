@@ -207,6 +207,19 @@ def resolve_target(target: TargetType, n_examples: int, n_texts: int | None) -> 
     return indices
 
 
+def check_indices(values: Any, name: str, n: int | None = None) -> Tensor:
+    """Non-negative integer indices ``[N]`` -> ``LongTensor [N]``, refused with a clear error."""
+    array = values.detach().cpu().numpy() if isinstance(values, Tensor) else np.asarray(values)
+    if array.dtype.kind not in "iu":
+        raise TypeError(f"{name} must be integer indices, got dtype {array.dtype}.")
+    if array.ndim != 1 or (n is not None and array.shape[0] != n):
+        expected = "[N]" if n is None else f"[{n}] (one per example)"
+        raise ValueError(f"{name} must have shape {expected}, got {list(array.shape)}.")
+    if array.size and array.min() < 0:
+        raise ValueError(f"{name} must be non-negative, got a minimum of {array.min()}.")
+    return torch.from_numpy(array.astype(np.int64))
+
+
 def check_labels(labels: Any, n_examples: int, n_classes: int) -> Tensor:
     """Class labels for an accuracy -> ``LongTensor [N]`` in ``0..n_classes - 1``.
 

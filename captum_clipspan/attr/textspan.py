@@ -29,7 +29,7 @@ from .textspan_core import TextSpanResult, textspan
 
 def _head_matrix(cache: DecompositionCache, layer: int, head: int,
                  rows: slice = slice(None)) -> Tensor:
-    return torch.from_numpy(cache.head(layer, head)[rows].astype("float32"))
+    return cache.term(f"head.{layer}.{head}", rows)
 
 
 class TextSpanReport(Mapping):
