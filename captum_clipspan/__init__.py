@@ -7,8 +7,7 @@ takes seconds, so ``import captum_clipspan`` stays fast until a class is used.
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from ._lazy import lazy_attributes
 
 # Bound eagerly: the function shares its name with its module (torch is needed anyway).
 from .decomposition import Decomposition, decompose, decompose_batches  # noqa: F401
@@ -57,15 +56,4 @@ _SUBMODULES = ("visualization", "segmentation", "retrieval", "text", "cache", "s
                "validation", "components", "evaluation")
 
 
-def __getattr__(name: str) -> Any:
-    if name in _SUBMODULES:
-        return importlib.import_module(f".{name}", __name__)
-    if name not in _EXPORTS:
-        raise AttributeError(f"module 'captum_clipspan' has no attribute {name!r}")
-    value = getattr(importlib.import_module(f".{_EXPORTS[name]}", __name__), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(_EXPORTS))
+__getattr__, __dir__ = lazy_attributes(__name__, globals(), _EXPORTS, _SUBMODULES)
