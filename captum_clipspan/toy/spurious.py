@@ -103,8 +103,8 @@ def group_shape_accuracy(model: Any, tokenizer: Callable[[list[str]], Tensor],
     Returns:
         ``{"shape_average", "shape_majority", "shape_minority", "shape_worst_group"}``.
     """
-    from ..evaluation import predict
     from ..spurious import worst_group_accuracy
+    from ..text import ZeroShotClassifier
     from . import toy_preprocess
 
     data = balanced_groups(n_per_group)
@@ -112,11 +112,11 @@ def group_shape_accuracy(model: Any, tokenizer: Callable[[list[str]], Tensor],
     prompts = family_prompts("shape", SHAPES)
     flat = [p for per_shape in prompts.values() for p in per_shape]
     text = model.encode_text(tokenizer(flat).to(device), normalize=True)
-    text = torch.nn.functional.normalize(text.view(len(SHAPES), -1, text.shape[-1]).mean(1),
-                                         dim=-1)
+    classifier = ZeroShotClassifier.from_embeddings(  # prompt ensembling, as from_prompts
+        text.view(len(SHAPES), -1, text.shape[-1]).mean(1), SHAPES)
     predictions = torch.cat([
-        predict(model.encode_image(toy_preprocess(data.images[i:i + batch_size]).to(device)),
-                text).cpu()
+        classifier.predict(model.encode_image(
+            toy_preprocess(data.images[i:i + batch_size]).to(device))).cpu()
         for i in range(0, len(data), batch_size)])
     correct = (predictions == data.labels).float()
     scores = worst_group_accuracy(predictions, data.labels, data.groups, len(data.group_names))
