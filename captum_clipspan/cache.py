@@ -695,13 +695,20 @@ class _Pass:
         clip = self.clip
         loader = _piece_loader(self.source, pieces, self.num_workers,
                                pin_memory=clip.device.type == "cuda")
-        for (start, stop), batch in zip(pieces, loader, strict=True):
-            images, labels = split_batch(batch)
-            if images.shape[0] != stop - start:
-                raise ValueError(f"the image source gave {images.shape[0]} images for rows "
-                                 f"{start}..{stop - 1}; give a Dataset whose items are single "
-                                 "images, or a DataLoader whose collate_fn keeps every image.")
-            yield start, stop, images.to(clip.device, clip.dtype, non_blocking=True), labels
+        batches = iter(loader)
+        try:
+            for (start, stop), batch in zip(pieces, batches, strict=True):
+                images, labels = split_batch(batch)
+                if images.shape[0] != stop - start:
+                    raise ValueError(f"the image source gave {images.shape[0]} images for rows "
+                                     f"{start}..{stop - 1}; give a Dataset whose items are "
+                                     "single images, or a DataLoader whose collate_fn keeps "
+                                     "every image.")
+                yield start, stop, images.to(clip.device, clip.dtype, non_blocking=True), labels
+        finally:
+            # Forked workers share the pass's lock file; stop them now, not when a traceback
+            # that still references this frame is collected, or the lock outlives the pass.
+            getattr(batches, "_shutdown_workers", lambda: None)()
 
     def _decomposed(self, pieces: Rows) -> Iterator[tuple[int, int, dict[str, np.ndarray]]]:
         """``(start, stop, arrays)`` of each piece: every cached field, as numpy on the CPU."""

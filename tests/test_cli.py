@@ -153,6 +153,21 @@ def test_folder_passes_stop_at_a_corrupt_image_or_skip_it(with_corrupt, tmp_path
     assert "cached 3 images" in captured.out
 
 
+def test_a_failed_pass_with_workers_releases_its_lock_at_once(with_corrupt, tmp_path):
+    """A loader worker forked during a pass shares the lock file; while the error's traceback
+    is alive (as in a caller's ``except``), the next pass must still get the lock."""
+    import captum_clipspan as cs
+
+    clip = cs.HookedCLIP.from_pretrained("toy")
+    with pytest.raises(OSError) as failed:
+        cs.cache_decomposition(clip, with_corrupt, tmp_path / "cache", layers=[-1],
+                               num_workers=1, show_progress=False)
+    (with_corrupt / "broken.png").unlink()
+    cache = cs.cache_decomposition(clip, with_corrupt, tmp_path / "cache", layers=[-1],
+                                   overwrite=True, show_progress=False)
+    assert len(cache) == 3 and failed.value.__traceback__ is not None
+
+
 def test_only_the_librarys_own_errors_lose_their_traceback(monkeypatch):
     import captum_clipspan as cs
 
