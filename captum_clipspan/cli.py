@@ -450,7 +450,7 @@ def _spurious(args: argparse.Namespace) -> int:
             raise CommandError(f"--{name.replace('_', '-')} must be at least 1, got "
                                f"{getattr(args, name)}.")
     concept = args.concept
-    center = concept is None or (len(concept) > 1 and not args.no_center)
+    center = not args.no_center and (concept is None or len(concept) > 1)
     if args.data == "synthetic":
         if not _is_toy(args):
             raise CommandError(f"'synthetic' runs on a toy model (toy-spurious, or toy as a "
@@ -506,7 +506,7 @@ def _spurious(args: argparse.Namespace) -> int:
     summary["random"] = {key: study["random"][key] for key in ("heads", "after", "draws")}
     summary["concept_scores"] = {f"{layer}.{head}": score
                                  for (layer, head), score in study["concept_scores"].items()}
-    summary["groups"], summary["concept"] = groups, concept
+    summary["groups"], summary["concept"], summary["center"] = groups, concept, center
     (out / "spurious.json").write_text(json.dumps(summary, indent=1))
     study["report"].to_frame().to_csv(out / "textspan.csv", index=False)
     print(table)

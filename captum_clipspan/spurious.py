@@ -294,7 +294,11 @@ def heads_matching(report: TextSpanReport, concept: Any, clip: HookedCLIP | None
     Returns:
         ``k`` ``(layer, head)`` pairs, best first (ties: lower layer, then head, first).
     """
-    scores = head_concept_scores(report, concept, clip, m, center)
+    return top_heads(head_concept_scores(report, concept, clip, m, center), k)
+
+
+def top_heads(scores: dict[Head, float], k: int) -> list[Head]:
+    """The ``k`` best-scored heads, best first (ties: lower layer, then head, first)."""
     if isinstance(k, bool) or not isinstance(k, int) or not 1 <= k <= len(scores):
         raise ValueError(f"k must be an int in 1..{len(scores)} (the report's heads), "
                          f"got {k!r}.")
@@ -518,8 +522,8 @@ def spurious_cue_study(clip: HookedCLIP, reference: DecompositionCache | ImageSo
         report = TextSpan(clip, bank=bank, text_embeddings=text_embeddings).fit(
             cache, m=m, show_progress=show_progress)
         means = ComponentMeans.from_cache(cache)
-    scores = head_concept_scores(report, concept, clip, center=center)
-    heads = heads_matching(report, concept, clip, k=k, center=center)
+    scores = head_concept_scores(report, concept, clip, center=center)  # encodes concept once
+    heads = top_heads(scores, k)
     ablated = ablate_heads(clip, means, heads, data, classifier, labels, groups, n_groups,
                            batch_size)
     random = random_heads_baseline(clip, means, data, classifier, labels, groups, k=k,

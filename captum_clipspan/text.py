@@ -10,7 +10,9 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from .evaluation import correct, predict
 from .hooked.clip import HookedCLIP, check_texts
+from .validation import check_labels
 
 BANKS = ("general", "words", "toy")
 
@@ -141,9 +143,6 @@ class ZeroShotClassifier:
 
     def accuracy(self, embeddings: Tensor, labels: Any) -> float:
         """The fraction of image embeddings ``[N, E]`` classified as their labels ``[N]``."""
-        from .evaluation import correct
-        from .validation import check_labels
-
         labels = check_labels(labels, embeddings.shape[0], len(self))
         return float(correct(embeddings, self.class_embeddings, labels).double().mean())
 
@@ -157,8 +156,6 @@ class ZeroShotClassifier:
         if clip is not None:
             with torch.no_grad():
                 images = clip.encode_image(images)
-        from .evaluation import predict
-
         return predict(images, self.class_embeddings)
 
 

@@ -177,6 +177,10 @@ def test_cli_spurious_synthetic_writes_the_table(tmp_path, capsys):
     summary = json.loads((tmp_path / "spurious.json").read_text())
     assert len(summary["heads"]) == 2 and len(summary["random"]["draws"]) == 2
     assert summary["before"]["count"] == 16 * 8 and len(summary["groups"]) == 16
+    assert summary["center"] is True  # several concept texts: scored on their differences
+    assert main(["spurious", "synthetic", "--n-per-group", "2", "--n-reference", "50",
+                 "--no-center", "--out", str(tmp_path / "raw")]) == 0
+    assert json.loads((tmp_path / "raw" / "spurious.json").read_text())["center"] is False
     markdown = (tmp_path / "spurious.md").read_text()
     assert "| circle/dotted |" in markdown and "RANDOM" not in markdown
     assert (tmp_path / "textspan.csv").stat().st_size > 0

@@ -187,11 +187,9 @@ def spurious_benchmark(clip: Any = None, concept: Any = None, k: int = 2, draws:
         shape_classifier(clip), texture_concept() if concept is None else concept, data.labels,
         data.groups, k=k, draws=draws, seed=seed, bank="toy", m=m, center=center,
         n_groups=len(data.group_names), batch_size=batch_size, show_progress=show_progress)
-    majority = [g for g, name in enumerate(data.group_names)
-                if SPURIOUS_PAIRS[name.split("/")[0]] == name.split("/")[1]]
-    for kind, chosen in (("majority", majority),
-                         ("minority", [g for g in range(len(data.group_names))
-                                       if g not in majority])):
+    majority = set(data.groups[data.majority].tolist())
+    for kind, chosen in (("majority", sorted(majority)),
+                         ("minority", sorted(set(data.groups.tolist()) - majority))):
         study[kind] = {setting: sum(scores["per_group"][g] for g in chosen) / len(chosen)
                        for setting, scores in (("before", study["before"]),
                                                ("after", study["after"]),
