@@ -24,7 +24,7 @@ from .hooked.clip import HookedCLIP
 from .retrieval import retrieve
 from .segmentation import map_iou
 from .sources import ImageFolder
-from .text import toy_bank
+from .toy import toy_bank
 from .toy.probes import family_classifier, probe_heads, read_labels
 from .toy.scenes import ATTRIBUTES, make_scenes, write_image_folder
 

@@ -10,11 +10,13 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from . import registry
 from .evaluation import correct, predict
 from .hooked.clip import HookedCLIP, check_texts
 from .validation import check_labels
 
-BANKS = ("general", "words", "toy")
+BANKS = ("general", "words")
+"""The banks shipped with the package; packages register more (:mod:`.registry`), e.g. ``"toy"``."""
 
 
 def _read_lines(text: str) -> list[str]:
@@ -43,31 +45,20 @@ def text_bank(name: str | Path = "general") -> list[str]:
         >>> len(bank) >= 2000
         True
     """
-    if name == "toy":
-        return toy_bank()[0]
     if isinstance(name, str) and name in BANKS:
         return _read_lines(_packaged(f"{name}.txt"))
+    registered = registry.lookup("text_bank", name)
+    if registered is not None:
+        return list(registered())
     path = Path(name)
     if not path.is_file():
-        raise ValueError(f"unknown text bank {str(name)!r}: use one of {BANKS} or the path of a "
-                         "text file with one description per line.")
+        raise ValueError(f"unknown text bank {str(name)!r}: use one of "
+                         f"{[*BANKS, *registry.names('text_bank')]} or the path of a text file "
+                         "with one description per line.")
     texts = _read_lines(path.read_text("utf-8"))
     if not texts:
         raise ValueError(f"the text bank file {path} has no non-empty lines.")
     return texts
-
-
-def toy_bank() -> tuple[list[str], list[str]]:
-    """The toy model's bank: every attribute phrase of the synthetic scenes, and its family."""
-    from .toy.scenes import ATTRIBUTES, zero_shot_prompts
-
-    texts, families = [], []
-    for family, values in ATTRIBUTES.items():
-        for value in values:
-            prompts = zero_shot_prompts(family, value)
-            texts += prompts
-            families += [family] * len(prompts)
-    return texts, families
 
 
 def prompt_templates() -> list[str]:

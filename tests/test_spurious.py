@@ -8,7 +8,7 @@ import torch
 from PIL import Image
 
 import captum_clipspan as cs
-from captum_clipspan.text import toy_bank
+from captum_clipspan.toy import toy_bank
 from captum_clipspan.toy.probes import family_classifier
 from captum_clipspan.toy.scenes import ATTRIBUTES, SyntheticScenes, zero_shot_prompts
 

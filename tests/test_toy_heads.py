@@ -8,7 +8,7 @@ import torch
 
 import captum_clipspan as cs
 from captum_clipspan.segmentation import map_iou
-from captum_clipspan.text import toy_bank
+from captum_clipspan.toy import toy_bank
 from captum_clipspan.toy.probes import family_classifier, probe_heads
 from captum_clipspan.toy.scenes import ATTRIBUTES, SyntheticScenes, make_scenes
 

@@ -63,27 +63,30 @@ class HookedCLIP(nn.Module):
         """Load an open_clip model by name and pretrained tag, or a shipped toy model.
 
         Args:
-            model_name: an open_clip model name (``open_clip.list_models()``), or a shipped toy:
-                ``"toy"`` or ``"toy-spurious"`` (:data:`~captum_clipspan.toy.TOY_MODELS`).
+            model_name: an open_clip model name (``open_clip.list_models()``) or a registered
+                model (:mod:`~captum_clipspan.registry`; the shipped toys ``"toy"`` and
+                ``"toy-spurious"``).
             pretrained: an open_clip pretrained tag (``open_clip.list_pretrained()``), a local
                 checkpoint path, or ``None`` for random weights.
             device: where to put the model.
             precision: open_clip precision (``"fp32"``, ``"fp16"``, ``"bf16"``, ...).
             **kwargs: passed to ``open_clip.create_model_and_transforms``.
         """
-        from ..toy import TOY_MODELS, load_toy_clip
+        from .. import registry
 
-        if model_name in TOY_MODELS:
+        loader = registry.lookup("model", model_name)
+        if loader is not None:
             if pretrained is not None:
                 raise ValueError(f"the {model_name!r} model ships its own weights; got "
                                  f"pretrained={pretrained!r}, which does not apply to it.")
-            model, tokenizer, preprocess = load_toy_clip(device=device, name=model_name)
+            model, tokenizer, preprocess = loader(device=device)
             return cls(model, tokenizer=tokenizer, preprocess=preprocess, model_name=model_name)
         import open_clip
 
         if model_name not in open_clip.list_models():
-            raise ValueError(f"unknown model {model_name!r}: use 'toy' or one of "
-                             f"open_clip.list_models() (e.g. 'ViT-B-16', 'ViT-L-14').")
+            raise ValueError(f"unknown model {model_name!r}: use one of "
+                             f"{registry.names('model')} or of open_clip.list_models() "
+                             "(e.g. 'ViT-B-16', 'ViT-L-14').")
         from ..hub import check_weights_reachable
 
         check_weights_reachable(model_name, pretrained)  # at once, not after minutes of retries

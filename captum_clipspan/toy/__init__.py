@@ -28,6 +28,7 @@ _EXPORTS = {
     "toy_preprocess": "model",
     "zero_shot_accuracy": "model",
     "WordTokenizer": "tokenizer",
+    "toy_bank": "bank",
 }
 
 __all__ = sorted(_EXPORTS)
