@@ -6,12 +6,12 @@ describe the cue, mean-ablates their direct terms and measures worst-group accur
 after, against ablating the same number of random heads (the best of several draws,
 "top-random"):
 
-* :func:`worst_group_accuracy` scores predictions per group;
+* :func:`~captum_clipspan.evaluation.worst_group_accuracy` scores predictions per group;
 * :class:`WaterbirdsDataset` reads the Waterbirds ``metadata.csv`` layout;
 * :func:`head_concept_scores` and :func:`heads_matching` rank heads of a
   :class:`~captum_clipspan.TextSpanReport` by how well their texts cover a concept;
 * :func:`ablate_heads` and :func:`random_heads_baseline` ablate heads with
-  :class:`~captum_clipspan.MeanAblation` (direct mode) and report both accuracies.
+  :func:`~captum_clipspan.evaluation.ablated_embeddings` (direct mode) and report both accuracies.
 
 Examples::
 
@@ -27,7 +27,7 @@ Examples::
 from __future__ import annotations
 
 import csv
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -36,81 +36,26 @@ import torch
 from torch import Tensor
 from torch.utils.data import Dataset
 
-from .attr.ablation import ComponentMeans, MeanAblation
 from .attr.textspan import TextSpanReport
 from .cache import DecompositionCache
-from .components import direct_term, parse_components
-from .decomposition import check_text_embeddings
+from .components import parse_component, parse_components
+from .decomposition import decompose
+from .evaluation import ComponentMeans, ablated_embeddings, predict
+from .evaluation import worst_group_accuracy as worst_group_accuracy  # public here too
 from .hooked.clip import HookedCLIP
 from .sources import ImageSource, iterate_batches
-from .validation import check_indices, check_labels, resolve_head, resolve_layer
+from .validation import (
+    check_labels,
+    check_text_embeddings,
+    resolve_head,
+    resolve_layer,
+)
 
 __all__ = ["WaterbirdsDataset", "ablate_heads", "head_concept_scores", "heads_matching",
            "random_heads_baseline", "spurious_cue_study", "spurious_table",
            "worst_group_accuracy"]
 
 Head = tuple[int, int]
-
-
-# Worst-group accuracy -------------------------------------------------------------------------
-
-def worst_group_accuracy(predictions: Any, labels: Any, groups: Any,
-                         n_groups: int | None = None) -> dict[str, Any]:
-    """Average and worst-group accuracy of predictions.
-
-    Args:
-        predictions: ``[N]`` predicted class indices, or ``[N, C]`` float scores (their argmax).
-        labels: ``[N]`` true class indices.
-        groups: ``[N]`` group indices (Waterbirds: ``2 * y + place``).
-        n_groups: the number of groups ``G`` (default ``groups.max() + 1``); groups in
-            ``0..G - 1`` without examples are skipped and listed under ``"empty"``.
-
-    Returns:
-        ``{"average": float, "worst_group": float, "worst_group_id": int, "per_group":
-        {group: accuracy}, "counts": {group: examples}, "empty": [group, ...], "count": N}``;
-        the worst group is the lowest accuracy among groups with examples (lowest id on ties).
-
-    Raises:
-        TypeError: for non-integer labels or groups (or predictions that are neither indices nor
-            float scores).
-        ValueError: for mismatched shapes, negative indices, no examples, or a group id
-            ``>= n_groups``.
-
-    Examples::
-
-        >>> worst_group_accuracy([0, 1, 1, 0], [0, 1, 0, 0], [0, 1, 2, 2], n_groups=4)["empty"]
-        [3]
-    """
-    if isinstance(predictions, Tensor) and predictions.is_floating_point() or (
-            not isinstance(predictions, Tensor)
-            and np.asarray(predictions).dtype.kind == "f"):
-        scores = torch.as_tensor(predictions)
-        if scores.dim() != 2:
-            raise ValueError(f"float predictions must be scores [N, C], got shape "
-                             f"{list(scores.shape)}; pass class indices as an integer [N].")
-        predictions = scores.argmax(-1)
-    predictions = check_indices(predictions, "predictions")
-    n = predictions.shape[0]
-    if n == 0:
-        raise ValueError("no examples: predictions, labels and groups are empty.")
-    labels = check_indices(labels, "labels", n)
-    groups = check_indices(groups, "groups", n)
-    top = int(groups.max()) + 1
-    if n_groups is None:
-        n_groups = top
-    elif top > n_groups:
-        raise ValueError(f"groups must be in 0..{n_groups - 1} (n_groups={n_groups}), got a "
-                         f"group {top - 1}.")
-    correct = (predictions == labels).double()
-    counts = torch.bincount(groups, minlength=n_groups)
-    hits = torch.bincount(groups, weights=correct, minlength=n_groups)
-    present = [g for g in range(n_groups) if counts[g] > 0]
-    per_group = {g: float(hits[g] / counts[g]) for g in present}
-    worst = min(present, key=lambda g: (per_group[g], g))
-    return {"average": float(correct.mean()), "worst_group": per_group[worst],
-            "worst_group_id": worst, "per_group": per_group,
-            "counts": {g: int(counts[g]) for g in present},
-            "empty": [g for g in range(n_groups) if counts[g] == 0], "count": n}
 
 
 # Waterbirds -----------------------------------------------------------------------------------
@@ -329,46 +274,39 @@ def _predictions(clip: HookedCLIP, means: ComponentMeans, head_sets: Sequence[Se
     """Predictions of the unmodified model ``[N]``, with each head set ablated ``[S, N]``, and
     the labels ``[N]`` (``labels`` or the data's)."""
     class_embeddings = classifier.class_embeddings.float().cpu()
-    groups = {f"set{i}": list(names) for i, names in enumerate(head_sets) if names}
-    clean, ablated, found = [], [], []
-    if isinstance(data, DecompositionCache):
-        data.check_model(clip)
-        if means.convention != data.convention:
-            raise ValueError(f"the means use the {means.convention!r} convention and the cache "
-                             f"{data.convention!r}; use ComponentMeans.from_cache(cache).")
-        missing = {int(name.split(".")[1]) for names in groups.values() for name in names} - set(
-            data.layers)
-        if missing:
-            raise ValueError(f"layers {sorted(missing)} are not in the cache (cached: "
-                             f"{list(data.layers)}).")
-        for _, parts in data.chunks(["image_embed", "heads", "labels"], batch_size):
-            embeds = parts["image_embed"]
-            logits = embeds @ class_embeddings.T
-            clean.append(logits.argmax(-1))
-            ablated.append(torch.stack([
-                (logits + sum((direct_term(means.direct, name, means.layers).float().cpu()
-                               - direct_term(parts, name, data.layers)) @ class_embeddings.T
-                              for name in names)).argmax(-1)
-                for names in groups.values()]) if groups else torch.empty(0, embeds.shape[0]))
-            found.append(parts["labels"])
-    else:
-        ablation = MeanAblation(clip, means, mode="direct")
-        for images, batch_labels in iterate_batches(clip, data, batch_size):
-            with torch.no_grad():
-                logits = classifier.logits(clip.encode_image(images)).float().cpu()
-            clean.append(logits.argmax(-1))
-            if groups:
-                changes = ablation.attribute(images, texts=classifier, components=groups)
-                ablated.append((logits[:, None] + changes.float().cpu()).argmax(-1).T)
-            else:
-                ablated.append(torch.empty(0, images.shape[0], dtype=torch.long))
-            found.append(batch_labels)
-    clean_all, sets = torch.cat(clean), torch.cat(ablated, dim=1).long()
-    labels = check_labels(torch.cat(found) if labels is None else labels, clean_all.shape[0],
+    settings = [[], *head_sets]  # the unmodified model first
+    predicted, found = [], []
+    for terms, layers, batch_labels in _head_batches(clip, means, data, head_sets, batch_size):
+        embeddings = ablated_embeddings(terms, means, settings, layers=layers).float().cpu()
+        predicted.append(predict(embeddings, class_embeddings))  # [B, 1 + S]
+        found.append(batch_labels)
+    predictions = torch.cat(predicted).T
+    labels = check_labels(torch.cat(found) if labels is None else labels, predictions.shape[1],
                           class_embeddings.shape[0])
-    rows = iter(sets)
-    after = torch.stack([next(rows) if names else clean_all for names in head_sets])
-    return clean_all, after, labels
+    return predictions[0], predictions[1:], labels
+
+
+def _head_batches(clip: HookedCLIP, means: ComponentMeans, data: DecompositionCache | ImageSource,
+                  head_sets: Sequence[Sequence[str]], batch_size: int,
+                  ) -> Iterator[tuple[Any, tuple[int, ...], Tensor]]:
+    """``(direct terms, their head layers, labels)`` per batch: a cache's chunks, or the images
+    decomposed at head granularity over the means' layers."""
+    if not isinstance(data, DecompositionCache):
+        for images, batch_labels in iterate_batches(clip, data, batch_size):
+            yield decompose(clip, images, granularity="head", convention=means.convention,
+                            layers=means.layers), means.layers, batch_labels
+        return
+    data.check_model(clip)
+    if means.convention != data.convention:
+        raise ValueError(f"the means use the {means.convention!r} convention and the cache "
+                         f"{data.convention!r}; use ComponentMeans.from_cache(cache).")
+    missing = {parse_component(name).layer for names in head_sets for name in names} - set(
+        data.layers)
+    if missing:
+        raise ValueError(f"layers {sorted(missing)} are not in the cache (cached: "
+                         f"{list(data.layers)}).")
+    for _, chunk in data.chunks(["image_embed", "heads", "labels"], batch_size):
+        yield chunk, data.layers, chunk["labels"]
 
 
 def ablate_heads(clip: HookedCLIP, means: ComponentMeans, heads: Sequence[Head],
@@ -377,7 +315,7 @@ def ablate_heads(clip: HookedCLIP, means: ComponentMeans, heads: Sequence[Head],
                  batch_size: int = 64) -> dict[str, Any]:
     """Worst-group accuracy before and after mean-ablating the direct terms of some heads.
 
-    Each chosen head's direct term is replaced by its mean (:class:`MeanAblation`, direct
+    Each chosen head's direct term is replaced by its mean (:func:`ablated_embeddings`, direct
     mode); the image is classified by the argmax of the ablated embedding against the class
     embeddings.
 
@@ -409,7 +347,7 @@ def ablate_heads(clip: HookedCLIP, means: ComponentMeans, heads: Sequence[Head],
 
 
 def _pairs(names: Sequence[str]) -> list[Head]:
-    return [(int(name.split(".")[1]), int(name.split(".")[2])) for name in names]
+    return [(component.layer, component.head) for component in map(parse_component, names)]
 
 
 def random_heads_baseline(clip: HookedCLIP, means: ComponentMeans,

@@ -12,7 +12,7 @@ Components are named as everywhere in the package (:mod:`captum_clipspan.compone
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -21,54 +21,19 @@ from captum.log import log_usage
 from torch import Tensor
 
 from ..cache import DecompositionCache
-from ..components import LN_BIAS, POOL_MLP, direct_term, parse_component, parse_components
+from ..components import LN_BIAS, POOL_MLP, parse_component, parse_components
 from ..decomposition import CONVENTIONS, TERM_FIELDS, compute_dtype, decompose
-from ..evaluation import correct, mean_image_embedding
+from ..evaluation import (  # noqa: F401 (ComponentMeans and head_accuracy: public here too)
+    ComponentMeans,
+    ablated_embeddings,
+    correct,
+    deviations_from_means,
+    head_accuracy,
+)
 from ..hooked.clip import HookedCLIP
 from ..sources import ImageSource, iterate_batches
 from ..validation import check_labels, resolve_layers
 from .base import ResolvedTexts, TargetType, TextsType
-
-
-@dataclass
-class ComponentMeans:
-    """Means of every component over a reference set.
-
-    Attributes:
-        direct: joint-space means of the normalized direct terms: ``embed`` ``[E]``, ``attns``
-            ``[L, E]``, ``mlps`` ``[L, E]``, ``heads`` ``[L_s, H, E]`` (and the ``"centered"``
-            biases). Used by ``"direct"`` mode.
-        residual: residual-space means per token: ``embed`` ``[N, D]``, ``attn_out`` and
-            ``mlp_out`` ``[L, N, D]``, ``z`` ``[L, N, H, d_head]``. Used by ``"total"`` mode;
-            empty when the means came from a :class:`~captum_clipspan.DecompositionCache`.
-        layers: the layers of ``direct["heads"]``.
-        convention: the decomposition convention of ``direct``.
-        count: how many images were averaged.
-    """
-
-    direct: dict[str, Tensor]
-    layers: tuple[int, ...]
-    convention: str
-    count: int
-    residual: dict[str, Tensor] = field(default_factory=dict)
-
-    def whole_terms(self) -> tuple[str, ...]:
-        """The whole-model terms these means hold besides the layers: ``"embed"``, and
-        ``"ln_post.bias"`` / ``"pool_mlp"`` where the decomposition has them."""
-        extra = [name for name, field_name in ((LN_BIAS, "ln_bias"), (POOL_MLP, "pool_mlp"))
-                 if field_name in self.direct]
-        return ("embed", *extra)
-
-    @classmethod
-    def from_cache(cls, cache: DecompositionCache, chunk: int = 4096) -> ComponentMeans:
-        """Direct-term means of a cache, read in chunks (memory bounded by ``chunk`` rows)."""
-        names = [n for n in TERM_FIELDS if getattr(cache, n) is not None]
-        sums = {n: torch.zeros(getattr(cache, n).shape[1:], dtype=torch.float64) for n in names}
-        for _, block in cache.chunks(names, chunk, torch.float64):
-            for name, values in block.items():
-                sums[name] += values.sum(0)
-        direct = {n: (s / len(cache)).float() for n, s in sums.items()}
-        return cls(direct, cache.layers, cache.convention, len(cache))
 
 
 def component_means(clip: HookedCLIP, images: ImageSource, layers: Sequence[int] | None = None,
@@ -213,15 +178,8 @@ class MeanAblation(PerturbationAttribution):
                         groups: dict[str, list[str]]) -> Tensor:
         parts = decompose(self.clip, inputs, granularity="head", convention=self.means.convention,
                           layers=self.means.layers, text_embeddings=resolved.text_embeddings)
-        means = self.means.direct
-        if resolved.text_embeddings is not None:
-            texts = resolved.text_embeddings.to(parts.embed.dtype)
-            means = {k: v.to(parts.embed) @ texts.T for k, v in means.items()}
-        layers = self.means.layers
-        changes = [sum(direct_term(means, name, layers).to(parts.embed)
-                       - direct_term(parts, name, layers) for name in members)
-                   for members in groups.values()]
-        return torch.stack(changes, dim=1)
+        means = self.means.in_text_columns(resolved.text_embeddings)
+        return -deviations_from_means(parts, means, groups).to(parts.embed.dtype)
 
     def _total_changes(self, inputs: Tensor, resolved: ResolvedTexts,
                        groups: dict[str, list[str]]) -> Tensor:
@@ -295,40 +253,30 @@ class MeanAblation(PerturbationAttribution):
 
     def _study_batches(self, data: Any, batch_size: int):
         """Yield ``(embedding_with(names), labels)`` per batch for the study's settings."""
-        means = self.means.direct
         if isinstance(data, DecompositionCache):
             if self.mode == "total":
                 raise ValueError("total mode re-runs the model: pass images, not a cache.")
             data.check_model(self.clip)
             for _, parts in data.chunks(["embed", "attns", "mlps", "image_embed", "labels"],
                                         batch_size):
-                yield _direct_embedding(parts, means, parts["image_embed"]), parts["labels"]
+                yield self._direct_embedding(parts), parts["labels"]
             return
         for images, labels in iterate_batches(self.clip, data, batch_size):
             if self.mode == "direct":
                 parts = decompose(self.clip, images, granularity="layer",
                                   convention=self.means.convention)
-                yield _direct_embedding(vars(parts), means, parts.image_embed), labels
+                yield self._direct_embedding(parts), labels
             else:
                 yield self._total_embedding(images), labels
+
+    def _direct_embedding(self, parts: Any) -> Callable[[Sequence[str]], Tensor]:
+        return lambda names: ablated_embeddings(parts, self.means, [names], layers=())[:, 0]
 
     def _total_embedding(self, images: Tensor) -> Callable[[Sequence[str]], Tensor]:
         def embedding(names: Sequence[str]) -> Tensor:
             with torch.no_grad(), self.clip.visual.hooks(fwd_hooks=self.replacement_hooks(names)):
                 return self.clip(images)
         return embedding
-
-
-def _direct_embedding(parts: Mapping[str, Tensor], means: Mapping[str, Tensor],
-                      full: Tensor) -> Callable[[Sequence[str]], Tensor]:
-    """``names -> full + sum(mean - term)`` over the named whole-layer components."""
-    def embedding(names: Sequence[str]) -> Tensor:
-        result = full.clone().float()
-        for name in names:
-            result += (direct_term(means, name, ()).to(result)
-                       - direct_term(parts, name, ()).to(result))
-        return result
-    return embedding
 
 
 def _replace_with(mean: Tensor, head: int | None = None) -> Callable:
@@ -376,31 +324,3 @@ class AblationStudy:
         rows += [(f"MSA 0..{layer} ablated", value) for layer, value in
                  enumerate(self.accumulated)]
         return pd.DataFrame(rows, columns=["setting", "accuracy"]).set_index("setting")
-
-
-def head_accuracy(cache: DecompositionCache, classifier: Any, labels: Any = None,
-                  chunk: int = 2048) -> Tensor:
-    """Zero-shot accuracy of every cached head alone, all other components mean-ablated.
-
-    Image ``i`` gets ``mean(embedding) + c_i - mean(c)`` for head ``c``: only that head's
-    variation across images is left to tell the classes apart (a per-head probe).
-
-    Args:
-        cache: a :class:`~captum_clipspan.DecompositionCache`.
-        classifier: a :class:`~captum_clipspan.ZeroShotClassifier`.
-        labels: ``[N]`` class indices (default: the cache's labels).
-        chunk: images processed at once.
-
-    Returns:
-        ``[L_s, H]`` accuracies, rows in ``cache.layers`` order.
-    """
-    labels = check_labels(cache.labels[:] if labels is None else labels, len(cache),
-                          classifier.class_embeddings.shape[0])
-    means = ComponentMeans.from_cache(cache, chunk)
-    mean_embedding = mean_image_embedding(cache, chunk)
-    offset = mean_embedding - means.direct["heads"]  # [L_s, H, E]
-    class_embeddings = classifier.class_embeddings.float().cpu()
-    hits = torch.zeros(means.direct["heads"].shape[:2])
-    for rows, block in cache.chunks(["heads"], chunk):
-        hits += correct(block["heads"] + offset, class_embeddings, labels[rows]).sum(0)
-    return hits / len(cache)

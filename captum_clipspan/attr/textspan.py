@@ -18,12 +18,12 @@ import torch
 from torch import Tensor
 
 from ..cache import DecompositionCache, cache_decomposition
-from ..decomposition import check_text_embeddings
-from ..evaluation import correct, mean_image_embedding
+from ..components import parse_component
+from ..evaluation import ComponentMeans, ablated_embeddings, correct, mean_image_embedding
 from ..hooked.clip import HookedCLIP, check_texts
 from ..sources import ImageSource
 from ..text import text_bank
-from ..validation import check_labels, resolve_head, resolve_layers
+from ..validation import check_labels, check_text_embeddings, resolve_head, resolve_layers
 from .textspan_core import TextSpanResult, textspan
 
 
@@ -102,10 +102,8 @@ class TextSpanReport(Mapping):
     def reconstruct(self, head_outputs: Tensor, layer: int, head: int,
                     m: int | None = None) -> Tensor:
         """A head's outputs ``[K, E]`` projected on its first ``m`` basis texts, plus the mean."""
-        result = self[(layer, head)]
-        basis = result.basis[:m].to(head_outputs)
-        mean = result.mean.to(head_outputs)
-        return mean + ((head_outputs - mean) @ basis.T) @ basis
+        mean = self[(layer, head)].mean.to(head_outputs)
+        return mean + self._project(f"head.{layer}.{head}", head_outputs - mean, m)
 
     def accuracy(self, cache: DecompositionCache, classifier: Any,
                  m_values: Sequence[int] | None = None, chunk: int = 2048,
@@ -132,24 +130,37 @@ class TextSpanReport(Mapping):
             raise ValueError(f"m values must be in 1..{m_max} (the fewest texts of any head).")
         labels = check_labels(cache.tensor("labels") if labels is None else labels, len(cache),
                               classifier.class_embeddings.shape[0])
+        means = self.head_means(cache.layers, cache.n_heads)
         mean_embedding = mean_image_embedding(cache, chunk)
         class_embeddings = classifier.class_embeddings.float().cpu()
+        kept = [f"head.{layer}.{head}" for layer, head in self.results]
         names = ["baseline", "heads, no projection"] + [f"m={m}" for m in m_values]
-        hits = dict.fromkeys(names, 0)
-        for rows, block in cache.chunks(["image_embed"], chunk):
-            settings = {"baseline": block["image_embed"]}
-            whole = mean_embedding.expand_as(settings["baseline"]).clone()
-            projected = {m: whole.clone() for m in m_values}
-            for (layer, head), result in self.results.items():
-                outputs = _head_matrix(cache, layer, head, rows)
-                whole += outputs - result.mean.float()
-                for m in m_values:
-                    projected[m] += self.reconstruct(outputs, layer, head, m) - result.mean.float()
-            settings["heads, no projection"] = whole
-            settings.update({f"m={m}": value for m, value in projected.items()})
-            for name, embedding in settings.items():
-                hits[name] += int(correct(embedding, class_embeddings, labels[rows]).sum())
-        return {name: value / len(cache) for name, value in hits.items()}
+        hits = torch.zeros(len(names))
+        for rows, block in cache.chunks(["image_embed", "heads"], chunk):
+            settings = [block["image_embed"].float()[:, None],
+                        ablated_embeddings(block, means, [kept], keep=True,
+                                           mean_embedding=mean_embedding)]
+            for m in m_values:
+                settings.append(ablated_embeddings(
+                    block, means, [kept], keep=True, mean_embedding=mean_embedding,
+                    project=lambda name, deviation, m=m: self._project(name, deviation, m)))
+            hits += correct(torch.cat(settings, dim=1), class_embeddings, labels[rows]).sum(0)
+        return dict(zip(names, (hits / len(cache)).tolist(), strict=True))
+
+    def head_means(self, layers: Sequence[int], n_heads: int) -> ComponentMeans:
+        """The report's head means (what TextSpan centred on) as :class:`ComponentMeans` over
+        ``layers`` x ``n_heads`` (heads not in the report are zero)."""
+        first = next(iter(self.results.values())).mean
+        heads = first.new_zeros(len(layers), n_heads, first.shape[-1]).float()
+        for (layer, head), result in self.results.items():
+            heads[list(layers).index(layer), head] = result.mean.float()
+        return ComponentMeans({"heads": heads}, tuple(layers), "reference", 0)
+
+    def _project(self, name: str, deviation: Tensor, m: int) -> Tensor:
+        """A head's deviation from its mean projected on its first ``m`` basis texts."""
+        component = parse_component(name)
+        basis = self[(component.layer, component.head)].basis[:m].to(deviation)
+        return (deviation @ basis.T) @ basis
 
 
 class TextSpan:

@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from ..attr.ablation import head_accuracy
+from ..evaluation import head_accuracy
 from ..hooked.clip import HookedCLIP
 from ..text import ZeroShotClassifier
 from .scenes import ATTRIBUTES, family_prompts

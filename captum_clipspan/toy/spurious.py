@@ -103,7 +103,7 @@ def group_shape_accuracy(model: Any, tokenizer: Callable[[list[str]], Tensor],
     Returns:
         ``{"shape_average", "shape_majority", "shape_minority", "shape_worst_group"}``.
     """
-    from ..spurious import worst_group_accuracy
+    from ..evaluation import worst_group_accuracy
     from ..text import ZeroShotClassifier
     from . import toy_preprocess
 
