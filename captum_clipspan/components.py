@@ -20,7 +20,6 @@ were called ``"msa.{l}"`` before; that spelling is still read, with a ``FutureWa
 from __future__ import annotations
 
 import re
-import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -40,7 +39,7 @@ FIELDS = {"embed": "embed", "attn": "attns", "mlp": "mlps", "head": "heads",
 of :class:`~captum_clipspan.ComponentMeans`' ``direct``) that holds its terms."""
 
 _PATTERN = re.compile(
-    r"^(?:(embed|ln_post\.bias|pool_mlp)|(attn|msa|mlp)\.(\d+)|head\.(\d+)\.(\d+))$")
+    r"^(?:(embed|ln_post\.bias|pool_mlp)|(attn|mlp)\.(\d+)|head\.(\d+)\.(\d+))$")
 
 
 @dataclass(frozen=True)
@@ -68,10 +67,6 @@ def parse_component(name: str) -> Component:
     if single is not None:
         return Component(single)
     if kind is not None:
-        if kind == "msa":
-            warnings.warn(f"component {name!r}: attention layers are now 'attn.L'.",
-                          FutureWarning, stacklevel=3)
-            kind = "attn"
         return Component(kind, int(layer))
     return Component("head", int(head_layer), int(head))
 
@@ -112,9 +107,6 @@ def parse_components(spec: str | Sequence[str] | Mapping[str, Sequence[str]], n_
                "attn": [f"attn.{layer}" for layer in range(n_layers)],
                "mlp": [f"mlp.{layer}" for layer in range(n_layers)],
                "layers": layer_names(n_layers, LN_BIAS in available, POOL_MLP in available)}
-    if spec == "msa":
-        warnings.warn("components='msa' is now components='attn'.", FutureWarning, stacklevel=3)
-        spec = "attn"
     if isinstance(spec, str):
         if spec in presets:
             return {name: [name] for name in presets[spec]}

@@ -160,16 +160,11 @@ def test_layer_contribution_rows_are_the_components_mean_ablation_takes(conventi
         cache.term("attention.1")
 
 
-def test_the_old_msa_names_still_work_with_a_warning(setting):
+def test_unknown_component_names_are_refused(setting):
     clip, _, means, _ = setting
-    images = images_for(clip, batch=2)
     ablation = cs.MeanAblation(clip, means)
-    new = ablation.attribute(images, texts="a dog", components=["attn.1"])
-    with pytest.warns(FutureWarning, match="now 'attn.L'"):
-        old = ablation.attribute(images, texts="a dog", components=["msa.1"])
-    assert torch.equal(new, old)
-    with pytest.warns(FutureWarning, match="components='attn'"):
-        preset = ablation.attribute(images, texts="a dog", components="msa")
-    assert torch.equal(preset, ablation.attribute(images, texts="a dog", components="attn"))
+    images = images_for(clip, batch=2)
+    with pytest.raises(ValueError, match="unknown component 'msa.1'"):
+        ablation.attribute(images, texts="a dog", components=["msa.1"])
     with pytest.raises(ValueError, match="pool_mlp"):
         ablation.attribute(images, texts="a dog", components=["pool_mlp"])  # no pool MLP here

@@ -103,12 +103,6 @@ def test_textspan_is_fit_to_data_and_its_report_is_a_mapping(cached):
     assert dict(report.items()) == report.results
     with pytest.raises(KeyError, match=r"\(layer, head\) = \(1, 1\)"):
         report[(1, 1)]
-    # the former names still work, with a FutureWarning
-    with pytest.warns(FutureWarning, match="bank="):
-        old = cs.TextSpan(clip, texts=BANK)
-    with pytest.warns(FutureWarning, match="fit"):
-        again = old.attribute(cache, layers=[2], m=2, show_progress=False)
-    assert again[(2, 1)].texts == report[(2, 1)].texts
     assert cs.TextSpan(clip, bank="toy").texts == cs.text_bank("toy")
 
 

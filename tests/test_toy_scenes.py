@@ -208,18 +208,6 @@ def test_generation_is_fast():
     assert time.perf_counter() - t < 5.0
 
 
-def test_the_old_module_path_still_imports_with_a_warning():
-    import importlib
-    import sys
-
-    from captum_clipspan.toy import scenes
-
-    sys.modules.pop("captum_clipspan.datasets", None)
-    with pytest.warns(FutureWarning, match="toy.scenes"):
-        old = importlib.import_module("captum_clipspan.datasets")
-    assert old.make_scenes is scenes.make_scenes and old.__all__ == scenes.__all__
-
-
 def test_family_prompts_are_the_zero_shot_prompts_of_each_value():
     from captum_clipspan.toy.scenes import ATTRIBUTES, family_prompts, zero_shot_prompts
 

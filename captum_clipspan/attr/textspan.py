@@ -9,7 +9,6 @@ projections on the TextSpan basis and everything else is mean-ablated (Table 2/3
 from __future__ import annotations
 
 import tempfile
-import warnings
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -174,7 +173,6 @@ class TextSpan:
         bank: the text bank: a bank name (``"general"``, ``"words"``, ``"toy"``), the path of a
             text file with one description per line, or a list of descriptions.
         text_embeddings: optional precomputed ``[M, E]`` embeddings of the bank.
-        texts: the former name of ``bank`` (deprecated).
 
     Examples::
 
@@ -186,14 +184,9 @@ class TextSpan:
     """
 
     def __init__(self, clip: HookedCLIP, bank: str | Path | Sequence[str] = "general",
-                 text_embeddings: Tensor | None = None, *,
-                 texts: str | Path | Sequence[str] | None = None) -> None:
+                 text_embeddings: Tensor | None = None) -> None:
         if not isinstance(clip, HookedCLIP):
             raise TypeError(f"expected a HookedCLIP, got {type(clip).__name__}.")
-        if texts is not None:
-            warnings.warn("TextSpan(texts=...) is now TextSpan(bank=...).", FutureWarning,
-                          stacklevel=2)
-            bank = texts
         self.clip = clip
         self.texts = text_bank(bank) if isinstance(bank, (str, Path)) else check_texts(bank)
         if text_embeddings is not None:
@@ -266,13 +259,6 @@ class TextSpan:
                 result.reconstruction = None  # [K, E] per head: recompute with reconstruct()
                 results[(layer, head)] = result
         return TextSpanReport(results)
-
-    def attribute(self, inputs: DecompositionCache | ImageSource,
-                  *args: Any, **kwargs: Any) -> TextSpanReport:
-        """The former name of :meth:`fit` (deprecated)."""
-        warnings.warn("TextSpan.attribute(...) is now TextSpan.fit(...).", FutureWarning,
-                      stacklevel=2)
-        return self.fit(inputs, *args, **kwargs)
 
 
 def random_bank(size: int, width: int, seed: int = 0) -> Tensor:
