@@ -20,7 +20,8 @@ from test_data import FIELDS, Interrupting, labelled
 from torch.utils.data import DataLoader, TensorDataset
 
 import captum_clipspan as cs
-import captum_clipspan.cache as cs_data
+import captum_clipspan.cache.writer as cache_writer
+from captum_clipspan.cache import model_fingerprint
 
 
 def run(clip, images, path, **kwargs):
@@ -158,26 +159,26 @@ def test_the_fingerprint_covers_every_weight_and_buffer(tmp_path):
     clip = small_clip("tok", torch.float32)
     data = labelled(clip, 4)
     cache = run(clip, data, tmp_path / "c")
-    base = cs_data.model_fingerprint(clip)
-    assert cs_data.model_fingerprint(small_clip("tok", torch.float32)) == base
+    base = model_fingerprint(clip)
+    assert model_fingerprint(small_clip("tok", torch.float32)) == base
     tower = clip.visual.model
     name, early = next((name, param) for name, param in tower.named_parameters()
                        if "resblocks.0." in name)
     saved = early.detach().clone()
     with torch.no_grad():
         early.view(-1)[0] += 1e-3  # fine-tuning the first block
-    assert cs_data.model_fingerprint(clip) != base, name
+    assert model_fingerprint(clip) != base, name
     with pytest.raises(ValueError, match="another model"):
         cache.check_model(clip)
     with pytest.raises(ValueError, match="other settings.*fingerprint"):
         run(clip, data, tmp_path / "c")
     with torch.no_grad():
         early.copy_(saved)
-    assert cs_data.model_fingerprint(clip) == base
+    assert model_fingerprint(clip) == base
     tower.register_buffer("probe", torch.zeros(3))
-    with_buffer = cs_data.model_fingerprint(clip)
+    with_buffer = model_fingerprint(clip)
     tower.probe += 1
-    assert len({base, with_buffer, cs_data.model_fingerprint(clip)}) == 3
+    assert len({base, with_buffer, model_fingerprint(clip)}) == 3
 
 
 # 4. One writer at a time -----------------------------------------------------------------------
@@ -238,7 +239,7 @@ def test_a_full_disk_is_an_oserror_and_leaves_a_usable_folder(tmp_path, clip, da
 def test_too_little_free_space_is_refused_before_any_work(tmp_path, clip, data, monkeypatch):
     usage = namedtuple("usage", "total used free")
     monkeypatch.setattr(shutil, "disk_usage", lambda path: usage(10**6, 10**6 - 100, 100))
-    monkeypatch.setattr(cs_data, "decompose", lambda *args, **kwargs: pytest.fail("work done"))
+    monkeypatch.setattr(cache_writer, "decompose", lambda *args, **kwargs: pytest.fail("work done"))
     with pytest.raises(OSError, match="needs .* GiB but its disk has 0.00 GiB free"):
         run(clip, data, tmp_path / "c")
     assert cache_files(tmp_path / "c") == []

@@ -182,27 +182,12 @@ def test_cache_reads_rows_as_tensors_and_chunks(tmp_path):
         list(cache.chunks(["heads"], chunk=0))
 
 
-def test_the_old_data_module_still_imports_with_a_warning():
-    import importlib
-    import sys
-
-    from captum_clipspan import cache, sources
-
-    sys.modules.pop("captum_clipspan.data", None)
-    with pytest.warns(FutureWarning, match="captum_clipspan.sources"):
-        old = importlib.import_module("captum_clipspan.data")
-    assert old.DecompositionCache is cache.DecompositionCache
-    assert old.iterate_batches is sources.iterate_batches and old.ImageFolder is sources.ImageFolder
-
-
-def test_a_cache_of_the_former_format_is_refused_and_the_old_name_warns(tmp_path):
+def test_a_cache_of_the_former_format_is_refused_with_a_rebuild_hint(tmp_path):
     import json
 
     clip = small_clip("tok", torch.float32)
-    cache = cs.cache_decomposition(clip, images_for(clip, batch=3), tmp_path / "cache",
-                                   show_progress=False)
-    with pytest.warns(FutureWarning, match="image_embed"):
-        assert cache.image_embeds is cache.image_embed
+    cs.cache_decomposition(clip, images_for(clip, batch=3), tmp_path / "cache",
+                           show_progress=False)
     meta = json.loads((tmp_path / "cache" / "meta.json").read_text())
     meta["version"] = 2  # the format whose embeddings array was "image_embeds"
     (tmp_path / "cache" / "meta.json").write_text(json.dumps(meta))

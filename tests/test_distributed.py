@@ -145,11 +145,11 @@ def test_one_process_resumes_a_pass_of_two(tmp_path, clip, data):
 
 
 def test_a_process_left_from_an_earlier_pass_is_refused(tmp_path, clip, data):
-    from captum_clipspan.cache import _writer_lock
+    from captum_clipspan.cache.locks import writer_lock
 
     path = tmp_path / "c"
     path.mkdir()
-    with _writer_lock(path, "lock.rank1", " (rank 1 of a 2-process pass)"):
+    with writer_lock(path, "lock.rank1", " (rank 1 of a 2-process pass)"):
         with pytest.raises(RuntimeError, match=r"being written.*rank 1 of a 2-process pass"):
             cs.cache_decomposition(clip, data, path, batch_size=BATCH, show_progress=False)
     cs.cache_decomposition(clip, data, path, batch_size=BATCH, show_progress=False)
