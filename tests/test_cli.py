@@ -90,11 +90,17 @@ def test_retrieve_lists_top_images(scenes, tmp_path, capsys):
     (["heads", "/no/such/folder"], "does not exist"),
     (["heatmap", "/no/such.png", "--text", "a"], "does not exist"),
     (["quickstart", "--model", "ViT-Q-99"], "unknown model"),
-    (["retrieve", ".", "--head", "three", "--query", "a"], "LAYER.HEAD"),
 ])
-def test_errors_are_one_clear_line(argv, message, capsys):
+def test_errors_are_one_clear_line(argv, message, tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)  # the default output folders are made in the working folder
     assert main(argv) == 2
     assert message in capsys.readouterr().err
+
+
+def test_a_malformed_head_is_one_clear_line(scenes, tmp_path, capsys):
+    argv = ["retrieve", str(scenes), "--head", "three", "--query", "a", "--out", str(tmp_path)]
+    assert main(argv) == 2
+    assert "LAYER.HEAD" in capsys.readouterr().err
 
 
 def test_ablate_without_class_folders_explains_what_is_needed(scenes, tmp_path, capsys):
@@ -201,7 +207,7 @@ def test_a_pretrained_tag_for_the_toy_is_refused(capsys):
 def test_offline_pretrained_loading_fails_at_once(monkeypatch, capsys):
     import time
 
-    import captum_clipspan.hub as hub
+    import captum_clipspan.hooked.backends.hub as hub
 
     monkeypatch.setattr(hub, "_cached_locally", lambda config: False)
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
@@ -231,13 +237,14 @@ def test_heatmap_is_drawn_over_the_models_center_crop(tmp_path, monkeypatch):
 
     import captum_clipspan as cs
     from captum_clipspan import cli
+    from captum_clipspan.cli import common, heatmap
 
     toy = cs.HookedCLIP.from_pretrained("toy")
     crop = open_clip.image_transform(64, is_train=False)  # resize the short side, center crop
     toy.preprocess = crop
     monkeypatch.setattr(cs.HookedCLIP, "from_pretrained", lambda *args, **kwargs: toy)
     figures = []
-    monkeypatch.setattr(cli, "_save", lambda fig, path: figures.append(fig) or path)
+    monkeypatch.setattr(heatmap, "save_figure", lambda fig, path: figures.append(fig) or path)
     wide = np.zeros((64, 192, 3), dtype=np.uint8)
     wide[:, :64] = 255  # a white left third, cropped away by the model
     wide[:, 64:128] = np.random.default_rng(0).integers(0, 255, (64, 64, 3))
@@ -245,7 +252,7 @@ def test_heatmap_is_drawn_over_the_models_center_crop(tmp_path, monkeypatch):
     assert cli.main(["heatmap", str(tmp_path / "wide.png"), "--text", "a circle",
                      "--out", str(tmp_path)]) == 0
     background = np.asarray(figures[0].axes[0].images[0].get_array())  # Captum's gray, 0..255
-    seen = cli._open_rgb(tmp_path / "wide.png")
+    seen = common.open_rgb(tmp_path / "wide.png")
     expected = np.asarray(seen.crop((64, 0, 128, 64)), dtype=np.float64).mean(axis=2)
     np.testing.assert_allclose(background, expected, atol=1.0)  # Captum rounds to integers
     batch = toy.preprocess_images([seen])[0]

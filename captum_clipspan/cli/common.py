@@ -1,0 +1,247 @@
+"""What the ``clipspan`` commands share: their common options, loading the model, the output
+folder and its files, image folders and the decomposition cache."""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from .distributed import rank
+from .errors import CommandError
+
+PRECISIONS = ("fp32", "bf16", "fp16")
+RANDOM_WEIGHTS_FILE = "WARNING_RANDOM_WEIGHTS.txt"
+
+
+def add_common_options(parser: argparse.ArgumentParser, out: str | None,
+                       batch_size: int | None = 64, model: str = "toy") -> None:
+    """``--model``, ``--pretrained`` and ``--device``; ``--out`` for commands that write files
+    (``out`` is its default) and ``--batch-size`` for those that run batches (``batch_size``
+    is its default).
+
+    Args:
+        parser: A command's parser.
+        out: Default output folder; ``None``: no ``--out``.
+        batch_size: Default batch size; ``None``: no ``--batch-size``.
+        model: Default model name.
+    """
+    parser.add_argument("--model", default=model,
+                        help=f"open_clip model name (e.g. ViT-B-16), 'toy' (the embedded model "
+                             f"trained on synthetic scenes; runs offline) or 'toy-spurious' (a "
+                             f"toy trained with shape and background texture paired); default: "
+                             f"{model}")
+    parser.add_argument("--pretrained", default=None,
+                        help="open_clip pretrained tag or checkpoint path (e.g. "
+                             "laion2b_s34b_b88k); default: none (random weights for open_clip "
+                             "names, announced in the output and reports; the toy has its own "
+                             "weights and refuses a tag). Fails at once when the weights are "
+                             "not cached and the Hub cannot be reached")
+    parser.add_argument("--device", default="cpu", help="torch device (default: cpu)")
+    if out is not None:
+        parser.add_argument("--out", default=out, help=f"output folder (default: {out})")
+    if batch_size is not None:
+        parser.add_argument("--batch-size", type=int, default=batch_size,
+                            help=f"images per forward pass (default: {batch_size})")
+
+
+def add_layers_option(parser: argparse.ArgumentParser, what: str) -> None:
+    """``--layers``, whose help starts with ``what`` the layers are."""
+    parser.add_argument("--layers", type=int, nargs="+", default=None,
+                        help=f"{what} (negative counts from the end; default: all)")
+
+
+def add_cache_options(parser: argparse.ArgumentParser) -> None:
+    """The options of a command that builds a decomposition cache (see :func:`build_cache`)."""
+    parser.add_argument("--cache", default=None, help="cache folder (default: OUT/cache)")
+    parser.add_argument("--nproc", type=int, default=1,
+                        help="processes for the cache pass, on this machine under torchrun "
+                             "(with --device cuda, one GPU each); default: 1")
+    parser.add_argument("--num-workers", type=int, default=0,
+                        help="DataLoader workers loading images while the model runs "
+                             "(default: 0)")
+    parser.add_argument("--skip-unreadable", action="store_true",
+                        help="leave out (and list) images that cannot be decoded instead of "
+                             "stopping at the first one")
+    parser.add_argument("--precision", choices=PRECISIONS, default="fp32",
+                        help="run the model in this precision; the terms accumulate in fp32 "
+                             "(default: fp32; bf16 or fp16 for GPUs)")
+
+
+def status(message: str) -> None:
+    """A status line on stderr (process 0 only), for steps without a progress bar."""
+    if rank() == 0:
+        print(f"clipspan: {message}", file=sys.stderr, flush=True)
+
+
+def is_toy(args: argparse.Namespace) -> bool:
+    """Whether ``--model`` names a registered model (the toys), which ships its own weights."""
+    from .. import registry
+
+    return args.model in registry.names("model")
+
+
+def weights_note(args: argparse.Namespace) -> str | None:
+    """The warning for a run with random weights (``None`` for trained ones)."""
+    if is_toy(args) or args.pretrained is not None:
+        return None
+    return (f"WARNING: {args.model} has RANDOM weights (no --pretrained given): every head "
+            f"label, map and score is meaningless. Pass --pretrained TAG "
+            f"(open_clip.list_pretrained()) or a checkpoint file.")
+
+
+def describe_weights(args: argparse.Namespace) -> str:
+    """Where the weights come from, in words."""
+    if is_toy(args):
+        return "the toy model's shipped weights"
+    return "RANDOM weights" if args.pretrained is None else f"pretrained {args.pretrained!r}"
+
+
+def default_bank(args: argparse.Namespace) -> str:
+    """``--bank``, by default ``toy`` for the toy models and ``general`` for the others."""
+    return args.bank or ("toy" if is_toy(args) else "general")
+
+
+def load_model(args: argparse.Namespace) -> Any:
+    """The :class:`~captum_clipspan.HookedCLIP` of ``--model`` and ``--pretrained`` on
+    ``--device`` (one GPU per process under torchrun), in ``--precision``.
+
+    Raises:
+        CommandError: A tag for the toy, or a model that cannot be loaded.
+    """
+    import torch
+
+    import captum_clipspan as cs
+
+    if is_toy(args) and args.pretrained is not None:
+        raise CommandError(f"--pretrained {args.pretrained!r} does not apply to the toy model, "
+                           "which ships its own weights; drop --pretrained, or pick an open_clip "
+                           "--model.")
+    status(f"loading {args.model} ({describe_weights(args)}) on {args.device}")
+    device = args.device
+    if device == "cuda" and "LOCAL_RANK" in os.environ:  # one GPU per process under torchrun
+        device = f"cuda:{os.environ['LOCAL_RANK']}"
+    try:
+        clip = cs.HookedCLIP.from_pretrained(args.model, pretrained=args.pretrained,
+                                             device=device)
+    except (RuntimeError, FileNotFoundError) as error:
+        raise CommandError(f"could not load model {args.model!r} "
+                           f"(pretrained={args.pretrained!r}): {error}") from error
+    precision = getattr(args, "precision", "fp32")
+    if precision != "fp32":  # the decomposition accumulates in fp32 for half-precision models
+        clip.model.to({"bf16": torch.bfloat16, "fp16": torch.float16}[precision])
+    note = weights_note(args)
+    if note and rank() == 0:
+        print(f"clipspan: {note}", file=sys.stderr, flush=True)
+    return clip
+
+
+def out_dir(args: argparse.Namespace) -> Path:
+    """The output folder, created; it holds a warning file when the weights are random."""
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    note = weights_note(args)
+    if note:
+        (out / RANDOM_WEIGHTS_FILE).write_text(note + "\n")
+    return out
+
+
+def existing(path: str, kind: str = "path", want: str | None = None) -> Path:
+    """``path`` as a Path.
+
+    Args:
+        path: A path from the command line.
+        kind: What it is, for the message.
+        want: ``"file"``, ``"folder"`` or ``None`` (either).
+
+    Raises:
+        CommandError: It is missing, or not a ``want``.
+    """
+    resolved = Path(path)
+    if not resolved.exists():
+        raise CommandError(f"{kind} {path!r} does not exist.")
+    if want == "file" and not resolved.is_file():
+        raise CommandError(f"{kind} {path!r} is a folder; give one image file.")
+    if want == "folder" and not resolved.is_dir():
+        raise CommandError(f"{kind} {path!r} is not a folder.")
+    return resolved
+
+
+def open_rgb(path: str | Path) -> Any:
+    """The image file at ``path`` as an RGB PIL image."""
+    from PIL import Image
+
+    with Image.open(path) as image:
+        return image.convert("RGB")
+
+
+def _readable(file: Path) -> bool:
+    try:
+        open_rgb(file)
+    except OSError:
+        return False
+    return True
+
+
+def image_folder(args: argparse.Namespace, clip: Any) -> Any:
+    """The ``ImageFolder`` of ``args.images``; with ``--skip-unreadable``, without the files
+    that cannot be decoded (listed on stderr)."""
+    from tqdm.auto import tqdm
+
+    import captum_clipspan as cs
+
+    data = cs.ImageFolder(existing(args.images, "image folder", "folder"), clip.preprocess)
+    if not getattr(args, "skip_unreadable", False):
+        return data
+    unreadable = [file for file in tqdm(data.files, desc="checking images", unit="img")
+                  if not _readable(file)]
+    if unreadable:
+        print(f"clipspan: skipping {len(unreadable)} unreadable image(s): "
+              f"{', '.join(str(file) for file in unreadable)}", file=sys.stderr)
+        data.files = [file for file in data.files if file not in set(unreadable)]
+        if not data.files:
+            raise CommandError(f"no readable image in {args.images}.")
+    return data
+
+
+def build_cache(args: argparse.Namespace, clip: Any, images: Any,
+                layers: Sequence[int] | None, **kwargs: Any) -> Any:
+    """The decomposition cache of ``images`` in ``--cache`` (default: OUT/cache); every process
+    of a distributed pass writes its share.
+
+    Args:
+        args: The parsed command line (:func:`add_cache_options`).
+        clip: The hooked model.
+        images: What :func:`~captum_clipspan.cache_decomposition` accepts.
+        layers: Layers of the per-head terms (``None``: all).
+        **kwargs: Further arguments of :func:`~captum_clipspan.cache_decomposition`.
+
+    Returns:
+        The cache, or ``None`` in processes other than 0, which have nothing more to do.
+    """
+    from ..cache import cache_decomposition
+
+    path = args.cache or out_dir(args) / "cache"
+    status(f"decomposition cache in {path} (resumes a finished or interrupted pass)")
+    cache = cache_decomposition(clip, images, path, layers=layers, batch_size=args.batch_size,
+                                num_workers=args.num_workers, **kwargs)
+    return None if rank() else cache
+
+
+def save_figure(fig: Any, path: Path) -> Path:
+    """Write a matplotlib figure to ``path`` (PNG) and return the path."""
+    fig.savefig(path, dpi=120, bbox_inches="tight")
+    return path
+
+
+def write_rows(path: Path, rows: list[dict]) -> Path:
+    """Write ``rows`` (dicts with the same keys) as a CSV file and return its path."""
+    with open(path, "w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    return path

@@ -1,0 +1,65 @@
+"""What ``clipspan`` reports in one line (exit code 2) and what keeps its traceback."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+PACKAGE_DIR = Path(__file__).resolve().parents[1]
+SKIP_HINT = "pass --skip-unreadable to leave unreadable images out"
+
+
+class CommandError(Exception):
+    """A problem with the command line, reported without a traceback."""
+
+
+def _raised_here(error: BaseException) -> bool:
+    """Whether ``error`` was raised by captum_clipspan's own code (its innermost frame)."""
+    frame = error.__traceback__
+    while frame is not None and frame.tb_next is not None:
+        frame = frame.tb_next
+    return frame is not None and Path(frame.tb_frame.f_code.co_filename).resolve().is_relative_to(
+        PACKAGE_DIR)
+
+
+def is_user_error(error: BaseException) -> bool:
+    """The errors ``clipspan`` reports in one line (exit code 2); anything else is a bug and
+    keeps its traceback.
+
+    User errors are: :class:`CommandError`; ``OSError`` (missing, unreadable or corrupt files,
+    including PIL's ``UnidentifiedImageError``); and ``ValueError``/``TypeError`` with a message
+    raised by captum_clipspan itself (its argument checks).
+
+    Args:
+        error: The exception a command raised.
+
+    Returns:
+        ``True`` for a user error.
+    """
+    if isinstance(error, (CommandError, OSError)):
+        return True
+    return isinstance(error, (ValueError, TypeError)) and bool(str(error)) and _raised_here(error)
+
+
+def error_line(error: BaseException, args: argparse.Namespace) -> str:
+    """One line for a user error, with what to do about an unreadable image.
+
+    Args:
+        error: A user error (see :func:`is_user_error`).
+        args: The parsed command line (an unreadable image gets a hint when the command takes
+            ``--skip-unreadable``).
+
+    Returns:
+        The message, on one line.
+    """
+    from PIL import UnidentifiedImageError
+
+    message = str(error).strip()
+    if "Original Traceback" in message:  # re-raised from a DataLoader worker: its last line
+        message = message.splitlines()[-1].split(": ", 1)[-1]
+    message = " ".join(message.split()) or type(error).__name__
+    if isinstance(error, UnidentifiedImageError):
+        message += " (not an image, or a corrupt file)"
+        if hasattr(args, "skip_unreadable"):
+            message += f"; {SKIP_HINT}"
+    return message

@@ -1,0 +1,95 @@
+"""``clipspan segment-benchmark``: zero-shot segmentation scores of heat-map methods."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from .common import (
+    add_common_options,
+    existing,
+    load_model,
+    out_dir,
+    status,
+    weights_note,
+    write_rows,
+)
+from .errors import CommandError
+
+NAME = "segment-benchmark"
+HELP = "zero-shot segmentation scores of heat-map methods"
+DESCRIPTION = ("Pixel accuracy, mIoU and mAP of heat maps against foreground masks (Chefer et "
+               "al.'s ImageNet-segmentation protocol, per image), for the decomposition's patch "
+               "map and attention- and gradient-based baselines. Each image is mapped for its "
+               "zero-shot prediction. Writes segmentation.md and segmentation.csv.")
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """The options of ``clipspan segment-benchmark``."""
+    parser.add_argument("data", help="'synthetic' (held-out synthetic scenes and their object "
+                        "masks), gtsegs_ijcv.mat (needs h5py), or a folder with images/ and "
+                        "masks/<name>.png")
+    parser.add_argument("--method", nargs="+", default=None,
+                        help="heat-map methods: decomposition, raw_attention, rollout, gradcam, "
+                             "chefer (default: all)")
+    parser.add_argument("--n", type=int, default=None,
+                        help="number of images (synthetic: default 500; files: default all)")
+    parser.add_argument("--seed", type=int, default=2024,
+                        help="synthetic scenes' seed (default 2024, held out from the toy's "
+                             "training)")
+    parser.add_argument("--classes", nargs="+", default=None,
+                        help="class names for the zero-shot prediction, or one text file with a "
+                             "name per line (default: the scenes' color-shape classes, or "
+                             "ImageNet's 1000 classes for the .mat file)")
+    add_common_options(parser, "clipspan-segmentation", batch_size=16)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Score every method; print the table and write segmentation.md and segmentation.csv."""
+    import captum_clipspan as cs
+
+    from .. import segmentation as seg
+
+    clip, out = load_model(args), out_dir(args)
+    prepare = seg.for_model(clip)
+    if args.data == "synthetic":
+        from ..toy import SceneSegmentation
+
+        data = SceneSegmentation(500 if args.n is None else args.n, seed=args.seed, **prepare)
+        texts = cs.ZeroShotClassifier.from_prompts(clip, SceneSegmentation.class_prompts())
+    else:
+        source = existing(args.data, "segmentation data")
+        data = (seg.MaskFolder(source, **prepare) if source.is_dir()
+                else seg.ImagenetSegmentation(source, **prepare))
+        names = _class_names(args, source)
+        status(f"encoding the prompts of {len(names)} classes")
+        texts = cs.ZeroShotClassifier(clip, names)
+    if args.data != "synthetic" and args.n is not None:
+        import torch.utils.data
+
+        data = torch.utils.data.Subset(data, range(min(args.n, len(data))))
+    methods = args.method or list(seg.HEATMAP_METHODS)
+    rows = seg.benchmark(clip, data, texts, methods=methods, batch_size=args.batch_size,
+                         show_progress=True)
+    table = seg.markdown_table(rows)
+    note = weights_note(args)
+    (out / "segmentation.md").write_text((f"**{note}**\n\n" if note else "") + table + "\n")
+    write_rows(out / "segmentation.csv", rows)
+    print(table)
+    print(f"wrote {out / 'segmentation.md'}, {out / 'segmentation.csv'}")
+    return 0
+
+
+def _class_names(args: argparse.Namespace, source: Path) -> list[str]:
+    """``--classes`` (names, or a text file with one per line); ImageNet's for the .mat file."""
+    if args.classes:
+        if len(args.classes) == 1 and Path(args.classes[0]).is_file():
+            return [line.strip() for line in Path(args.classes[0]).read_text().splitlines()
+                    if line.strip()]
+        return list(args.classes)
+    if source.is_dir():
+        raise CommandError("a mask folder needs --classes (class names, or a text file with "
+                           "one per line); each image's map is for its zero-shot prediction.")
+    from open_clip.zero_shot_metadata import IMAGENET_CLASSNAMES
+
+    return list(IMAGENET_CLASSNAMES)
