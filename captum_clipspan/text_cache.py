@@ -22,8 +22,6 @@ from torch import Tensor
 __all__ = ["cache_dir", "encode_texts_cached", "text_tower_fingerprint"]
 
 CACHE_ENV = "CLIPSPAN_CACHE_DIR"
-# Parameter-name prefixes of image towers (open_clip, Hugging Face); everything else is text side.
-_IMAGE_PREFIXES = ("visual.", "vision_model.", "visual_projection.")
 
 
 def cache_dir() -> Path:
@@ -35,13 +33,16 @@ def cache_dir() -> Path:
 
 
 def text_tower_fingerprint(clip: Any) -> str:
-    """A SHA-256 of every text-side weight and buffer of ``clip.model`` (names, shapes, values)
-    and of the tokenizer's type: the part of a model that decides its text embeddings."""
-    digest = hashlib.sha256(type(clip.tokenizer).__qualname__.encode())
-    state = clip.model.state_dict()
+    """A SHA-256 of the weights and buffers the text backend names as its text tower's
+    (:meth:`~captum_clipspan.hooked.backends.text.TextBackend.text_parameters`: names, shapes,
+    values) and of the tokenizer's type: the part of a model that decides its text embeddings.
+
+    Args:
+        clip: a :class:`~captum_clipspan.HookedCLIP` (or anything with a ``.text`` backend).
+    """
+    digest = hashlib.sha256(type(clip.text.tokenizer).__qualname__.encode())
+    state = clip.text.text_parameters()
     for name in sorted(state):
-        if name.startswith(_IMAGE_PREFIXES):
-            continue
         tensor = state[name]
         digest.update(f"{name}:{tuple(tensor.shape)}:{tensor.dtype}".encode())
         value = tensor.detach().cpu().contiguous().reshape(-1)
@@ -64,8 +65,8 @@ def encode_texts_cached(clip: Any, texts: Sequence[str], normalize: bool = True,
     model's text tower has encoded these texts before, else encoded with a progress bar and saved.
 
     Args:
-        clip: a :class:`~captum_clipspan.HookedCLIP` (or any model with ``.model``,
-            ``.tokenizer`` and ``.encode_text``).
+        clip: a :class:`~captum_clipspan.HookedCLIP` (or any model with a ``.text`` backend and
+            ``.encode_text``).
         texts: the texts, in order (the order is part of the key).
         normalize: unit-norm embeddings (as ``encode_text``'s default).
         batch_size: texts per forward pass of the text tower.

@@ -7,9 +7,11 @@ import importlib
 
 import pytest
 import torch
+import torch.nn.functional as F
 from conftest import NAMED_TOWERS, SMALL_VARIANTS, images_for, named_clip, small_clip
 
 import captum_clipspan as cs
+from captum_clipspan.hooked.backends.open_clip_text import OpenCLIPText
 
 
 @pytest.mark.parametrize("name", NAMED_TOWERS)
@@ -86,7 +88,7 @@ def test_hooks_are_removed_after_an_exception(clip64):
 
 
 def test_decompose_leaves_no_hooks_when_it_raises(clip64, monkeypatch):
-    decompose_module = importlib.import_module("captum_clipspan.decomposition")
+    decompose_module = importlib.import_module("captum_clipspan.decomposition.capture")
 
     def broken(*args, **kwargs):
         raise RuntimeError("inside a hook")
@@ -121,3 +123,50 @@ def test_encode_text_gives_unit_rows(clip32):
     texts = clip32.encode_text(["a photo of a dog", "a cat"])
     assert texts.shape == (2, 24)
     assert torch.allclose(texts.norm(dim=-1), torch.ones(2), atol=1e-5)
+
+
+def test_text_backend_encodes_unnormalized_texts_from_strings_or_tokens(clip64):
+    texts = ["a photo of a dog", "a cat"]
+    assert isinstance(clip64.text, OpenCLIPText)
+    tokens = clip64.text.tokenize(texts)
+    expected = clip64.model.encode_text(tokens)
+    assert torch.equal(clip64.text.encode_text(texts), expected)
+    assert torch.equal(clip64.text.encode_text(tokens), expected)
+    assert torch.equal(clip64.encode_text(texts), F.normalize(expected, dim=-1))
+    assert torch.equal(clip64.encode_text(texts, normalize=False, batch_size=1), expected)
+
+
+def test_text_parameters_are_everything_outside_the_image_tower(clip32):
+    names = set(clip32.text.text_parameters())
+    state = clip32.model.state_dict()
+    assert names == {name for name in state if not name.startswith("visual.")}
+    assert "token_embedding.weight" in names and "ln_final.weight" in names
+
+
+def test_logit_scale_is_the_learned_temperature_as_a_multiplier(clip32):
+    assert torch.equal(clip32.logit_scale, clip32.model.logit_scale.exp())
+    assert not clip32.logit_scale.requires_grad and clip32.text.logit_bias is None
+
+
+def test_hooked_clip_is_one_hooked_vit_beside_one_text_backend(clip32):
+    rebuilt = cs.HookedCLIP(clip32.text, clip32.visual)
+    assert rebuilt.visual is clip32.visual and rebuilt.model is clip32.model
+    assert cs.HookedCLIP(clip32.text).visual.model is clip32.model.visual
+    with pytest.raises(TypeError, match="TextBackend"):
+        cs.HookedCLIP(clip32.model)
+
+
+def test_preprocess_and_name_are_the_text_backends(clip32):
+    from torchvision.transforms import v2
+
+    def transform(image):
+        return image
+
+    clip32.preprocess = transform
+    assert clip32.text.preprocess is transform and clip32.preprocess is transform
+    module_transform = v2.Compose([v2.ToDtype(torch.float32)])  # an nn.Module
+    clip32.preprocess = module_transform
+    assert clip32.preprocess is module_transform and "preprocess" not in clip32._modules
+    assert clip32.model_name is None
+    assert cs.HookedCLIP.from_pretrained("toy").model_name == "toy"
+

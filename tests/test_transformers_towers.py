@@ -18,8 +18,9 @@ from conftest import randomize_
 from PIL import Image
 
 import captum_clipspan as cs
+from captum_clipspan.hooked.backends.transformers_text import TransformersText, pooled
 from captum_clipspan.hooked.spec import UnsupportedTowerError
-from captum_clipspan.hooked.transformers_clip import pooled
+from captum_clipspan.text_cache import text_tower_fingerprint
 
 IMAGE_SIZE = 32
 VISION = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
@@ -196,6 +197,36 @@ def test_from_transformers_encodes_text_and_images(family):
     assert torch.equal(clip.encode_image(pixels), own_features(model, pixels))
     cosines = clip(pixels, texts)
     assert cosines.shape == (2, 3) and cosines.abs().max() <= 1 + 1e-6
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_both_families_are_one_hooked_clip_class(family):
+    model = model_for(family, torch.float32)
+    clip = cs.HookedCLIP.from_transformers(model, processor_for(family))
+    assert type(clip) is cs.HookedCLIP and isinstance(clip.text, TransformersText)
+    assert clip.model is model and clip.text.model is model
+    tokens = clip.text.tokenize(TEXTS)
+    raw = clip.text.encode_text(tokens)
+    assert torch.equal(raw, pooled(model.get_text_features(**tokens)))
+    assert torch.allclose(clip.encode_text(TEXTS), F.normalize(raw, dim=-1))
+    assert torch.equal(clip.logit_scale, model.logit_scale.exp())
+    assert (clip.text.logit_bias is not None) == (family == "siglip")
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_text_fingerprint_reads_only_the_text_tower(family):
+    model = model_for(family)
+    clip = cs.HookedCLIP.from_transformers(model, processor_for(family))
+    names = set(clip.text.text_parameters())
+    assert names and not any(name.startswith(("vision_model.", "visual_projection."))
+                             for name in names)
+    before = text_tower_fingerprint(clip)
+    with torch.no_grad():
+        model.vision_model.embeddings.patch_embedding.weight.add_(1.0)
+    assert text_tower_fingerprint(clip) == before
+    with torch.no_grad():
+        model.text_model.embeddings.token_embedding.weight.add_(0.01)
+    assert text_tower_fingerprint(clip) != before
 
 
 def test_siglip_texts_are_padded_to_full_length():

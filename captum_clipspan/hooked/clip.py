@@ -1,8 +1,8 @@
-"""``HookedCLIP``: a hooked image tower beside open_clip's text tower, tokenizer and transform."""
+"""``HookedCLIP``: a hooked image tower beside a family's text side (tokenizer, text tower,
+image transform), one class for every family."""
 
 from __future__ import annotations
 
-import warnings
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -10,20 +10,22 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ..decomposition import check_text_embeddings
+from ..validation import check_text_embeddings
+from .backends.text import TextBackend
 from .vit import HookedViT
 
 
 class HookedCLIP(nn.Module):
-    """An open_clip CLIP whose image tower is a :class:`HookedViT`.
+    """A CLIP whose image tower is a :class:`HookedViT`, beside its family's text side.
+
+    Build one with :meth:`from_pretrained`, :meth:`from_open_clip` or :meth:`from_transformers`.
+    ``model`` is the family's whole model, ``visual`` the hooked image tower, ``text`` the
+    :class:`~captum_clipspan.hooked.backends.text.TextBackend` (tokenizer, text tower, image
+    transform).
 
     Args:
-        model: an open_clip ``CLIP`` or ``CustomTextCLIP`` with a ViT image tower.
-        tokenizer: maps a list of strings to token ids (``open_clip.get_tokenizer(name)``);
-            loaded lazily from ``model_name`` when omitted.
-        preprocess: the image transform (open_clip's validation transform), used by
-            :meth:`preprocess_images`.
-        model_name: the open_clip model name, used to find the tokenizer.
+        text: the family's text side; it holds the whole model.
+        visual: the hooked image tower; default: ``HookedViT(text.image_tower)``.
 
     Examples::
 
@@ -33,28 +35,34 @@ class HookedCLIP(nn.Module):
         >>> clip(images, texts)                                           # cosines [1, 2]
     """
 
-    def __init__(self, model: nn.Module, tokenizer: Callable | None = None,
-                 preprocess: Callable | None = None, model_name: str | None = None) -> None:
+    def __init__(self, text: TextBackend, visual: HookedViT | None = None) -> None:
         super().__init__()
-        if not hasattr(model, "visual") or not hasattr(model, "encode_text"):
-            raise TypeError(f"expected an open_clip CLIP model (with .visual and .encode_text), "
-                            f"got {type(model).__name__}.")
-        if model.training:
-            warnings.warn("the open_clip model was in training mode (open_clip.create_model "
-                          "returns it so); switching it to eval mode.", stacklevel=3)
-            model.eval()
-        self.model = model
-        self.visual = HookedViT(model.visual)
-        self._tokenizer = tokenizer
-        self.preprocess = preprocess
-        self.model_name = model_name
+        if not isinstance(text, TextBackend):
+            raise TypeError(f"expected a TextBackend (HookedCLIP.from_open_clip(model) or "
+                            f"HookedCLIP.from_transformers(model) build one), got "
+                            f"{type(text).__name__}.")
+        self.text = text
+        self.model = text.model
+        self.visual = visual if visual is not None else HookedViT(text.image_tower)
 
     @classmethod
     def from_open_clip(cls, model: nn.Module, tokenizer: Callable | None = None,
                        preprocess: Callable | None = None,
                        model_name: str | None = None) -> HookedCLIP:
-        """Wrap a live open_clip model; weights stay open_clip's."""
-        return cls(model, tokenizer=tokenizer, preprocess=preprocess, model_name=model_name)
+        """Wrap a live open_clip model; weights stay open_clip's.
+
+        Args:
+            model: an open_clip ``CLIP`` or ``CustomTextCLIP`` with a ViT image tower.
+            tokenizer: maps a list of strings to token ids (``open_clip.get_tokenizer(name)``);
+                loaded lazily from ``model_name`` when omitted.
+            preprocess: the image transform (open_clip's validation transform), used by
+                :meth:`preprocess_images`.
+            model_name: the open_clip model name, used to find the tokenizer.
+        """
+        from .backends.open_clip_text import OpenCLIPText
+
+        return cls(OpenCLIPText(model, tokenizer=tokenizer, preprocess=preprocess,
+                                model_name=model_name))
 
     @classmethod
     def from_pretrained(cls, model_name: str, pretrained: str | None = None,
@@ -71,8 +79,13 @@ class HookedCLIP(nn.Module):
             device: where to put the model.
             precision: open_clip precision (``"fp32"``, ``"fp16"``, ``"bf16"``, ...).
             **kwargs: passed to ``open_clip.create_model_and_transforms``.
+
+        Raises:
+            ValueError: an unknown name, or a pretrained tag for a registered model.
+            HubUnreachableError: the weights are not cached and the Hub cannot be reached.
         """
         from .. import registry
+        from .backends.open_clip_text import load_open_clip
 
         loader = registry.lookup("model", model_name)
         if loader is not None:
@@ -80,20 +93,10 @@ class HookedCLIP(nn.Module):
                 raise ValueError(f"the {model_name!r} model ships its own weights; got "
                                  f"pretrained={pretrained!r}, which does not apply to it.")
             model, tokenizer, preprocess = loader(device=device)
-            return cls(model, tokenizer=tokenizer, preprocess=preprocess, model_name=model_name)
-        import open_clip
-
-        if model_name not in open_clip.list_models():
-            raise ValueError(f"unknown model {model_name!r}: use one of "
-                             f"{registry.names('model')} or of open_clip.list_models() "
-                             "(e.g. 'ViT-B-16', 'ViT-L-14').")
-        from ..hub import check_weights_reachable
-
-        check_weights_reachable(model_name, pretrained)  # at once, not after minutes of retries
-        model, _, preprocess = open_clip.create_model_and_transforms(
-            model_name, pretrained=pretrained, device=device, precision=precision, **kwargs
-        )
-        return cls(model.eval(), preprocess=preprocess, model_name=model_name)
+            return cls.from_open_clip(model, tokenizer=tokenizer, preprocess=preprocess,
+                                      model_name=model_name)
+        return cls(load_open_clip(model_name, pretrained, device=device, precision=precision,
+                                  other_models=registry.names("model"), **kwargs))
 
     @classmethod
     def from_transformers(cls, model_or_repo_id: nn.Module | str, processor: Any = None,
@@ -111,27 +114,39 @@ class HookedCLIP(nn.Module):
 
         Raises:
             OSError: a repo id that is not cached locally while the Hub cannot be reached.
+            TypeError: a model without a text tower.
         """
-        from .transformers_clip import HookedTransformersCLIP, load_transformers
+        from .backends.transformers_text import load_transformers
 
-        model, name = model_or_repo_id, None
-        if isinstance(model_or_repo_id, str):
-            name = model_or_repo_id
-            model, processor = load_transformers(name, processor, dtype or torch.float32)
-        elif dtype is not None:
-            model = model.to(dtype)
-        return HookedTransformersCLIP(model.to(device), processor, model_name=name)
+        return cls(load_transformers(model_or_repo_id, processor, device=device, dtype=dtype))
 
     @property
     def tokenizer(self) -> Callable:
-        if self._tokenizer is None:
-            if self.model_name is None:
-                raise ValueError("this HookedCLIP has no tokenizer; pass tokenizer= to "
-                                 "from_open_clip, or pass text embeddings instead of strings.")
-            import open_clip
+        """The family's tokenizer (open_clip's is loaded on first use from ``model_name``)."""
+        return self.text.tokenizer
 
-            self._tokenizer = open_clip.get_tokenizer(self.model_name)
-        return self._tokenizer
+    @property
+    def preprocess(self) -> Callable | None:
+        """The image transform, PIL image -> ``[3, S, S]`` (settable)."""
+        return self.text.preprocess
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        # Not a property setter: nn.Module would register a transform that is itself a module
+        # (torchvision's v2 transforms) as a submodule, and the property would not see it.
+        if name == "preprocess":
+            self.text.preprocess = value
+        else:
+            super().__setattr__(name, value)
+
+    @property
+    def model_name(self) -> str | None:
+        """The name the model was loaded by (open_clip name, registered name or repo id)."""
+        return self.text.model_name
+
+    @property
+    def logit_scale(self) -> Tensor:
+        """The learned temperature as a multiplier, a 0-d tensor (``exp`` of the stored log)."""
+        return self.text.logit_scale
 
     @property
     def device(self) -> torch.device:
@@ -168,12 +183,9 @@ class HookedCLIP(nn.Module):
         """Text embeddings ``[T, E]``, unit norm by default, computed without gradients."""
         texts = check_texts(texts)
         with torch.no_grad():
-            return torch.cat([self._encode_text_batch(texts[start:start + batch_size], normalize)
-                              for start in range(0, len(texts), batch_size)])
-
-    def _encode_text_batch(self, texts: list[str], normalize: bool) -> Tensor:
-        tokens = self.tokenizer(texts).to(self.device)
-        return self.model.encode_text(tokens, normalize=normalize)
+            features = torch.cat([self.text.encode_text(texts[start:start + batch_size])
+                                  for start in range(0, len(texts), batch_size)])
+        return F.normalize(features, dim=-1) if normalize else features
 
     def forward(self, images: Tensor, text_embeddings: Tensor | None = None) -> Tensor:
         """Unit-norm image embeddings ``[B, E]``, or cosine similarities ``[B, T]`` with texts.

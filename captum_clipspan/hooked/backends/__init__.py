@@ -6,6 +6,10 @@ or mean pooling, ``final_ln_after_pool``, ``LayerNormFp32``, CoCa's attentional 
 PE-Core with attention pooling, EVA01/EVA02 with RoPE, sub-LN and SwiGLU, MobileCLIP-B and ViTamin
 with their convolutional stems, mean-pooled and relative-position ViTs), and ``transformers`` CLIP
 and SigLIP vision towers.
+
+The rest of each family (tokenizer, text tower, image transform, loading) is a
+:class:`~.text.TextBackend`: :mod:`.open_clip_text` (with :mod:`.hub`, which fails fast when
+weights cannot be downloaded) and :mod:`.transformers_text`.
 """
 
 from __future__ import annotations

@@ -1,17 +1,19 @@
-"""``HookedCLIP`` over a Hugging Face ``CLIPModel`` or ``SiglipModel`` (see
-:meth:`~captum_clipspan.hooked.clip.HookedCLIP.from_transformers`)."""
+"""Hugging Face ``transformers`` CLIP and SigLIP text side: a ``CLIPModel``'s or ``SiglipModel``'s
+tokenizer, text tower and image processor, and loading a model by repo id, offline-safe."""
 
 from __future__ import annotations
 
 import os
-import warnings
 from typing import Any
 
 import torch
 from torch import Tensor, nn
 
-from .clip import HookedCLIP
-from .vit import HookedViT
+from .hub import offline_variable
+from .text import TextBackend
+
+__all__ = ["HUB_TIMEOUT_S", "ImageProcessorTransform", "TransformersText", "load_transformers",
+           "pooled"]
 
 HUB_TIMEOUT_S = 5.0
 """How long the Hub may take to answer before a repo id is loaded from the local cache only."""
@@ -28,36 +30,37 @@ class ImageProcessorTransform:
         return self.image_processor(images=image, return_tensors="pt")["pixel_values"][0]
 
 
-class HookedTransformersCLIP(HookedCLIP):
-    """A :class:`HookedCLIP` whose model is a transformers ``CLIPModel`` or ``SiglipModel``.
-
-    ``model`` is the transformers model, ``visual`` the hooked image tower, ``tokenizer`` and
-    ``processor`` the transformers ones, ``preprocess`` a per-image transform.
+class TransformersText(TextBackend):
+    """A transformers ``CLIPModel``'s or ``SiglipModel``'s text side.
 
     Args:
         model: a ``CLIPModel`` or ``SiglipModel``.
         processor: its processor (``.tokenizer`` and ``.image_processor``), or ``None``.
-        model_name: the repo id it was loaded from, if any.
+        model_name: the repo id it was loaded from; default: the model's ``name_or_path``.
+
+    Attributes:
+        processor: the processor, or ``None``.
+
+    Raises:
+        TypeError: ``model`` has no text tower (a vision-only class).
     """
+
+    family = "transformers"
+    image_prefixes = ("vision_model.", "visual_projection.")
 
     def __init__(self, model: nn.Module, processor: Any = None,
                  model_name: str | None = None) -> None:
-        nn.Module.__init__(self)  # HookedCLIP.__init__ checks for an open_clip model
         if not hasattr(model, "get_text_features") or not hasattr(model, "get_image_features"):
             raise TypeError(f"expected a transformers CLIPModel or SiglipModel (with a text "
                             f"tower), got {type(model).__name__}; wrap vision-only models with "
                             "HookedViT(model).")
-        if model.training:
-            warnings.warn("the transformers model was in training mode; switching it to eval "
-                          "mode.", stacklevel=3)
-            model.eval()
-        self.model = model
-        self.visual = HookedViT(model)
+        image_processor = getattr(processor, "image_processor", None)
+        super().__init__(
+            model, preprocess=ImageProcessorTransform(image_processor) if image_processor else None,
+            model_name=model_name or getattr(model, "name_or_path", None) or None,
+        )
         self.processor = processor
         self._tokenizer = getattr(processor, "tokenizer", None)
-        image_processor = getattr(processor, "image_processor", None)
-        self.preprocess = ImageProcessorTransform(image_processor) if image_processor else None
-        self.model_name = model_name or getattr(model, "name_or_path", None) or None
 
     @property
     def tokenizer(self) -> Any:
@@ -66,16 +69,23 @@ class HookedTransformersCLIP(HookedCLIP):
                              "from_transformers, or pass text embeddings instead of strings.")
         return self._tokenizer
 
-    def _encode_text_batch(self, texts: list[str], normalize: bool) -> Tensor:
+    @property
+    def image_tower(self) -> nn.Module:
+        return self.model  # the adapter picks the vision model and projection out of it
+
+    def tokenize(self, texts: list[str]) -> dict[str, Tensor]:
+        """``input_ids`` (and ``attention_mask`` where the tokenizer gives one), on the model's
+        device."""
         text_config = self.model.config.text_config
         # SigLIP was trained on texts padded to the full length (its tokenizer gives no mask).
         padding = "max_length" if text_config.model_type.startswith("siglip") else True
         batch = self.tokenizer(texts, padding=padding, truncation=True, return_tensors="pt",
                                max_length=text_config.max_position_embeddings)
-        inputs = {key: batch[key].to(self.device) for key in ("input_ids", "attention_mask")
-                  if key in batch}
-        features = pooled(self.model.get_text_features(**inputs))
-        return nn.functional.normalize(features, dim=-1) if normalize else features
+        return {key: batch[key].to(self.device) for key in ("input_ids", "attention_mask")
+                if key in batch}
+
+    def encode_tokens(self, tokens: dict[str, Tensor]) -> Tensor:
+        return pooled(self.model.get_text_features(**tokens))
 
 
 def pooled(output: Any) -> Tensor:
@@ -84,14 +94,34 @@ def pooled(output: Any) -> Tensor:
     return output if isinstance(output, Tensor) else output.pooler_output
 
 
-def load_transformers(repo_id: str, processor: Any,
-                      dtype: torch.dtype) -> tuple[nn.Module, Any]:
-    """Load a model (and its processor unless given) by repo id or local folder, offline-safe.
+def load_transformers(model_or_repo_id: nn.Module | str, processor: Any = None,
+                      device: str | torch.device = "cpu",
+                      dtype: torch.dtype | None = None) -> TransformersText:
+    """Wrap a live ``CLIPModel``/``SiglipModel``, or load one (and its processor unless given) by
+    repo id or local folder, offline-safe.
+
+    Args:
+        model_or_repo_id: a live model, a Hub repo id or a local ``save_pretrained`` folder.
+        processor: its processor; loaded with the model when a repo id is given and this is
+            ``None``.
+        device: where to put the model (a live model is moved too).
+        dtype: the model's dtype; ``None`` keeps a live model's and loads ``float32``.
 
     Raises:
         ValueError: the Hub says the repo does not exist.
         OSError: it is not in the local cache and the Hub is unreachable or offline mode is set.
+        TypeError: the model has no text tower.
     """
+    model, name = model_or_repo_id, None
+    if isinstance(model_or_repo_id, str):
+        name = model_or_repo_id
+        model, processor = _from_pretrained(name, processor, dtype or torch.float32)
+    elif dtype is not None:
+        model = model.to(dtype)
+    return TransformersText(model.to(device), processor, model_name=name)
+
+
+def _from_pretrained(repo_id: str, processor: Any, dtype: torch.dtype) -> tuple[nn.Module, Any]:
     from transformers import AutoModel, AutoProcessor
 
     local_only = _local_only(repo_id)
@@ -115,7 +145,7 @@ def _local_only(repo_id: str) -> bool:
     from huggingface_hub import HfApi, constants
     from huggingface_hub.errors import GatedRepoError, RepositoryNotFoundError
 
-    if os.path.isdir(repo_id) or constants.is_offline_mode() or _offline_env():
+    if os.path.isdir(repo_id) or constants.is_offline_mode() or offline_variable():
         return True
     try:
         HfApi().model_info(repo_id, timeout=HUB_TIMEOUT_S)
@@ -127,10 +157,3 @@ def _local_only(repo_id: str) -> bool:
     except Exception:  # any transport error (the HTTP client differs between versions)
         return True
     return False
-
-
-def _offline_env() -> bool:
-    """``HF_HUB_OFFLINE``/``TRANSFORMERS_OFFLINE`` as set now (the Hub client reads them once,
-    at import)."""
-    return any(os.environ.get(name, "").upper() in ("1", "ON", "YES", "TRUE")
-               for name in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE"))

@@ -14,7 +14,8 @@ import socket
 from pathlib import Path
 from urllib.parse import urlparse
 
-__all__ = ["HubUnreachableError", "check_weights_reachable", "hub_unreachable_reason"]
+__all__ = ["HubUnreachableError", "check_weights_reachable", "hub_unreachable_reason",
+           "offline_variable"]
 
 OFFLINE_VARIABLES = ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE")
 # open_clip's weight files on the Hub, newest format first.
@@ -25,6 +26,15 @@ class HubUnreachableError(OSError):
     """Pretrained weights are not cached locally and the Hub cannot be reached."""
 
 
+def offline_variable() -> str | None:
+    """The offline switch (``HF_HUB_OFFLINE``/``TRANSFORMERS_OFFLINE``) set now, or ``None`` (the
+    Hub client reads them once, at import, so a later change is seen only here)."""
+    for variable in OFFLINE_VARIABLES:
+        if os.environ.get(variable, "").strip().lower() in ("1", "on", "yes", "true"):
+            return variable
+    return None
+
+
 def hub_unreachable_reason(timeout: float = 2.0, host: str | None = None) -> str | None:
     """Why the Hugging Face Hub cannot be reached now, or ``None`` when it answers.
 
@@ -32,9 +42,9 @@ def hub_unreachable_reason(timeout: float = 2.0, host: str | None = None) -> str
         timeout: seconds to wait for a TCP connection.
         host: the host to try; default: ``$HF_ENDPOINT``'s, else ``huggingface.co``.
     """
-    for variable in OFFLINE_VARIABLES:
-        if os.environ.get(variable, "").strip().lower() in ("1", "on", "yes", "true"):
-            return f"{variable} is set"
+    variable = offline_variable()
+    if variable is not None:
+        return f"{variable} is set"
     host = host or urlparse(os.environ.get("HF_ENDPOINT", "https://huggingface.co")).hostname
     try:
         with socket.create_connection((host, 443), timeout=timeout):
