@@ -141,6 +141,25 @@ def resolve_heads(heads: Any, layers: int | Sequence[int] | None, n_layers: int,
     return selected, mask
 
 
+def check_text_embeddings(text_embeddings: Tensor, width: int) -> Tensor:
+    """Validate text embeddings ``[E]`` or ``[T, E]`` and return them as ``[T, E]``."""
+    if not isinstance(text_embeddings, Tensor):
+        raise TypeError(f"text embeddings must be a torch.Tensor [T, {width}], "
+                        f"got {type(text_embeddings).__name__}.")
+    if text_embeddings.dim() == 1:
+        text_embeddings = text_embeddings[None]
+    if text_embeddings.dim() != 2 or text_embeddings.shape[1] != width:
+        raise ValueError(f"text embeddings must have shape [{width}] or [T, {width}] for this "
+                         f"model's joint space, got {list(text_embeddings.shape)}.")
+    if text_embeddings.shape[0] == 0:
+        raise ValueError("text embeddings are empty (T = 0); pass at least one text.")
+    if not torch.isfinite(text_embeddings).all():
+        raise ValueError("text embeddings contain NaN or infinite values.")
+    return text_embeddings
+
+
+
+
 def resolve_texts(clip: HookedCLIP, texts: TextsType) -> Tensor | None:
     """``texts=`` -> text embeddings ``[T, E]``, or ``None`` for joint-space vectors.
 
@@ -150,13 +169,12 @@ def resolve_texts(clip: HookedCLIP, texts: TextsType) -> Tensor | None:
             ``[T, E]``, a :class:`~captum_clipspan.ZeroShotClassifier` (its class embeddings,
             ``T = C``), or ``None``.
     """
-    from .decomposition import check_text_embeddings
-    from .text import ZeroShotClassifier
-
     if texts is None:
         return None
-    if isinstance(texts, ZeroShotClassifier):
-        return check_text_embeddings(texts.class_embeddings, clip.embed_dim)
+    # A classifier is recognised by its class embeddings, so that validation imports nothing above.
+    class_embeddings = getattr(texts, "class_embeddings", None)
+    if isinstance(class_embeddings, Tensor):
+        return check_text_embeddings(class_embeddings, clip.embed_dim)
     if isinstance(texts, str) or (isinstance(texts, (list, tuple)) and texts
                                   and all(isinstance(t, str) for t in texts)):
         return clip.encode_text(texts)

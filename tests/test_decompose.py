@@ -201,20 +201,20 @@ def test_weights_are_read_live_after_the_model_moves_to_another_dtype(build):
 
 def test_large_batches_are_split_to_bound_the_captured_rows(monkeypatch):
     """A per-token norm before a mean pool keeps every row: the batch is decomposed in chunks."""
-    decomposition = importlib.import_module("captum_clipspan.decomposition")
+    capture = importlib.import_module("captum_clipspan.decomposition.capture")
     clip = small_clip("avg")
     images = images_for(clip, batch=5)
     whole = cs.decompose(clip, images, granularity="token", convention="centered")
-    per_image = decomposition.capture_bytes_per_image(clip.visual, "token", 3, torch.float64)
-    monkeypatch.setattr(decomposition, "CAPTURE_BUDGET", 2 * per_image)
+    per_image = capture.capture_bytes_per_image(clip.visual, "token", 3, torch.float64)
+    monkeypatch.setattr(capture, "CAPTURE_BUDGET", 2 * per_image)
     calls = []
-    original = decomposition._Capture.__init__
+    original = capture._Capture.__init__
 
     def counting(self, *args, **kwargs):
         calls.append(1)
         original(self, *args, **kwargs)
 
-    monkeypatch.setattr(decomposition._Capture, "__init__", counting)
+    monkeypatch.setattr(capture._Capture, "__init__", counting)
     split = cs.decompose(clip, images, granularity="token", convention="centered")
     assert len(calls) == 3  # chunks of 2, 2, 1
     for name in ["embed", "attns", "mlps", "heads", "tokens", "attn_biases", "ln_bias",

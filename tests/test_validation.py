@@ -5,13 +5,21 @@ The small tower has 3 layers and 4 heads; its cache holds layers 1 and 2.
 
 from __future__ import annotations
 
+from types import SimpleNamespace
+
 import pytest
 import torch
 from conftest import images_for, small_clip
 
 import captum_clipspan as cs
 from captum_clipspan.attr.ablation import head_accuracy
-from captum_clipspan.validation import check_labels, resolve_heads, resolve_layers
+from captum_clipspan.validation import (
+    check_labels,
+    check_text_embeddings,
+    resolve_heads,
+    resolve_layers,
+    resolve_texts,
+)
 
 
 @pytest.fixture(scope="module")
@@ -108,3 +116,26 @@ def test_labels_beyond_the_classes_are_refused_by_every_accuracy(cached):
     with pytest.raises(ValueError, match=r"0\.\.0"):
         report.accuracy(cache, one)
     assert check_labels([1, 0], 2, 2).tolist() == [1, 0]
+
+
+def test_text_embeddings_are_one_or_more_finite_rows_of_the_joint_width():
+    assert check_text_embeddings(torch.ones(24), 24).shape == (1, 24)
+    with pytest.raises(TypeError, match=r"torch.Tensor \[T, 24\]"):
+        check_text_embeddings([[0.0] * 24], 24)
+    with pytest.raises(ValueError, match=r"\[24\] or \[T, 24\].*got \[2, 3\]"):
+        check_text_embeddings(torch.ones(2, 3), 24)
+    with pytest.raises(ValueError, match="empty"):
+        check_text_embeddings(torch.ones(0, 24), 24)
+    with pytest.raises(ValueError, match="NaN"):
+        check_text_embeddings(torch.full((1, 24), float("nan")), 24)
+    assert cs.decomposition.check_text_embeddings is check_text_embeddings  # the old import path
+
+
+def test_a_classifier_is_read_as_its_class_embeddings():
+    clip = SimpleNamespace(embed_dim=24)
+    classes = torch.randn(3, 24)
+    assert torch.equal(resolve_texts(clip, SimpleNamespace(class_embeddings=classes)), classes)
+    with pytest.raises(ValueError, match=r"\[T, 24\]"):
+        resolve_texts(clip, SimpleNamespace(class_embeddings=torch.randn(3, 8)))
+    with pytest.raises(TypeError, match="ZeroShotClassifier"):
+        resolve_texts(clip, SimpleNamespace(class_embeddings=[[0.0] * 24]))

@@ -1,0 +1,247 @@
+"""Exact direct-effect decomposition of a CLIP-ViT image embedding (Gandelsman et al., Sec. 3-4).
+
+The residual stream at every token is a sum of terms,
+
+    x_i = z_0,i + sum_l [ sum_h sum_j c_{l,h,i,j} + b_l ] + sum_l m_l,i,
+
+and the readout is linear in ``x`` once its norms' scales and its pool's weights are read from the
+real forward pass (:mod:`.readout`). Only the pooled query rows of each layer's attention pattern
+are used; the paper's code builds a ``[B, N, N, H, D]`` tensor instead.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from typing import TYPE_CHECKING, Any
+
+import torch
+from torch import Tensor
+
+from ..validation import check_text_embeddings, resolve_layers
+from .capture import _Capture, _row_weights, images_per_pass
+from .consistency import check_consistent, user_hooks
+from .readout import (
+    ReadoutMap,
+    ReadoutWeights,
+    after_pool,
+    in_text_columns,
+    pool_rows,
+    readout_constant,
+    readout_map,
+    token_terms,
+)
+from .terms import CONVENTIONS, GRANULARITIES, Decomposition, concatenate
+from .weights import _attention_constant, _head_output, compute_dtype, readout_weights
+
+if TYPE_CHECKING:
+    from ..hooked.vit import HookedViT
+
+
+def decompose(
+    clip: Any,
+    images: Tensor,
+    granularity: str = "head",
+    convention: str = "reference",
+    layers: int | Sequence[int] | None = None,
+    normalize: bool = True,
+    text_embeddings: Tensor | None = None,
+) -> Decomposition:
+    """Split image embeddings exactly into direct contributions of layers, heads and tokens.
+
+    Args:
+        clip: a :class:`~captum_clipspan.HookedCLIP` or :class:`~captum_clipspan.HookedViT`.
+        images: ``[B, 3, H, W]`` preprocessed images at the model's input size.
+        granularity: ``"layer"`` (embedding, MSA and MLP layers), ``"head"`` (adds ``heads``) or
+            ``"token"`` (adds ``heads`` and ``tokens``, per image token).
+        convention: ``"reference"`` (default) reproduces the paper's code: the final norm's mean
+            and bias (and every other readout constant) are shared equally by the ``2L + 1``
+            residual terms and, inside an attention layer, by its ``N * H`` (token, head) cells
+            together with the out-projection bias. ``"centered"`` centers every term on its own and
+            keeps the out-projection biases (``attn_biases``) and the readout's constant
+            (``ln_bias``) as separate terms.
+        layers: layers for ``heads``/``tokens`` (``None``: all). Whole-layer terms always cover
+            every layer, so the decomposition stays complete.
+        normalize: divide every term by ``||encode_image(x)||`` so that they sum to the unit-norm
+            embedding (and their dot products with unit texts sum to the cosine similarity).
+        text_embeddings: optional ``[T, E]`` (or ``[E]``); every term is then contracted with the
+            texts at once (``X = T``), and no ``[..., E]`` per-token tensor is ever built.
+
+    Returns:
+        A :class:`Decomposition`; ``total()`` equals ``image_embed`` (fp64: ~1e-12, fp32: ~1e-6).
+
+    Raises:
+        ValueError: for a model in training mode, bad arguments, or a hook on the model that
+            changed the forward pass in a way no term carries (the message names the hooks).
+
+    Examples::
+
+        >>> parts = cs.decompose(clip, images, granularity="token", layers=[-2, -1])
+        >>> parts.heads.shape         # [B, 2, H, E]
+        >>> (parts.total() - parts.image_embed).abs().max()   # ~1e-7 in fp32
+    """
+    vit = getattr(clip, "visual", clip)
+    if granularity not in GRANULARITIES:
+        raise ValueError(f"granularity must be one of {GRANULARITIES}, got {granularity!r}.")
+    if convention not in CONVENTIONS:
+        raise ValueError(f"convention must be one of {CONVENTIONS}, got {convention!r}.")
+    if vit.model.training:
+        raise ValueError("the model is in training mode; call clip.eval() first (patch dropout and "
+                         "dropout make the decomposition meaningless in training mode).")
+    vit.check_images(images)
+    selected = resolve_layers(layers, vit.n_layers)
+    dtype = compute_dtype(vit.dtype)
+    chunk = images_per_pass(vit, granularity, len(selected), dtype)
+    if len(images) > chunk:  # bounded memory: the captured rows of one chunk at a time
+        options = dict(granularity=granularity, convention=convention, layers=layers,
+                       normalize=normalize, text_embeddings=text_embeddings)
+        return concatenate([decompose(clip, part, **options) for part in images.split(chunk)])
+    if text_embeddings is not None:
+        text_embeddings = check_text_embeddings(text_embeddings, vit.output_dim).to(vit.device)
+    with torch.no_grad(), vit.lock:
+        hooked = user_hooks(vit)
+        pattern_hooked = {l: any(name.startswith(f"blocks.{l}.attn.hook_") and name.endswith(
+            ("hook_pattern", "hook_attn_scores")) for name in hooked) for l in range(vit.n_layers)}
+        weights = readout_weights(vit, dtype)
+        centered = convention == "centered"
+        term_map = readout_map(weights, centered, text_embeddings)
+        head_outs = {layer: _head_output(vit, layer, dtype) for layer in selected}
+        token_maps = ({layer: term_map.fold(head_outs[layer]) for layer in selected}
+                      if granularity == "token" else None)
+        capture = _Capture(vit, granularity, selected, dtype, token_maps, pattern_hooked)
+        with vit.hooks(fwd_hooks=capture.hooks()):
+            vit(images)
+        parts = _assemble(vit, capture, weights, term_map, head_outs, convention, normalize,
+                          text_embeddings)
+    if hooked:
+        check_consistent(parts, hooked, dtype)
+    return parts
+
+
+def decompose_batches(clip: Any, images: Tensor, batch_size: int = 8,
+                      **kwargs: Any) -> Iterator[Decomposition]:
+    """Stream :func:`decompose` over ``images`` in chunks of ``batch_size``, one
+    :class:`Decomposition` per chunk, so memory stays that of one chunk (token granularity on a
+    large batch needs it: its output is ``[B, L_s, N, H, E]``).
+
+    Examples::
+
+        >>> for parts in cs.decompose_batches(clip, images, 8, granularity="token"):
+        ...     maps.append(parts.tokens.sum(dim=(1, 3)) @ texts.T)   # reduce, then drop
+    """
+    if not isinstance(batch_size, int) or batch_size < 1:
+        raise ValueError(f"batch_size must be a positive int, got {batch_size!r}.")
+    for chunk in images.split(batch_size):
+        yield decompose(clip, chunk, **kwargs)
+
+
+def _assemble(vit: HookedViT, capture: _Capture, weights: ReadoutWeights, term_map: ReadoutMap,
+              head_outs: dict[int, Tensor], convention: str, normalize: bool,
+              text_embeddings: Tensor | None) -> Decomposition:
+    store, n_layers, dtype = capture.store, vit.n_layers, capture.dtype
+    pool_weights, post_scale = _row_weights(vit, store, store["resid"])
+    omega = pool_weights / post_scale[:, None, None]
+    if "pre_scale" in store:
+        omega = omega / store["pre_scale"].reshape(omega.shape[0], 1, -1)
+    reduced_omega = omega.sum(dim=-1, keepdim=True)  # pairs with rows averaged during the pass
+
+    def pooled(key: str) -> Tensor:
+        rows = store[key]
+        return pool_rows(reduced_omega if rows.shape[1] == 1 else omega, rows)
+
+    embed = term_map(pooled("embed"))
+    attns = torch.stack([term_map(pooled(f"attn.{l}")) for l in range(n_layers)], 1)
+    mlps = torch.stack([term_map(pooled(f"mlp.{l}")) for l in range(n_layers)], 1)
+    bias_terms = torch.stack([_bias_term(vit, capture, omega, l, term_map)
+                              for l in range(n_layers)], 1)  # [B, L, X]
+
+    heads = tokens = attn_biases = ln_bias = None
+    layer_index = list(capture.layers)
+    if capture.granularity != "layer":
+        heads = torch.stack([_head_terms(capture, omega, reduced_omega, l, head_outs[l], term_map)
+                             for l in layer_index], 1)
+    if capture.granularity == "token":
+        tokens = _fill_token_terms(capture, omega, reduced_omega)
+
+    constant = readout_constant(weights, pool_weights, post_scale, text_embeddings)
+    pool_mlp = None
+    if "pool_mlp" in store:
+        mlp_out = torch.einsum("q,bqd->bd", vit.pool.query_weights(store["pool_mlp"]),
+                               store["pool_mlp"])
+        pool_mlp = after_pool(weights, mlp_out, post_scale, text_embeddings)
+    if convention == "reference":
+        # The constant plus what centering would have removed from every term, shared equally.
+        residual = pooled("resid")
+        centered_map = readout_map(weights, True, text_embeddings)
+        shared = (centered_map(residual) - term_map(residual) + constant) / (2 * n_layers + 1)
+        embed = embed + shared
+        mlps = mlps + shared[:, None]
+        attns = attns + shared[:, None]
+        if heads is not None:
+            layer_constant = bias_terms[:, layer_index] + shared[:, None]  # [B, L_s, X]
+            heads = heads + layer_constant[:, :, None] / vit.n_heads
+            if tokens is not None:
+                n_cells = vit.n_heads * tokens.shape[2]
+                tokens.add_(layer_constant[:, :, None, None] / n_cells)
+    else:
+        attn_biases = bias_terms
+        ln_bias = constant
+
+    image_embed = capture.scratch["image_embed"].to(dtype)
+    norm = image_embed.norm(dim=-1)
+    image_embed = in_text_columns(image_embed, text_embeddings)
+    parts = dict(embed=embed, attns=attns, mlps=mlps, heads=heads, tokens=tokens,
+                 attn_biases=attn_biases, ln_bias=ln_bias, pool_mlp=pool_mlp,
+                 image_embed=image_embed)
+    if normalize:
+        parts = {k: None if v is None else v / norm.reshape(-1, *[1] * (v.dim() - 1))
+                 for k, v in parts.items() if k != "tokens"}
+        if tokens is not None:
+            parts["tokens"] = tokens.div_(norm.reshape(-1, 1, 1, 1, 1))
+    return Decomposition(**parts, layers=tuple(layer_index), convention=convention,
+                         normalized=normalize, text_embeddings=text_embeddings)
+
+
+def _row_omega(capture: _Capture, omega: Tensor, layer: int,
+               scales: tuple[str, ...] = ("z_scale", "out_scale")) -> Tensor:
+    """The row weights of one layer's heads, divided by the per-row scales of its norms inside
+    attention (sub-LN, post-norm), if any."""
+    for scale in scales:
+        key = f"{scale}.{layer}"
+        if key in capture.store:
+            omega = omega / capture.store[key].reshape(omega.shape[0], 1, -1)
+    return omega
+
+
+def _bias_term(vit: HookedViT, capture: _Capture, omega: Tensor, layer: int,
+               term_map: ReadoutMap) -> Tensor:
+    """``[B, X]`` the part of one attention layer in no head."""
+    scaled, plain = _attention_constant(vit, layer, capture.dtype)
+    weights = omega.sum(dim=-1)[..., None] * plain  # [B, G, D]
+    if f"out_scale.{layer}" in capture.store:
+        weights = weights + _row_omega(capture, omega, layer, ("out_scale",)).sum(
+            dim=-1)[..., None] * scaled
+    return term_map(weights)
+
+
+def _head_terms(capture: _Capture, omega: Tensor, reduced_omega: Tensor, layer: int,
+                head_out: Tensor, term_map: ReadoutMap) -> Tensor:
+    """``[B, H, X]`` the head terms of one layer."""
+    z = capture.store[f"z.{layer}"]  # [B, R, H, d], or [B, 1, H, d] when averaged in the pass
+    weights = _row_omega(capture, omega, layer) if z.shape[1] == capture.n_rows else reduced_omega
+    pooled_z = pool_rows(weights, z)  # [B, G, H, d]
+    return term_map(torch.einsum("bghk,hkD->bghD", pooled_z, head_out))
+
+
+def _fill_token_terms(capture: _Capture, omega: Tensor, reduced_omega: Tensor) -> Tensor:
+    """``[B, L_s, N, H, X]`` the token terms, completed in place in the capture's buffer."""
+    store = capture.store
+    tokens = store["tokens"]
+    for index, layer in enumerate(capture.layers):
+        if f"pattern.{layer}" not in store:  # mapped during the pass, up to the image's factor
+            tokens[:, index].mul_(reduced_omega.sum(dim=1)[:, 0, None, None, None])
+            continue
+        weights = _row_omega(capture, omega, layer)
+        pooled_pattern = torch.einsum("bgr,bhrn->bghn", weights, store.pop(f"pattern.{layer}"))
+        tokens[:, index] = token_terms(pooled_pattern, store.pop(f"values.{layer}"),
+                                       capture.token_maps[layer])
+    return tokens

@@ -1,0 +1,74 @@
+"""Reading the readout's and the heads' weights through the hooked tower's accessors."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import torch
+from torch import Tensor
+
+from .readout import NormWeights, ReadoutWeights, attention_constant, head_output_weights
+
+if TYPE_CHECKING:
+    from ..hooked.vit import HookedNorm, HookedViT
+
+
+def compute_dtype(dtype: torch.dtype) -> torch.dtype:
+    """Accumulate in fp32 even for fp16/bf16 models, in fp64 for fp64 models."""
+    return torch.float64 if dtype == torch.float64 else torch.float32
+
+
+def _detached(tensor: Tensor | None, dtype: torch.dtype) -> Tensor | None:
+    """A weight read as a constant at the compute dtype (``None`` stays ``None``)."""
+    return None if tensor is None else tensor.detach().to(dtype)
+
+
+def norm_weights(norm: HookedNorm, dtype: torch.dtype) -> NormWeights | None:
+    """A hooked norm's weights, or ``None`` when the model has no norm there."""
+    if not norm.exists:
+        return None
+    return NormWeights(_detached(norm.w, dtype), _detached(norm.b, dtype), norm.centered)
+
+
+def readout_weights(vit: HookedViT, dtype: torch.dtype) -> ReadoutWeights:
+    """Gather the readout's tensors through the hooked tower's accessors."""
+    final = norm_weights(vit.ln_final, dtype)
+    norm_after_pool = vit.final_ln_after_pool
+    proj = _detached(vit.proj, dtype)
+    pool = vit.pool
+    width = pool.W_O.shape[-1] if pool is not None else vit.d_model
+    weights = ReadoutWeights(
+        pre_norm=None if norm_after_pool else final,
+        post_norm=final if norm_after_pool else None,
+        proj=proj if proj is not None else torch.eye(width, dtype=dtype, device=vit.device),
+        proj_bias=_detached(vit.proj_bias, dtype),
+    )
+    if pool is not None:
+        if pool.ln_k.exists:
+            if weights.pre_norm is not None:
+                raise ValueError("this tower normalizes its tokens twice before the pool; the "
+                                 "decomposition supports one per-token norm.")
+            weights.pre_norm = norm_weights(pool.ln_k, dtype)
+        weights.value_weight = _detached(pool.W_V, dtype)
+        weights.value_bias = _detached(pool.b_V, dtype)
+        weights.out_weight = _detached(pool.W_O, dtype)
+        weights.out_bias = _detached(pool.b_O, dtype)
+        weights.pos_embed = _detached(pool.pos_embed, dtype)
+    return weights
+
+
+def _head_output(vit: HookedViT, layer: int, dtype: torch.dtype) -> Tensor:
+    """Each head's map from its attention output to the residual stream in ``layer``,
+    ``[H, d, D]`` (:func:`~.readout.head_output_weights` of the layer's weights)."""
+    attn = vit.blocks[layer].attn
+    return head_output_weights(_detached(attn.W_O, dtype), _detached(attn.layer_scale, dtype),
+                               norm_weights(attn.ln, dtype), norm_weights(attn.ln_out, dtype))
+
+
+def _attention_constant(vit: HookedViT, layer: int, dtype: torch.dtype) -> tuple[Tensor, Tensor]:
+    """The part of ``layer``'s attention output in no head, ``(scaled, plain)`` ``[D]`` each
+    (:func:`~.readout.attention_constant` of the layer's weights)."""
+    attn = vit.blocks[layer].attn
+    return attention_constant(_detached(attn.W_O, dtype), _detached(attn.b_O, dtype),
+                              _detached(attn.layer_scale, dtype), norm_weights(attn.ln, dtype),
+                              norm_weights(attn.ln_out, dtype))
