@@ -10,6 +10,7 @@ from conftest import images_for, small_clip
 import captum_clipspan as cs
 from captum_clipspan import segmentation as seg
 from captum_clipspan.cli import main
+from captum_clipspan.toy.segmentation import SceneSegmentation
 
 # --------------------------------------------------------------------------- brute force
 
@@ -138,10 +139,10 @@ def toy():
 
 @pytest.fixture(scope="module")
 def scenes(toy):
-    data = seg.SceneSegmentation(6, seed=2024, **seg.for_model(toy))
+    data = SceneSegmentation(6, seed=2024, **seg.for_model(toy))
     images = torch.stack([data[i][0] for i in range(len(data))])
     masks = torch.stack([data[i][1] for i in range(len(data))])
-    classes = cs.ZeroShotClassifier.from_prompts(toy, seg.SceneSegmentation.class_prompts())
+    classes = cs.ZeroShotClassifier.from_prompts(toy, SceneSegmentation.class_prompts())
     return images, masks, classes
 
 
@@ -245,8 +246,8 @@ def test_topic_segmentation_and_contrastive_maps(toy, scenes):
 
 
 def test_the_decomposition_beats_raw_attention_on_held_out_scenes(toy):
-    data = seg.SceneSegmentation(48, seed=2024, **seg.for_model(toy))
-    classes = cs.ZeroShotClassifier.from_prompts(toy, seg.SceneSegmentation.class_prompts())
+    data = SceneSegmentation(48, seed=2024, **seg.for_model(toy))
+    classes = cs.ZeroShotClassifier.from_prompts(toy, SceneSegmentation.class_prompts())
     rows = {row["method"]: row for row in seg.benchmark(
         toy, data, classes, methods=["decomposition", "raw_attention"], batch_size=24)}
     print(seg.markdown_table(list(rows.values())))
@@ -270,6 +271,15 @@ def write_mat(path, images: list[np.ndarray], masks: list[np.ndarray]) -> None:
             cell = refs.create_dataset(f"cell{i}", (1, 1), dtype=h5py.ref_dtype)
             cell[0, 0] = array.ref
             gt[i, 0] = cell.ref
+
+
+def test_the_toy_registers_its_scenes_as_segmentation_data():
+    from captum_clipspan import registry
+    from captum_clipspan.toy import SceneSegmentation as exported
+
+    assert registry.lookup("dataset", "scenes") is SceneSegmentation
+    assert exported is SceneSegmentation
+    assert not hasattr(seg, "SceneSegmentation")  # the library does not know the toy
 
 
 def test_imagenet_segmentation_reads_the_mat_layout(tmp_path):

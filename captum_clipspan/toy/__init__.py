@@ -3,7 +3,8 @@
 * :mod:`~captum_clipspan.toy.scenes`: synthetic scenes with known attributes and masks;
 * :mod:`~captum_clipspan.toy.model`: the shipped toy CLIPs (``"toy"``, ``"toy-spurious"``);
 * :mod:`~captum_clipspan.toy.probes`: per-attribute classifiers and head probes on the scenes;
-* :mod:`~captum_clipspan.toy.spurious`: the spurious-cue benchmark.
+* :mod:`~captum_clipspan.toy.spurious`: the spurious-cue benchmark;
+* :mod:`~captum_clipspan.toy.segmentation`: the scenes with masks as segmentation data.
 
 Names are loaded on first use, so ``import captum_clipspan.toy.scenes`` does not import
 open_clip.
@@ -29,6 +30,7 @@ _EXPORTS = {
     "zero_shot_accuracy": "model",
     "WordTokenizer": "tokenizer",
     "toy_bank": "bank",
+    "SceneSegmentation": "segmentation",
 }
 
 __all__ = sorted(_EXPORTS)
