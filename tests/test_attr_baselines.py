@@ -5,17 +5,17 @@ from __future__ import annotations
 
 import pytest
 import torch
-from captum.attr import GradientAttribution, LayerAttribution, NoiseTunnel
+from captum.attr import Attribution, GradientAttribution, LayerAttribution, NoiseTunnel
 from conftest import images_for, small_clip
 
 import captum_clipspan as cs
+from captum_clipspan.attr.base import patch_grid
 from captum_clipspan.attr.baselines import (
     AttentionRollout,
     CheferRelevance,
     ContrastivePatchContribution,
     GradCAM,
     RawAttention,
-    patch_grid,
     relevancy,
     rollout,
 )
@@ -71,7 +71,8 @@ def test_interpolate_upsamples_with_captum_to_the_input_size(cls, clip64):
 @pytest.mark.parametrize("cls", ALL)
 def test_attributions_subclass_captum_and_log_usage(cls, clip64):
     attribution = cls(clip64)
-    assert isinstance(attribution, LayerAttribution)
+    # maps over input patches: input attributions, not a layer's (interpolate is only borrowed)
+    assert isinstance(attribution, Attribution) and not isinstance(attribution, LayerAttribution)
     assert hasattr(cls.attribute, "__wrapped__")
     assert not attribution.multiplies_by_inputs
     if cls in (GradCAM, CheferRelevance):

@@ -165,7 +165,8 @@ def test_attributions_subclass_captum_and_report_properties(clip32):
     heads = cs.HeadContribution(clip32)
     assert isinstance(heads, Attribution) and heads.has_convergence_delta()
     assert not heads.multiplies_by_inputs
-    assert isinstance(cs.PatchContribution(clip32), LayerAttribution)
+    patches = cs.PatchContribution(clip32)  # input attributions: interpolate is only borrowed
+    assert isinstance(patches, Attribution) and not isinstance(patches, LayerAttribution)
     for cls in (cs.HeadContribution, cs.LayerContribution, cs.PatchContribution,
                 cs.MeanAblation):
         assert hasattr(cls.attribute, "__wrapped__")

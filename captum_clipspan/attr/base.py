@@ -19,14 +19,32 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
-from captum.attr import Attribution
+from captum.attr import Attribution, LayerAttribution
 from torch import Tensor
 
 from ..decomposition import CONVENTIONS, Decomposition, decompose
 from ..hooked.clip import HookedCLIP
+from ..hooked.vit import HookedViT
 from ..validation import TargetType, TextsType, resolve_target, resolve_texts
 
-__all__ = ["ClipSpanAttribution", "ResolvedTexts", "TargetType", "TextsType"]
+__all__ = ["ClipSpanAttribution", "ResolvedTexts", "TargetType", "TextsType", "patch_grid",
+           "upsample"]
+
+
+def patch_grid(per_token: Tensor, vit: HookedViT) -> Tensor:
+    """Values over every token ``[B, K, N]`` -> maps over the patch grid ``[B, K, g, g]``.
+
+    The prefix tokens (class and register tokens) are dropped; the layout is the hooked tower's.
+    """
+    patches = per_token[..., vit.n_prefix_tokens:]
+    return patches.reshape(*patches.shape[:-1], *vit.grid_size)
+
+
+def upsample(maps: Tensor, inputs: Tensor, mode: str = "bilinear") -> Tensor:
+    """Patch maps ``[B, K, g, g]`` -> ``[B, K, H, W]`` at the input's size, with Captum's
+    :meth:`~captum.attr.LayerAttribution.interpolate` (the patch maps are input attributions,
+    not a layer's, so the classes only borrow this static method)."""
+    return LayerAttribution.interpolate(maps, tuple(inputs.shape[-2:]), mode)
 
 
 @dataclass

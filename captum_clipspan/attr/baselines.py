@@ -2,7 +2,8 @@
 the baselines it is compared with (Sec. 5.1, Table 3).
 
 The math is written once, as functions on tensors: :func:`pooled_row`, :func:`rollout`
-(Abnar & Zuidema, 2020), :func:`relevancy` (Chefer et al., 2021) and :func:`patch_grid`. The
+(Abnar & Zuidema, 2020) and :func:`relevancy` (Chefer et al., 2021); the patch grid is
+:func:`~captum_clipspan.attr.base.patch_grid`. The
 classes only read hook points and format the output. They take ``texts=`` and ``target`` as every
 attribution here does (:class:`~captum_clipspan.attr.base.ResolvedTexts`) and return patch maps
 ``[B, T, g, g]`` (``[B, 1, g, g]`` with a target or, for the text-independent attention maps,
@@ -15,32 +16,23 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, Literal, overload
 
 import torch
-from captum.attr import GradientAttribution, LayerAttribution, LayerGradCam
+from captum.attr import Attribution, GradientAttribution, LayerGradCam
 from captum.log import log_usage
 from torch import Tensor, nn
 
 from ..hooked.clip import HookedCLIP
 from ..validation import resolve_layer, resolve_texts
-from .base import ResolvedTexts, TargetType, TextsType
+from .base import ResolvedTexts, TargetType, TextsType, patch_grid, upsample
 from .patches import PatchContribution
 
 if TYPE_CHECKING:
     from ..hooked.vit import HookedViT
 
 __all__ = ["AttentionRollout", "CheferRelevance", "ContrastivePatchContribution", "GradCAM",
-           "RawAttention", "patch_grid", "pooled_row", "relevancy", "rollout"]
+           "RawAttention", "pooled_row", "relevancy", "rollout"]
 
 
 # --------------------------------------------------------------------------- the math
-
-
-def patch_grid(per_token: Tensor, vit: HookedViT) -> Tensor:
-    """Values over every token ``[B, K, N]`` -> maps over the patch grid ``[B, K, g, g]``.
-
-    The prefix tokens (class and register tokens) are dropped; the layout is the hooked tower's.
-    """
-    patches = per_token[..., vit.n_prefix_tokens:]
-    return patches.reshape(*patches.shape[:-1], *vit.grid_size)
 
 
 def pooled_row(matrix: Tensor, rows: slice) -> Tensor:
@@ -116,7 +108,7 @@ def _score_columns(resolved: ResolvedTexts, n_examples: int) -> list[Tensor]:
             for column in range(resolved.text_embeddings.shape[0])]
 
 
-class _PatchMapAttribution(LayerAttribution):
+class _PatchMapAttribution(Attribution):
     """A heat map read from the hooked tower: ``texts=``/``target`` in, patch maps out.
 
     Subclasses implement ``_maps(inputs, resolved) -> [B, K, g, g]``: ``K = 1`` for a map that
@@ -130,7 +122,7 @@ class _PatchMapAttribution(LayerAttribution):
         if not isinstance(clip, HookedCLIP):
             raise TypeError(f"expected a HookedCLIP (HookedCLIP.from_open_clip(model) or "
                             f".from_pretrained(name)), got {type(clip).__name__}.")
-        LayerAttribution.__init__(self, clip, clip.visual)
+        Attribution.__init__(self, clip)
         self.clip = clip
 
     def has_convergence_delta(self) -> bool:
@@ -170,7 +162,7 @@ class _PatchMapAttribution(LayerAttribution):
                              f"ZeroShotClassifier).")
         maps = self._maps(inputs, resolved).detach()
         if interpolate:
-            maps = LayerAttribution.interpolate(maps, tuple(inputs.shape[-2:]), interpolate_mode)
+            maps = upsample(maps, inputs, interpolate_mode)
         if resolved.columns is None and resolved.text_embeddings is not None:
             maps = maps.expand(-1, resolved.text_embeddings.shape[0], -1, -1).contiguous()
         return maps

@@ -5,16 +5,15 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Literal, overload
 
-from captum.attr import LayerAttribution
 from captum.log import log_usage
 from torch import Tensor
 
 from ..hooked.clip import HookedCLIP
 from ..validation import resolve_heads
-from .base import ClipSpanAttribution, TargetType, TextsType
+from .base import ClipSpanAttribution, TargetType, TextsType, patch_grid, upsample
 
 
-class PatchContribution(ClipSpanAttribution, LayerAttribution):
+class PatchContribution(ClipSpanAttribution):
     """Direct effect of every image patch, through the chosen layers and heads.
 
     Sums the per-(token, head) terms ``c_{l,h,i}`` over the chosen layers and heads, drops the
@@ -45,7 +44,6 @@ class PatchContribution(ClipSpanAttribution, LayerAttribution):
                  heads: Sequence[int] | Sequence[tuple[int, int]] | None = None,
                  convention: str = "reference") -> None:
         ClipSpanAttribution.__init__(self, clip, convention)
-        LayerAttribution.__init__(self, clip, clip.visual)
         vit = clip.visual
         self.layers, mask = resolve_heads(heads, layers, vit.n_layers, vit.n_heads)
         self.head_mask = mask.to(clip.device)
@@ -83,15 +81,12 @@ class PatchContribution(ClipSpanAttribution, LayerAttribution):
         """
         parts, resolved = self.decompose(inputs, texts, target, "token", self.layers)
         mask = self.head_mask.to(parts.tokens.dtype)
-        patches = parts.tokens[:, :, self.clip.visual.n_prefix_tokens:]  # drop class/registers
-        per_token = (patches * mask[None, :, None, :, None]).sum(dim=(1, 3))
-        grid = self.clip.visual.grid_size
+        per_token = (parts.tokens * mask[None, :, None, :, None]).sum(dim=(1, 3))  # [B, N, T]
         per_text = resolved.select(per_token)  # [B, N, T], or [B, N] with a target
-        maps = per_text.reshape(*per_text.shape[:2], -1).permute(0, 2, 1).reshape(
-            per_token.shape[0], -1, *grid
-        )
+        per_text = per_text.reshape(*per_text.shape[:2], -1).transpose(1, 2)  # [B, T or 1, N]
+        maps = patch_grid(per_text, self.clip.visual)
         if interpolate:
-            maps = LayerAttribution.interpolate(maps, tuple(inputs.shape[-2:]), interpolate_mode)
+            maps = upsample(maps, inputs, interpolate_mode)
         if not return_convergence_delta:
             return maps
         return maps, resolved.select(parts.convergence_delta())
