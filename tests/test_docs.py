@@ -90,3 +90,26 @@ def test_tutorials_page_builds_without_notebooks(tmp_path):
     assert "{toctree}" in source[0]
     conf.drop_empty_tutorial_toctree(SimpleNamespace(srcdir=tmp_path), "tutorials", source)
     assert "{toctree}" not in source[0] and conf.NO_TUTORIALS in source[0]
+
+
+def test_the_api_page_lists_every_module():
+    """Every module of the package has a section on the API page (package ``__init__`` files only
+    when they define something of their own rather than re-exporting)."""
+    import ast
+
+    package = ROOT / "captum_clipspan"
+    listed = set(re.findall(r"^   (captum_clipspan[\w.]*)$",
+                            (ROOT / "docs" / "api.rst").read_text(encoding="utf-8"), re.MULTILINE))
+    expected = set()
+    for path in package.rglob("*.py"):
+        parts = path.relative_to(ROOT).with_suffix("").parts
+        if any(part.startswith("_") and part != "__init__" for part in parts):
+            continue
+        if parts[-1] == "__init__":
+            tree = ast.parse(path.read_text(encoding="utf-8"))
+            if not any(isinstance(node, (ast.FunctionDef, ast.ClassDef)) for node in tree.body):
+                continue
+            parts = parts[:-1]
+        expected.add(".".join(parts))
+    assert not expected - listed, f"add to module-sections in docs/api.rst: {expected - listed}"
+    assert not listed - expected, f"no such module: {listed - expected}"
