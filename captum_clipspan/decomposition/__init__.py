@@ -10,6 +10,7 @@ and hook points (``hooked/vit.py``):
 - :mod:`.capture`: the hooks of one forward pass, restricted to the pool's rows.
 - :mod:`.consistency`: the check that the terms follow a user's hooks.
 - :mod:`.core`: :func:`decompose` and :func:`decompose_batches`.
+- :mod:`.second_order`: MLP neurons' first- and second-order effects (:func:`second_order`).
 """
 
 from __future__ import annotations
@@ -36,6 +37,7 @@ from .readout import (
     readout_map,
     token_terms,
 )
+from .second_order import NeuronEffects, first_order, neuron_effects, second_order
 from .terms import (
     CONVENTIONS,
     GRANULARITIES,
@@ -56,6 +58,7 @@ __all__ = [
     "PER_IMAGE_FIELDS",
     "TERM_FIELDS",
     "Decomposition",
+    "NeuronEffects",
     "NormWeights",
     "ReadoutMap",
     "ReadoutWeights",
@@ -68,9 +71,11 @@ __all__ = [
     "concatenate",
     "decompose",
     "decompose_batches",
+    "first_order",
     "head_output_weights",
     "images_per_pass",
     "in_text_columns",
+    "neuron_effects",
     "norm_after",
     "norm_then",
     "norm_weights",
@@ -81,6 +86,7 @@ __all__ = [
     "readout_weights",
     "resolve_layers",
     "rows_reduce",
+    "second_order",
     "token_terms",
     "user_hooks",
 ]

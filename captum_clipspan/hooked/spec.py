@@ -67,20 +67,42 @@ class AttentionSpec:
 
 @dataclass
 class MLPSpec:
-    """One MLP. ``pre``/``act``/``post`` split a plain ``fc -> act -> fc`` MLP so that its hook
-    points fire; any other MLP (SwiGLU, ...) gives only ``run`` and is one opaque term."""
+    """One MLP, ``out_norm(post(inner_norm(p)))`` of hidden units ``p`` ``[B, N, n]``.
+
+    A plain MLP has ``p = act(pre(x))``; a gated one (SwiGLU, GLU) ``p = act(pre(x)) *
+    pre_linear(x)``, ``pre`` being the gate. An MLP that gives only ``run`` is one opaque term
+    (its hidden units are not exposed).
+
+    Attributes:
+        run: ``(x [B, N, D]) -> [B, N, D]`` the backend's own MLP, ``out_norm`` included.
+        pre: the (gate's) input projection, ``x -> [B, N, n]``.
+        act: the activation.
+        post: the out-projection module, ``p -> [B, N, D]``, bias included.
+        pre_linear: the linear branch of a gated MLP, ``x -> [B, N, n]``, or ``None``.
+        out_weight: ``[D, n]`` the out-projection weight (``nn.Linear`` layout); ``out_bias``
+            ``[D]`` or ``None``.
+        inner_norm: a norm over the hidden units before the out-projection (EVA's sub-LN in
+            SwiGLU, timm's ``scale_mlp_norm``), or ``None``.
+        out_norm: a norm on the MLP's output (post-norm blocks, EVA02-E's
+            ``x + norm2(mlp(x))``), or ``None``.
+    """
 
     run: Callable[[Tensor], Tensor]
     pre: Callable[[Tensor], Tensor] | None = None
     act: Callable[[Tensor], Tensor] | None = None
     post: Callable[[Tensor], Tensor] | None = None
+    pre_linear: Callable[[Tensor], Tensor] | None = None
+    out_weight: Tensor | None = None
+    out_bias: Tensor | None = None
+    inner_norm: nn.Module | None = None
+    out_norm: nn.Module | None = None
 
 
 @dataclass
 class BlockSpec:
     """``x + ls1 * attn(ln1(x))`` then ``x + ls2 * mlp(ln2(x))`` (pre-norm residual block). A
     post-norm block (``x + norm(attn(x))``) has no ``ln1``/``ln2``; its attention norm is
-    ``attention.out_norm`` and its MLP norm part of ``mlp``."""
+    ``attention.out_norm`` and its MLP norm ``mlp.out_norm``."""
 
     ln1: nn.Module | None
     attention: AttentionSpec

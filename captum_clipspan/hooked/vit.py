@@ -245,20 +245,66 @@ class HookedAttention(nn.Module):
 
 
 class HookedMLP(nn.Module):
-    """Hook points of one MLP (``hook_pre`` before, ``hook_post`` after the activation); an MLP
-    that is not ``fc -> act -> fc`` (SwiGLU, ...) runs whole and its two hook points stay idle."""
+    """Hook points and weights of one MLP; shapes follow TransformerLens.
 
-    def __init__(self, spec: MLPSpec) -> None:
+    ``hook_pre`` ``[B, N, n]``: the pre-activation (of the gate, for a gated MLP);
+    ``hook_pre_linear``: the linear branch of a gated MLP (SwiGLU); ``hook_post``: the hidden units
+    ``p`` that the out-projection reads (for a gated MLP, the product). ``ln`` is the norm over
+    the hidden units (EVA's sub-LN in SwiGLU), ``ln_out`` the norm on the output of a post-norm
+    block (EVA02-E), when the model has them.
+
+    Weights: ``W_out`` ``[n, D]`` (hidden unit ``k`` writes ``p_k W_out[k]``), ``b_out`` ``[D]``,
+    ``layer_scale`` ``[D]`` (the block's ``ls2``, or ``None``).
+
+    The backend's own MLP runs whole (bit-identical) unless one of these hook points is hooked.
+    An MLP the backend describes only as a whole (``has_neurons`` false) always runs whole, and
+    its hook points stay idle.
+    """
+
+    def __init__(self, spec: MLPSpec, layer_scale: Tensor | None = None) -> None:
         super().__init__()
         _register_quietly(self, "spec", spec)
+        _register_quietly(self, "layer_scale", layer_scale)
         self.hook_pre = HookPoint()
+        self.hook_pre_linear = HookPoint()
         self.hook_post = HookPoint()
+        self.ln = HookedNorm(spec.inner_norm)
+        self.ln_out = HookedNorm(spec.out_norm)
+
+    @property
+    def has_neurons(self) -> bool:
+        """Whether the hidden units are exposed (``hook_post``, ``W_out``)."""
+        return self.spec.pre is not None and self.spec.out_weight is not None
+
+    @property
+    def d_mlp(self) -> int:
+        """``n``, the number of hidden units."""
+        return self.spec.out_weight.shape[1]
+
+    @property
+    def W_out(self) -> Tensor:  # noqa: N802 (TransformerLens' names)
+        """``[n, D]``: row ``k`` is what hidden unit ``k`` writes per unit of activation."""
+        return self.spec.out_weight.T
+
+    @property
+    def b_out(self) -> Tensor:
+        """``[D]`` the out-projection bias (zeros without one)."""
+        bias = self.spec.out_bias
+        return bias if bias is not None else self.spec.out_weight.new_zeros(
+            self.spec.out_weight.shape[0])
+
+    def hooked_points(self) -> list[HookPoint]:
+        return [self.hook_pre, self.hook_pre_linear, self.hook_post, self.ln.hook_scale,
+                self.ln.hook_normalized, self.ln_out.hook_scale, self.ln_out.hook_normalized]
 
     def forward(self, x: Tensor) -> Tensor:
         spec = self.spec
-        if spec.pre is None:
+        if spec.pre is None or not any(is_hooked(point) for point in self.hooked_points()):
             return spec.run(x)
-        return spec.post(self.hook_post(spec.act(self.hook_pre(spec.pre(x)))))
+        hidden = spec.act(self.hook_pre(spec.pre(x)))
+        if spec.pre_linear is not None:
+            hidden = hidden * self.hook_pre_linear(spec.pre_linear(x))
+        return self.ln_out(spec.post(self.ln(self.hook_post(hidden))))
 
 
 class HookedBlock(nn.Module):
@@ -273,7 +319,7 @@ class HookedBlock(nn.Module):
         self.hook_attn_out = HookPoint()
         self.hook_resid_mid = HookPoint()
         self.ln2 = HookedNorm(spec.ln2)
-        self.mlp = HookedMLP(spec.mlp)
+        self.mlp = HookedMLP(spec.mlp, spec.ls2)
         self.hook_mlp_out = HookPoint()
         self.hook_resid_post = HookPoint()
 
@@ -373,10 +419,12 @@ class HookedViT(HookedRootModule):
     ``blocks.{l}.hook_resid_pre``, ``blocks.{l}.ln1.hook_scale``,
     ``blocks.{l}.attn.hook_q|k|v|attn_scores|pattern|z|result``, ``blocks.{l}.attn.ln.hook_scale``
     (sub-LN towers), ``blocks.{l}.hook_attn_out``, ``blocks.{l}.hook_resid_mid``,
-    ``blocks.{l}.ln2.hook_scale``, ``blocks.{l}.mlp.hook_pre|post``, ``blocks.{l}.hook_mlp_out``,
-    ``blocks.{l}.hook_resid_post``, ``ln_final.hook_scale|normalized`` (the final norm, before or
-    after the pool), ``pool.hook_pattern|z|mlp_out`` (attention pools), ``hook_pooled`` (``[B, D]``,
-    before the projection) and ``hook_image_embed`` (``[B, E]``).
+    ``blocks.{l}.ln2.hook_scale``, ``blocks.{l}.mlp.hook_pre|pre_linear|post`` (hidden units
+    ``[B, N, n]``), ``blocks.{l}.mlp.ln|ln_out.hook_scale`` (sub-LN, post-norm towers),
+    ``blocks.{l}.hook_mlp_out``, ``blocks.{l}.hook_resid_post``,
+    ``ln_final.hook_scale|normalized`` (the final norm, before or after the pool),
+    ``pool.hook_pattern|z|mlp_out`` (attention pools), ``hook_pooled`` (``[B, D]``, before the
+    projection) and ``hook_image_embed`` (``[B, E]``).
 
     Calls on one model are serialized (``lock``), so one ``HookedViT`` can be shared by threads.
 

@@ -7,7 +7,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..spec import AttentionPoolSpec, AttentionSpec, BlockSpec, MLPSpec, ReadoutSpec, TowerSpec
-from . import mha_pool_spec, mha_weights, split_heads, unsupported
+from .common import mha_pool_spec, mha_weights, split_heads, unsupported
 
 
 def _gamma(layer_scale: nn.Module) -> Tensor | None:
@@ -48,7 +48,8 @@ def _block_spec(block: nn.Module) -> BlockSpec:
         ln1=block.ln_1,
         attention=mha_attention_spec(block.attn, lambda x, context: block.attention(q_x=x)),
         ln2=block.ln_2,
-        mlp=MLPSpec(run=mlp, pre=mlp.c_fc, act=mlp.gelu, post=mlp.c_proj),
+        mlp=MLPSpec(run=mlp, pre=mlp.c_fc, act=mlp.gelu, post=mlp.c_proj,
+                    out_weight=mlp.c_proj.weight, out_bias=mlp.c_proj.bias),
         ls1=_gamma(block.ls_1), ls2=_gamma(block.ls_2),
     )
 

@@ -16,8 +16,16 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ..spec import AttentionPoolSpec, AttentionSpec, BlockSpec, MLPSpec, ReadoutSpec, TowerSpec
-from . import split_heads, unsupported
+from ..spec import (
+    AttentionPoolSpec,
+    AttentionSpec,
+    BlockSpec,
+    MLPSpec,
+    ReadoutSpec,
+    TowerSpec,
+    UnsupportedTowerError,
+)
+from .common import split_heads, unsupported
 
 Linears = list[nn.Linear]
 
@@ -125,9 +133,8 @@ def _eva_spec(trunk: nn.Module, head: nn.Module | None) -> TowerSpec:
         if isinstance(block, EvaBlockPostNorm):  # x + norm1(attn(x)), x + norm2(mlp(x))
             attention = _attention_spec(attn, run, rope_prefix=attn.num_prefix_tokens,
                                         out_norm=_norm(block.norm1))
-            mlp = lambda x, b=block: b.norm2(b.mlp(x))  # noqa: E731
             blocks.append(BlockSpec(ln1=None, attention=attention, ln2=None,
-                                    mlp=MLPSpec(run=mlp)))
+                                    mlp=_mlp_spec(block.mlp, _norm(block.norm2))))
             continue
         blocks.append(_block_spec(block, block.gamma_1, block.gamma_2,
                                   _attention_spec(attn, run, rope_prefix=attn.num_prefix_tokens)))
@@ -190,14 +197,44 @@ def _block_spec(block: nn.Module, ls1: nn.Module | Tensor | None,
                      mlp=_mlp_spec(block.mlp), ls1=_layer_scale(ls1), ls2=_layer_scale(ls2))
 
 
-def _mlp_spec(mlp: nn.Module) -> MLPSpec:
-    """timm's plain ``Mlp`` is split (hooks on its activation); SwiGLU, GeGLU and an ``Mlp``
-    with an inner norm run whole."""
-    from timm.layers import Mlp
+def _mlp_spec(mlp: nn.Module, out_norm: nn.Module | None = None) -> MLPSpec:
+    """timm's ``Mlp``, ``SwiGLU``, ``GluMlp`` (EVA's packed SwiGLU) and ViTamin's ``GeGluMlp``
+    expose their hidden units, with the inner norm of ``scale_mlp_norm`` towers and a post-norm
+    block's ``out_norm``; any other MLP runs whole, one opaque term."""
+    from timm.layers import GluMlp, Mlp, SwiGLU
+    from timm.models.vitamin import GeGluMlp
 
-    if type(mlp) is Mlp and isinstance(mlp.fc1, nn.Linear) and isinstance(mlp.norm, nn.Identity):
-        return MLPSpec(run=mlp, pre=mlp.fc1, act=mlp.act, post=mlp.fc2)
-    return MLPSpec(run=mlp)
+    run = mlp if out_norm is None else (lambda x: out_norm(mlp(x)))
+    kind, linear, inner = type(mlp), None, getattr(mlp, "norm", None)
+    if kind is Mlp and isinstance(mlp.fc1, nn.Linear):
+        pre, out = mlp.fc1, mlp.fc2
+    elif kind is SwiGLU:
+        pre, linear, out = mlp.fc1_g, mlp.fc1_x, mlp.fc2
+    elif kind is GluMlp and isinstance(mlp.fc1, nn.Linear):
+        gate = 1 if mlp.gate_last else 0
+        pre = lambda x: mlp.fc1(x).chunk(2, dim=-1)[gate]  # noqa: E731
+        linear = lambda x: mlp.fc1(x).chunk(2, dim=-1)[1 - gate]  # noqa: E731
+        out = mlp.fc2
+    elif kind is GeGluMlp:  # its norm acts on the input: part of both branches
+        pre = lambda x: mlp.w0(mlp.norm(x))  # noqa: E731
+        linear = lambda x: mlp.w1(mlp.norm(x))  # noqa: E731
+        out, inner = mlp.w2, None
+    else:
+        return MLPSpec(run=run)
+    inner = None if isinstance(inner, nn.Identity) else inner
+    if not isinstance(out, nn.Linear) or (inner is not None and not _is_norm(inner)):
+        return MLPSpec(run=run)
+    return MLPSpec(run=run, pre=pre, act=mlp.act, post=out, pre_linear=linear,
+                   out_weight=out.weight, out_bias=out.bias, inner_norm=inner, out_norm=out_norm)
+
+
+def _is_norm(module: nn.Module) -> bool:
+    """Whether :func:`_norm` accepts ``module``."""
+    try:
+        _norm(module)
+    except UnsupportedTowerError:
+        return False
+    return True
 
 
 def _qkv_params(attn: nn.Module) -> tuple[tuple[Tensor, ...], tuple[Tensor | None, ...]]:

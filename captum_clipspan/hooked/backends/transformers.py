@@ -15,7 +15,7 @@ import torch
 from torch import Tensor, nn
 
 from ..spec import AttentionPoolSpec, AttentionSpec, BlockSpec, MLPSpec, ReadoutSpec, TowerSpec
-from . import mha_pool_spec, split_heads, unsupported
+from .common import mha_pool_spec, split_heads, unsupported
 
 _SIGLIP_TOWERS = ("SiglipModel", "SiglipVisionModel")
 
@@ -147,7 +147,8 @@ def _block_spec(layer: nn.Module) -> BlockSpec:
     mlp = layer.mlp
     return BlockSpec(
         ln1=layer.layer_norm1, attention=_attention_spec(layer.self_attn), ln2=layer.layer_norm2,
-        mlp=MLPSpec(run=mlp, pre=mlp.fc1, act=mlp.activation_fn, post=mlp.fc2),
+        mlp=MLPSpec(run=mlp, pre=mlp.fc1, act=mlp.activation_fn, post=mlp.fc2,
+                    out_weight=mlp.fc2.weight, out_bias=mlp.fc2.bias),
     )
 
 
