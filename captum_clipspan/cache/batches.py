@@ -5,9 +5,13 @@ from __future__ import annotations
 
 import itertools
 from bisect import bisect_left, bisect_right
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from typing import Any
 
+from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
+
+from ..sources import split_batch
 
 Rows = list[tuple[int, int]]  # row spans [start, stop), sorted and disjoint
 
@@ -70,3 +74,24 @@ def piece_loader(source: Dataset | DataLoader, pieces: Rows, num_workers: int,
     return DataLoader(source.dataset, batch_sampler=batches, collate_fn=source.collate_fn,
                       num_workers=source.num_workers, pin_memory=source.pin_memory or pin_memory,
                       **workers)
+
+
+def loaded_pieces(clip: Any, source: Dataset | DataLoader, pieces: Rows,
+                  num_workers: int) -> Iterator[tuple[int, int, Tensor, Tensor]]:
+    """``(start, stop, images, labels)`` of each piece (:func:`piece_loader`), on the model's
+    device and dtype; a source that yields another number of images for a piece is refused."""
+    loader = piece_loader(source, pieces, num_workers, pin_memory=clip.device.type == "cuda")
+    batches = iter(loader)
+    try:
+        for (start, stop), batch in zip(pieces, batches, strict=True):
+            images, labels = split_batch(batch)
+            if images.shape[0] != stop - start:
+                raise ValueError(f"the image source gave {images.shape[0]} images for rows "
+                                 f"{start}..{stop - 1}; give a Dataset whose items are "
+                                 "single images, or a DataLoader whose collate_fn keeps "
+                                 "every image.")
+            yield start, stop, images.to(clip.device, clip.dtype, non_blocking=True), labels
+    finally:
+        # Forked workers share the pass's lock file; stop them now, not when a traceback
+        # that still references this frame is collected, or the lock outlives the pass.
+        getattr(batches, "_shutdown_workers", lambda: None)()

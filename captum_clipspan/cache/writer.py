@@ -15,9 +15,9 @@ from torch.utils.data import DataLoader, Dataset
 
 from ..decomposition import CONVENTIONS, PER_IMAGE_FIELDS, decompose
 from ..hooked.clip import HookedCLIP
-from ..sources import ImageFolder, ImageSource, as_dataset, dataset_length, split_batch
+from ..sources import ImageFolder, ImageSource, as_dataset, dataset_length
 from ..validation import resolve_layers
-from .batches import Rows, batch_bounds, cut, gaps, piece_loader
+from .batches import Rows, batch_bounds, cut, gaps, loaded_pieces
 from .distributed import World
 from .fingerprint import batch_digests, file_digests, image_digests
 from .folder import check_free_space, check_target, create_files, prepare_folder
@@ -187,23 +187,7 @@ class _Pass:
 
     def _loaded(self, pieces: Rows) -> Iterator[tuple[int, int, Tensor, Tensor]]:
         """``(start, stop, images, labels)`` of each piece, on the model's device and dtype."""
-        clip = self.clip
-        loader = piece_loader(self.source, pieces, self.num_workers,
-                               pin_memory=clip.device.type == "cuda")
-        batches = iter(loader)
-        try:
-            for (start, stop), batch in zip(pieces, batches, strict=True):
-                images, labels = split_batch(batch)
-                if images.shape[0] != stop - start:
-                    raise ValueError(f"the image source gave {images.shape[0]} images for rows "
-                                     f"{start}..{stop - 1}; give a Dataset whose items are "
-                                     "single images, or a DataLoader whose collate_fn keeps "
-                                     "every image.")
-                yield start, stop, images.to(clip.device, clip.dtype, non_blocking=True), labels
-        finally:
-            # Forked workers share the pass's lock file; stop them now, not when a traceback
-            # that still references this frame is collected, or the lock outlives the pass.
-            getattr(batches, "_shutdown_workers", lambda: None)()
+        return loaded_pieces(self.clip, self.source, pieces, self.num_workers)
 
     def _decomposed(self, pieces: Rows) -> Iterator[tuple[int, int, dict[str, np.ndarray]]]:
         """``(start, stop, arrays)`` of each piece: every cached field, as numpy on the CPU."""

@@ -21,6 +21,7 @@ from .heads import plot_head_grid, plot_head_similarity
 from .images import model_view, plot_nearest_neighbors, plot_top_images
 from .maps import PATCH_MAP_LABEL as PATCH_MAP_LABEL
 from .maps import plot_best_worst, plot_contrastive_map, plot_patch_maps
+from .neurons import plot_neuron_grid, plot_neuron_images, plot_neuron_texts  # noqa: F401
 from .textspan import plot_textspan
 from .topics import plot_topic_segmentation
 
