@@ -24,7 +24,7 @@ from torch import Tensor
 
 from .components import LN_BIAS, POOL_MLP, direct_term, head_names
 from .decomposition import TERM_FIELDS, in_text_columns
-from .validation import check_indices, check_labels
+from .validation import check_indices, check_labels, match_classes
 
 if TYPE_CHECKING:
     from .cache import DecompositionCache
@@ -236,7 +236,8 @@ def head_accuracy(cache: DecompositionCache, classifier: Any, labels: Any = None
         ``[L_s, H]`` accuracies, rows in ``cache.layers`` order.
     """
     labels = check_labels(cache.labels[:] if labels is None else labels, len(cache),
-                          classifier.class_embeddings.shape[0])
+                          classifier.class_embeddings.shape[0],
+                          match_classes(cache, classifier, labels))
     means = ComponentMeans.from_cache(cache, chunk)
     mean_embedding = mean_image_embedding(cache, chunk)
     class_embeddings = classifier.class_embeddings.float().cpu()

@@ -27,6 +27,7 @@ Examples::
 from __future__ import annotations
 
 import csv
+import io
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -43,10 +44,12 @@ from .decomposition import decompose
 from .evaluation import ComponentMeans, ablated_embeddings, predict
 from .evaluation import worst_group_accuracy as worst_group_accuracy  # public here too
 from .hooked.clip import HookedCLIP
-from .sources import ImageSource, iterate_batches
+from .sources import ImageSource, as_dataset, iterate_batches, open_image
 from .validation import (
     check_labels,
     check_text_embeddings,
+    match_classes,
+    read_text,
     resolve_head,
     resolve_layer,
 )
@@ -115,13 +118,16 @@ class WaterbirdsDataset(Dataset):
             raise ValueError(f"split must be one of {list(WATERBIRDS_SPLITS)}, 0, 1, 2 or None, "
                              f"got {split!r}.")
         wanted = WATERBIRDS_SPLITS.get(split, split) if isinstance(split, str) else split
-        with open(metadata, newline="", encoding="utf-8") as handle:
-            reader = csv.DictReader(handle)
-            missing = [c for c in _WATERBIRDS_COLUMNS if c not in (reader.fieldnames or [])]
-            if missing:
-                raise ValueError(f"{metadata} lacks the columns {missing} (has "
-                                 f"{reader.fieldnames}).")
+        reader = csv.DictReader(io.StringIO(read_text(metadata, "Waterbirds metadata"),
+                                            newline=""))
+        missing = [c for c in _WATERBIRDS_COLUMNS if c not in (reader.fieldnames or [])]
+        if missing:
+            raise ValueError(f"{metadata} lacks the columns {missing} (has "
+                             f"{reader.fieldnames}).")
+        try:
             rows = list(reader)
+        except csv.Error as error:
+            raise ValueError(f"{metadata} is not a CSV file ({error}).") from None
         try:
             parsed = [(row["img_filename"], int(row["y"]), int(row["place"]), int(row["split"]))
                       for row in rows]
@@ -144,10 +150,7 @@ class WaterbirdsDataset(Dataset):
         return len(self.files)
 
     def __getitem__(self, index: int) -> tuple[Tensor, int]:
-        from PIL import Image
-
-        with Image.open(self.files[index]) as image:
-            return self.transform(image.convert("RGB")), int(self.labels[index])
+        return self.transform(open_image(self.files[index])), int(self.labels[index])
 
 
 # Head selection -------------------------------------------------------------------------------
@@ -274,6 +277,8 @@ def _predictions(clip: HookedCLIP, means: ComponentMeans, head_sets: Sequence[Se
     """Predictions of the unmodified model ``[N]``, with each head set ablated ``[S, N]``, and
     the labels ``[N]`` (``labels`` or the data's)."""
     class_embeddings = classifier.class_embeddings.float().cpu()
+    if not isinstance(data, DecompositionCache):
+        data = as_dataset(clip, data)  # a folder path: its labels are named
     settings = [[], *head_sets]  # the unmodified model first
     predicted, found = [], []
     for terms, layers, batch_labels in _head_batches(clip, means, data, head_sets, batch_size):
@@ -282,7 +287,7 @@ def _predictions(clip: HookedCLIP, means: ComponentMeans, head_sets: Sequence[Se
         found.append(batch_labels)
     predictions = torch.cat(predicted).T
     labels = check_labels(torch.cat(found) if labels is None else labels, predictions.shape[1],
-                          class_embeddings.shape[0])
+                          class_embeddings.shape[0], match_classes(data, classifier, labels))
     return predictions[0], predictions[1:], labels
 
 
@@ -329,7 +334,9 @@ def ablate_heads(clip: HookedCLIP, means: ComponentMeans, heads: Sequence[Head],
             without a forward pass), or images (a folder, tensor ``[N, 3, H, W]``, Dataset or
             DataLoader).
         classifier: a :class:`~captum_clipspan.ZeroShotClassifier`.
-        labels: ``[N]`` class indices, or ``None`` for the data's labels.
+        labels: ``[N]`` class indices, or ``None`` for the data's labels (matched to the
+            classifier's class names by name when the data names them, as Waterbirds'
+            ``landbird``/``waterbird``).
         groups: ``[N]`` group indices.
         n_groups: number of groups (see :func:`worst_group_accuracy`).
         batch_size: images per batch.

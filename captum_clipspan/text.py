@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -12,8 +12,8 @@ from torch import Tensor
 
 from . import registry
 from .evaluation import correct, predict
-from .hooked.clip import HookedCLIP, check_texts
-from .validation import check_labels
+from .hooked.clip import HookedCLIP
+from .validation import check_labels, check_texts, read_lines
 
 BANKS = ("general", "words")
 """The banks shipped with the package; packages register more (:mod:`.registry`), e.g. ``"toy"``."""
@@ -50,15 +50,14 @@ def text_bank(name: str | Path = "general") -> list[str]:
     registered = registry.lookup("text_bank", name)
     if registered is not None:
         return list(registered())
-    path = Path(name)
-    if not path.is_file():
+    if not isinstance(name, (str, Path)):
+        raise TypeError(f"a text bank is a name or a file path, got {type(name).__name__}; pass "
+                        "a list of texts as bank= directly.")
+    if not Path(name).is_file():
         raise ValueError(f"unknown text bank {str(name)!r}: use one of "
                          f"{[*BANKS, *registry.names('text_bank')]} or the path of a text file "
                          "with one description per line.")
-    texts = _read_lines(path.read_text("utf-8"))
-    if not texts:
-        raise ValueError(f"the text bank file {path} has no non-empty lines.")
-    return texts
+    return read_lines(name, "text bank file")
 
 
 def prompt_templates() -> list[str]:
@@ -74,11 +73,15 @@ class ZeroShotClassifier:
 
     Args:
         clip: a :class:`~captum_clipspan.HookedCLIP`.
-        classnames: the class names, in label order.
+        classnames: the class names, in label order (a list, never one string), or a mapping
+            ``{class name: name in the prompts}`` (e.g. ``{"n02084071": "dog"}`` for folders
+            named by id). Labels that carry names (an image folder's sub-folders) are matched
+            to the class names by name, not by position.
         templates: format strings with one ``{}`` (default: :func:`prompt_templates`), or ``["{}"]``
             to use the names as they are.
 
     Attributes:
+        classnames: the class names (the mapping's keys).
         class_embeddings: ``[C, E]`` unit-norm class embeddings.
 
     Examples::
@@ -88,26 +91,32 @@ class ZeroShotClassifier:
         >>> cs.HeadContribution(clip).attribute(images, texts=zs, target=labels)  # [B, L, H]
     """
 
-    def __init__(self, clip: HookedCLIP, classnames: Sequence[str],
+    def __init__(self, clip: HookedCLIP, classnames: Sequence[str] | Mapping[str, str],
                  templates: Sequence[str] | None = None) -> None:
-        self.classnames = check_texts(list(classnames))
-        self.templates = list(templates) if templates is not None else prompt_templates()
+        spoken = dict(classnames) if isinstance(classnames, Mapping) else None
+        self.classnames = _check_classnames(list(spoken) if spoken is not None else classnames)
+        if spoken is not None:
+            check_texts(list(spoken.values()), "the prompt names of classnames")
+        self.templates = (check_texts(templates, "templates", single=False)
+                          if templates is not None else prompt_templates())
         bad = [t for t in self.templates if t.count("{}") != 1]
-        if not self.templates or bad:
+        if bad:
             raise ValueError(f"templates must be a non-empty list of strings with exactly one "
                              f"'{{}}' each; these are not: {bad[:3]}.")
+        spoken = spoken or {name: name for name in self.classnames}
         self.class_embeddings = _class_embeddings(
-            clip, {name: [t.format(name) for t in self.templates] for name in self.classnames}
-        )
+            clip, {name: [t.format(spoken[name]) for t in self.templates]
+                   for name in self.classnames})
 
     @classmethod
     def from_prompts(cls, clip: HookedCLIP, prompts: dict[str, Sequence[str]]
                      ) -> ZeroShotClassifier:
         """Classes from explicit prompts: ``{classname: [prompt, ...]}`` (averaged per class)."""
-        if not prompts:
-            raise ValueError("prompts must map at least one class name to its prompts.")
+        if not isinstance(prompts, Mapping) or not prompts:
+            raise TypeError(f"prompts must map at least one class name to a list of prompts, got "
+                            f"{prompts!r}.")
         classifier = cls.__new__(cls)
-        classifier.classnames = check_texts(list(prompts))
+        classifier.classnames = _check_classnames(list(prompts))
         classifier.templates = []
         classifier.class_embeddings = _class_embeddings(clip, prompts)
         return classifier
@@ -116,7 +125,7 @@ class ZeroShotClassifier:
     def from_embeddings(cls, class_embeddings: Tensor, classnames: Sequence[str]
                         ) -> ZeroShotClassifier:
         """Classes from their embeddings ``[C, E]`` (normalized here), one per class name."""
-        classnames = check_texts(list(classnames))
+        classnames = _check_classnames(classnames)
         if not isinstance(class_embeddings, Tensor) or class_embeddings.dim() != 2 or (
                 class_embeddings.shape[0] != len(classnames)):
             raise ValueError(f"class_embeddings must be a tensor [{len(classnames)}, E] (one row "
@@ -153,8 +162,19 @@ class ZeroShotClassifier:
 def _class_embeddings(clip: HookedCLIP, prompts: dict[str, Sequence[str]]) -> Tensor:
     """Average each class's unit prompt embeddings and normalize again: ``[C, E]``."""
     names = list(prompts)
-    flat = [prompt for name in names for prompt in check_texts(list(prompts[name]))]
-    embeddings = clip.encode_text(flat).float()
-    owner = torch.tensor([i for i, name in enumerate(names) for _ in prompts[name]])
+    lists = [check_texts(prompts[name], f"the prompts of {name!r}", single=False)
+             for name in names]
+    embeddings = clip.encode_text([prompt for texts in lists for prompt in texts]).float()
+    owner = torch.tensor([i for i, texts in enumerate(lists) for _ in texts])
     sums = torch.zeros(len(names), embeddings.shape[1]).index_add_(0, owner, embeddings.cpu())
     return torch.nn.functional.normalize(sums, dim=-1).to(embeddings.device)
+
+
+def _check_classnames(classnames: Any) -> list[str]:
+    """A list of distinct class names (a string is one class name too many characters)."""
+    names = check_texts(classnames, "classnames", single=False)
+    repeated = sorted({name for name in names if names.count(name) > 1})
+    if repeated:
+        raise ValueError(f"classnames must be distinct (labels are matched to them by name), "
+                         f"got {repeated} more than once.")
+    return names

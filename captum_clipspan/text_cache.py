@@ -19,6 +19,8 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from .validation import check_count, check_texts
+
 __all__ = ["cache_dir", "encode_texts_cached", "text_tower_fingerprint"]
 
 CACHE_ENV = "CLIPSPAN_CACHE_DIR"
@@ -79,11 +81,8 @@ def encode_texts_cached(clip: Any, texts: Sequence[str], normalize: bool = True,
     """
     from tqdm.auto import tqdm
 
-    texts = list(texts)
-    if not texts:
-        raise ValueError("the list of texts is empty; pass at least one text.")
-    if not isinstance(batch_size, int) or batch_size < 1:
-        raise ValueError(f"batch_size must be a positive int, got {batch_size!r}.")
+    texts = check_texts(texts, single=False)
+    batch_size = check_count(batch_size, "batch_size")
     path = None
     if use_cache:
         folder = Path(directory) if directory is not None else cache_dir() / "text_embeddings"

@@ -31,8 +31,14 @@ from ..evaluation import (  # noqa: F401 (ComponentMeans and head_accuracy: publ
     head_accuracy,
 )
 from ..hooked.clip import HookedCLIP
-from ..sources import ImageSource, iterate_batches
-from ..validation import check_labels, resolve_layers
+from ..sources import ImageSource, as_dataset, iterate_batches
+from ..validation import (
+    check_images,
+    check_labels,
+    check_shapes,
+    match_classes,
+    resolve_layers,
+)
 from .base import ResolvedTexts, TargetType, TextsType
 
 
@@ -127,6 +133,7 @@ class MeanAblation(PerturbationAttribution):
                              "direct terms.")
         if means.convention not in CONVENTIONS:
             raise ValueError(f"unknown convention {means.convention!r} in means.")
+        _check_means_fit(clip, means)
         PerturbationAttribution.__init__(self, clip)
         self.clip, self.means, self.mode = clip, means, mode
 
@@ -183,7 +190,7 @@ class MeanAblation(PerturbationAttribution):
 
     def _total_changes(self, inputs: Tensor, resolved: ResolvedTexts,
                        groups: dict[str, list[str]]) -> Tensor:
-        self.clip.visual.check_images(inputs)
+        check_images(inputs, self.clip.visual.image_size)
         texts = resolved.text_embeddings
         with torch.no_grad():
             clean = self.clip(inputs, texts)
@@ -218,7 +225,9 @@ class MeanAblation(PerturbationAttribution):
         """Zero-shot accuracy with all MLPs, all MSAs, and MSA layers ``0..l`` mean-ablated.
 
         ``data`` must carry labels (class sub-folders, ``(image, label)`` items, or a cache with
-        labels), or ``labels`` gives them (``[N]`` class indices). ``"direct"`` mode reads a
+        labels), or ``labels`` gives them (``[N]`` class indices). Labels of class sub-folders
+        (and of a cache of them) are matched to ``classifier.classnames`` by name, whatever
+        their order; a sub-folder that is not a class name is refused. ``"direct"`` mode reads a
         :class:`~captum_clipspan.DecompositionCache` without any forward pass (or decomposes the
         images); ``"total"`` re-runs the model for each of the ``L + 3`` settings.
         """
@@ -236,11 +245,14 @@ class MeanAblation(PerturbationAttribution):
                   disable=not show_progress) as progress:
             override = None if labels is None else check_labels(
                 labels, len(labels), class_embeddings.shape[0])
+            if not isinstance(data, DecompositionCache):
+                data = as_dataset(self.clip, data)  # a folder path: its labels are named
+            mapping = match_classes(data, classifier, labels)
             for terms, batch_labels in self._study_batches(data, batch_size):
                 if override is not None:
                     batch_labels = override[total:total + batch_labels.shape[0]]
                 batch_labels = check_labels(batch_labels, batch_labels.shape[0],
-                                            class_embeddings.shape[0])
+                                            class_embeddings.shape[0], mapping)
                 for index, members in enumerate(settings.values()):
                     embeddings = terms(members)
                     hits[index] += int(correct(embeddings, class_embeddings, batch_labels).sum())
@@ -277,6 +289,25 @@ class MeanAblation(PerturbationAttribution):
             with torch.no_grad(), self.clip.visual.hooks(fwd_hooks=self.replacement_hooks(names)):
                 return self.clip(images)
         return embedding
+
+
+def _check_means_fit(clip: HookedCLIP, means: ComponentMeans) -> None:
+    """Refuse means of another model (their shapes differ from this model's)."""
+    vit = clip.visual
+    tokens, layers = vit.n_tokens, vit.n_layers
+    check_shapes(means.residual, {"embed": (tokens, vit.d_model),
+                                  "attn_out": (layers, tokens, vit.d_model),
+                                  "mlp_out": (layers, tokens, vit.d_model),
+                                  "z": (layers, tokens, vit.n_heads, vit.d_head)},
+                 "the residual means")
+    if any(not 0 <= layer < layers for layer in means.layers):
+        raise ValueError(f"the means hold head layers {list(means.layers)}, but this model has "
+                         f"{layers} layers; compute them with this model.")
+    check_shapes(means.direct, {"embed": (clip.embed_dim,),
+                                "attns": (layers, clip.embed_dim),
+                                "mlps": (layers, clip.embed_dim),
+                                "heads": (len(means.layers), vit.n_heads, clip.embed_dim)},
+                 "the direct means")
 
 
 def _replace_with(mean: Tensor, head: int | None = None) -> Callable:

@@ -33,8 +33,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     """The options of ``clipspan ablate``."""
     parser.add_argument("images", help="folder with one sub-folder of images per class")
     parser.add_argument("--classes", nargs="+", default=None,
-                        help="class names for the prompts, in sub-folder order (default: the "
-                             "sub-folder names)")
+                        help="the classes of the prompts: sub-folder names (in any order; "
+                             "images are matched to them by name), or FOLDER=NAME to say a "
+                             "sub-folder's class differently in the prompts (default: every "
+                             "sub-folder's name)")
     parser.add_argument("--mode", choices=["direct", "total"], default="direct",
                         help="direct: replace each component's direct effect by its mean, from "
                              "the cached decomposition (no re-run); total: replace its output "
@@ -52,16 +54,12 @@ def run(args: argparse.Namespace) -> int:
 
     clip, out = load_model(args), out_dir(args)
     folder = image_folder(args, clip)
-    classes = folder.classes
-    names = args.classes or classes
-    if not classes:
+    if not folder.classes:
         raise CommandError(f"{folder.root} has no class sub-folders: put each class's images in a "
                            "sub-folder named after it (labels come from the sub-folders).")
-    if len(names) != len(classes):
-        raise CommandError(f"--classes gives {len(names)} names but {folder.root} has "
-                           f"{len(classes)} class sub-folders ({', '.join(classes)}).")
+    names = _class_names(args.classes, folder.classes)
     status(f"encoding the prompts of {len(names)} classes")
-    classifier = cs.ZeroShotClassifier(clip, names)
+    classifier = cs.ZeroShotClassifier(clip, names)  # the study matches folders to it by name
     if args.mode == "direct":
         cache = build_cache(args, clip, folder, [-1])
         if cache is None:
@@ -85,6 +83,26 @@ def run(args: argparse.Namespace) -> int:
     print(study.to_frame().to_string())
     print(f"wrote {out / 'ablation.csv'}, {out / 'ablation.json'} and two PNG files")
     return 0
+
+
+def _class_names(given: list[str] | None, folders: list[str]) -> dict[str, str]:
+    """``--classes`` -> ``{sub-folder: name in the prompts}`` for every sub-folder.
+
+    Raises:
+        CommandError: A name that is no sub-folder, or sub-folders left without a class.
+    """
+    if given is None:
+        return {folder: folder for folder in folders}
+    names = dict(item.split("=", 1) if "=" in item else (item, item) for item in given)
+    unknown = [folder for folder in names if folder not in folders]
+    missing = [folder for folder in folders if folder not in names]
+    if unknown or missing or len(names) != len(given):
+        raise CommandError(
+            f"--classes must name each class sub-folder once ({', '.join(folders)}), as FOLDER "
+            f"or FOLDER=NAME; got {' '.join(given)}"
+            + (f" (no sub-folder {', '.join(unknown)})" if unknown else "")
+            + (f" (missing {', '.join(missing)})" if missing else "") + ".")
+    return names
 
 
 def _write_ablation(study: Any, out: Path, weights: str) -> None:

@@ -11,11 +11,45 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from ..validation import check_count, output_file, read_lines
 from .distributed import rank
 from .errors import CommandError
 
 PRECISIONS = ("fp32", "bf16", "fp16")
 RANDOM_WEIGHTS_FILE = "WARNING_RANDOM_WEIGHTS.txt"
+FIGURE_SUFFIXES = (".png", ".pdf", ".svg", ".jpg", ".jpeg")
+"""What ``--name`` of a figure may end with (none: ``.png`` is added)."""
+COUNTS = "_counts"  # parser default: {dest: (flag, minimum)} of the options check_counts checks
+
+
+def add_count(parser: argparse.ArgumentParser, flag: str, default: int | None, help: str,
+              minimum: int = 1, **kwargs: Any) -> None:
+    """An int option that counts something (images, texts, heads, processes): refused below
+    ``minimum`` by :func:`check_counts`, in one line, like every other user error.
+
+    Args:
+        parser: A command's parser.
+        flag: The option, e.g. ``"--batch-size"``.
+        default: Its default (``None``: not given).
+        help: Its help text.
+        minimum: The smallest value accepted.
+        **kwargs: Further ``add_argument`` arguments (e.g. ``dest``).
+    """
+    action = parser.add_argument(flag, type=int, default=default, help=help, **kwargs)
+    counts = dict(parser.get_default(COUNTS) or {})
+    counts[action.dest] = (flag, minimum)
+    parser.set_defaults(**{COUNTS: counts})
+
+
+def check_counts(args: argparse.Namespace) -> None:
+    """Refuse a count option below its minimum (see :func:`add_count`).
+
+    Raises:
+        ValueError: ``--FLAG must be at least N, got M.``
+    """
+    for dest, (flag, minimum) in getattr(args, COUNTS, {}).items():
+        if getattr(args, dest, None) is not None:
+            check_count(getattr(args, dest), flag, minimum)
 
 
 def add_common_options(parser: argparse.ArgumentParser, out: str | None,
@@ -45,8 +79,8 @@ def add_common_options(parser: argparse.ArgumentParser, out: str | None,
     if out is not None:
         parser.add_argument("--out", default=out, help=f"output folder (default: {out})")
     if batch_size is not None:
-        parser.add_argument("--batch-size", type=int, default=batch_size,
-                            help=f"images per forward pass (default: {batch_size})")
+        add_count(parser, "--batch-size", batch_size,
+                  f"images per forward pass (default: {batch_size})")
 
 
 def add_layers_option(parser: argparse.ArgumentParser, what: str) -> None:
@@ -58,12 +92,10 @@ def add_layers_option(parser: argparse.ArgumentParser, what: str) -> None:
 def add_cache_options(parser: argparse.ArgumentParser) -> None:
     """The options of a command that builds a decomposition cache (see :func:`build_cache`)."""
     parser.add_argument("--cache", default=None, help="cache folder (default: OUT/cache)")
-    parser.add_argument("--nproc", type=int, default=1,
-                        help="processes for the cache pass, on this machine under torchrun "
-                             "(with --device cuda, one GPU each); default: 1")
-    parser.add_argument("--num-workers", type=int, default=0,
-                        help="DataLoader workers loading images while the model runs "
-                             "(default: 0)")
+    add_count(parser, "--nproc", 1, "processes for the cache pass, on this machine under "
+              "torchrun (with --device cuda, one GPU each); default: 1")
+    add_count(parser, "--num-workers", 0, "DataLoader workers loading images while the model "
+              "runs (default: 0)", minimum=0)
     parser.add_argument("--skip-unreadable", action="store_true",
                         help="leave out (and list) images that cannot be decoded instead of "
                              "stopping at the first one")
@@ -113,8 +145,6 @@ def load_model(args: argparse.Namespace) -> Any:
     Raises:
         CommandError: A tag for the toy, or a model that cannot be loaded.
     """
-    import torch
-
     import captum_clipspan as cs
 
     if is_toy(args) and args.pretrained is not None:
@@ -125,15 +155,14 @@ def load_model(args: argparse.Namespace) -> Any:
     device = args.device
     if device == "cuda" and "LOCAL_RANK" in os.environ:  # one GPU per process under torchrun
         device = f"cuda:{os.environ['LOCAL_RANK']}"
+    precision = getattr(args, "precision", "fp32")  # the terms accumulate in fp32 regardless
     try:
-        clip = cs.HookedCLIP.from_pretrained(args.model, pretrained=args.pretrained,
-                                             device=device)
+        clip = cs.HookedCLIP.from_pretrained(
+            args.model, pretrained=args.pretrained, device=device,
+            precision=precision if precision == "fp32" else f"pure_{precision}")
     except (RuntimeError, FileNotFoundError) as error:
         raise CommandError(f"could not load model {args.model!r} "
                            f"(pretrained={args.pretrained!r}): {error}") from error
-    precision = getattr(args, "precision", "fp32")
-    if precision != "fp32":  # the decomposition accumulates in fp32 for half-precision models
-        clip.model.to({"bf16": torch.bfloat16, "fp16": torch.float16}[precision])
     note = weights_note(args)
     if note and rank() == 0:
         print(f"clipspan: {note}", file=sys.stderr, flush=True)
@@ -143,6 +172,8 @@ def load_model(args: argparse.Namespace) -> Any:
 def out_dir(args: argparse.Namespace) -> Path:
     """The output folder, created; it holds a warning file when the weights are random."""
     out = Path(args.out)
+    if out.exists() and not out.is_dir():
+        raise CommandError(f"--out {args.out!r} is a file; give a folder (created if needed).")
     out.mkdir(parents=True, exist_ok=True)
     note = weights_note(args)
     if note:
@@ -172,19 +203,33 @@ def existing(path: str, kind: str = "path", want: str | None = None) -> Path:
 
 
 def open_rgb(path: str | Path) -> Any:
-    """The image file at ``path`` as an RGB PIL image."""
-    from PIL import Image
+    """The image file at ``path`` as an RGB PIL image (an unreadable one: one line naming it)."""
+    from ..sources import open_image
 
-    with Image.open(path) as image:
-        return image.convert("RGB")
+    return open_image(path)
 
 
 def _readable(file: Path) -> bool:
+    from ..sources import UnreadableImageError
+
     try:
         open_rgb(file)
-    except OSError:
+    except UnreadableImageError:
         return False
     return True
+
+
+def names_or_file(values: Sequence[str], what: str) -> list[str]:
+    """Names from the command line, or the lines of the one UTF-8 text file given instead."""
+    if len(values) == 1 and Path(values[0]).is_file():
+        return read_lines(values[0], what)
+    return list(values)
+
+
+def figure_path(out: Path, name: str) -> Path:
+    """Where a figure named ``name`` is written in ``out``: ``.png`` added when it has no
+    extension, so the path reported is the file written."""
+    return out / output_file(name, FIGURE_SUFFIXES, "--name")
 
 
 def image_folder(args: argparse.Namespace, clip: Any) -> Any:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from .common import add_common_options, load_model, out_dir, weights_note
+from .common import add_common_options, add_count, load_model, out_dir, weights_note
 
 NAME = "demo"
 HELP = "run the whole pipeline on synthetic scenes"
@@ -16,7 +16,7 @@ DESCRIPTION = ("Render synthetic scenes, then cache their decomposition, probe e
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """The options of ``clipspan demo``."""
     add_common_options(parser, "clipspan-demo")
-    parser.add_argument("--n", type=int, default=1000, help="number of scenes (default: 1000)")
+    add_count(parser, "--n", 1000, "number of scenes (default: 1000)")
     parser.add_argument("--seed", type=int, default=0,
                         help="seed of the synthetic scenes (default: 0)")
 

@@ -54,12 +54,15 @@ def error_line(error: BaseException, args: argparse.Namespace) -> str:
     """
     from PIL import UnidentifiedImageError
 
+    from ..sources import UnreadableImageError
+
     message = str(error).strip()
     if "Original Traceback" in message:  # re-raised from a DataLoader worker: its last line
         message = message.splitlines()[-1].split(": ", 1)[-1]
     message = " ".join(message.split()) or type(error).__name__
     if isinstance(error, UnidentifiedImageError):
         message += " (not an image, or a corrupt file)"
-        if hasattr(args, "skip_unreadable"):
-            message += f"; {SKIP_HINT}"
+    if isinstance(error, (UnidentifiedImageError, UnreadableImageError)) and hasattr(
+            args, "skip_unreadable"):
+        message = f"{message.rstrip('.')}; {SKIP_HINT}"
     return message

@@ -7,6 +7,7 @@ import argparse
 from .common import (
     add_cache_options,
     add_common_options,
+    add_count,
     add_layers_option,
     build_cache,
     default_bank,
@@ -28,7 +29,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("images", help="folder of images (searched recursively)")
     add_common_options(parser, "clipspan-heads")
     add_layers_option(parser, "layers to explain")
-    parser.add_argument("--m", type=int, default=5, help="texts per head (default: 5)")
+    add_count(parser, "--m", 5, "texts per head (default: 5)")
     parser.add_argument("--bank", default=None,
                         help="text bank: general, words, toy or a text file with one description "
                              "per line (default: toy for the toy model, else general)")

@@ -9,6 +9,7 @@ from .common import (
     add_common_options,
     add_layers_option,
     existing,
+    figure_path,
     load_model,
     open_rgb,
     out_dir,
@@ -34,7 +35,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--heads", type=int, nargs="+", default=None,
                         help="heads summed in each chosen layer (default: all)")
     parser.add_argument("--name", default=None,
-                        help="output file name (default: IMAGE-STEM_heatmap.png)")
+                        help="output file name, ending in .png, .pdf, .svg or .jpg (.png is "
+                             "added to a name without one; default: IMAGE-STEM_heatmap.png)")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -56,6 +58,6 @@ def run(args: argparse.Namespace) -> int:
     if weights_note(args):
         title += ", RANDOM weights"
     fig, _ = plot_patch_maps(view, maps[0], titles=args.text, title=title)
-    path = save_figure(fig, out / (args.name or f"{Path(args.image).stem}_heatmap.png"))
+    path = save_figure(fig, figure_path(out, args.name or f"{Path(args.image).stem}_heatmap"))
     print(f"wrote {path}")
     return 0

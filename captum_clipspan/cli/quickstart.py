@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from .common import add_common_options, describe_weights, load_model
+from .common import add_common_options, add_count, describe_weights, load_model
 
 NAME = "quickstart"
 HELP = "decompose random images and check the sum"
@@ -15,9 +15,9 @@ DESCRIPTION = ("Decompose a batch of random images and print the completeness er
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """The options of ``clipspan quickstart``."""
     add_common_options(parser, None, batch_size=None)
-    parser.add_argument("--n", type=int, default=2, help="number of random images (default: 2)")
+    add_count(parser, "--n", 2, "number of random images (default: 2)")
     parser.add_argument("--batch", dest="n", type=int, default=argparse.SUPPRESS,
-                        help=argparse.SUPPRESS)  # the old name of --n
+                        help=argparse.SUPPRESS)  # the old name of --n, checked as --n
     parser.add_argument("--seed", type=int, default=0,
                         help="seed of the random images (default: 0)")
 

@@ -9,6 +9,7 @@ from typing import Any
 from .common import (
     add_cache_options,
     add_common_options,
+    add_count,
     build_cache,
     image_folder,
     load_model,
@@ -30,8 +31,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("images", help="folder of images")
     parser.add_argument("--head", required=True, help="LAYER.HEAD, e.g. 3.1")
     parser.add_argument("--query", required=True, help="a text, or the path of an image")
-    parser.add_argument("--k", type=int, default=8,
-                        help="number of top images listed and drawn (default: 8)")
+    add_count(parser, "--k", 8, "number of top images listed and drawn (default: 8)")
     add_common_options(parser, "clipspan-retrieve")
     add_cache_options(parser)
 

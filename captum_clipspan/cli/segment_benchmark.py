@@ -7,8 +7,10 @@ from pathlib import Path
 
 from .common import (
     add_common_options,
+    add_count,
     existing,
     load_model,
+    names_or_file,
     out_dir,
     status,
     weights_note,
@@ -32,8 +34,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--method", nargs="+", default=None,
                         help="heat-map methods: decomposition, raw_attention, rollout, gradcam, "
                              "chefer (default: all)")
-    parser.add_argument("--n", type=int, default=None,
-                        help="number of images (synthetic: default 500; files: default all)")
+    add_count(parser, "--n", None, "number of images (synthetic: default 500; files: default "
+              "all)")
     parser.add_argument("--seed", type=int, default=2024,
                         help="synthetic scenes' seed (default 2024, held out from the toy's "
                              "training)")
@@ -83,10 +85,7 @@ def run(args: argparse.Namespace) -> int:
 def _class_names(args: argparse.Namespace, source: Path) -> list[str]:
     """``--classes`` (names, or a text file with one per line); ImageNet's for the .mat file."""
     if args.classes:
-        if len(args.classes) == 1 and Path(args.classes[0]).is_file():
-            return [line.strip() for line in Path(args.classes[0]).read_text().splitlines()
-                    if line.strip()]
-        return list(args.classes)
+        return names_or_file(args.classes, "--classes file")
     if source.is_dir():
         raise CommandError("a mask folder needs --classes (class names, or a text file with "
                            "one per line); each image's map is for its zero-shot prediction.")

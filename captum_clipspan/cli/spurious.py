@@ -8,6 +8,7 @@ import json
 
 from .common import (
     add_common_options,
+    add_count,
     default_bank,
     existing,
     is_toy,
@@ -39,14 +40,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-center", action="store_true",
                         help="score heads on the concept texts as given, not on their "
                              "differences")
-    parser.add_argument("--k", type=int, default=None,
-                        help="heads to ablate (default: 2 for synthetic, whose toy has 16 "
-                             "heads; else 4)")
-    parser.add_argument("--draws", type=int, default=5,
-                        help="random draws of K heads for the baseline (default: 5)")
+    add_count(parser, "--k", None, "heads to ablate (default: 2 for synthetic, whose toy has "
+              "16 heads; else 4)")
+    add_count(parser, "--draws", 5, "random draws of K heads for the baseline (default: 5)")
     parser.add_argument("--seed", type=int, default=0,
                         help="seed of the random draws (default: 0)")
-    parser.add_argument("--m", type=int, default=8, help="TextSpan texts per head (default: 8)")
+    add_count(parser, "--m", 8, "TextSpan texts per head (default: 8)")
     parser.add_argument("--bank", default=None,
                         help="TextSpan's text bank (default: toy for the toy models, else "
                              "general)")
@@ -56,11 +55,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="images for TextSpan and the means: a Waterbirds split name or "
                              "an image folder (default: val)")
     parser.add_argument("--classes", nargs=2, default=None,
-                        help="the two class names (default: landbird waterbird)")
-    parser.add_argument("--n-per-group", type=int, default=100,
-                        help="synthetic: held-out scenes per group (default: 100)")
-    parser.add_argument("--n-reference", type=int, default=2000,
-                        help="synthetic: reference scenes (default: 2000)")
+                        help="the names of classes y = 0 and y = 1 in the prompts (default: "
+                             "landbird waterbird)")
+    add_count(parser, "--n-per-group", 100, "synthetic: held-out scenes per group (default: "
+              "100)")
+    add_count(parser, "--n-reference", 2000, "synthetic: reference scenes (default: 2000)")
     add_common_options(parser, "clipspan-spurious", batch_size=200, model="toy-spurious")
 
 
@@ -70,10 +69,6 @@ def run(args: argparse.Namespace) -> int:
 
     if args.k is None:
         args.k = 2 if args.data == "synthetic" else 4
-    for name in ("k", "draws", "m", "n_per_group", "n_reference"):
-        if getattr(args, name) < 1:
-            raise CommandError(f"--{name.replace('_', '-')} must be at least 1, got "
-                               f"{getattr(args, name)}.")
     concept = args.concept
     center = not args.no_center and (concept is None or len(concept) > 1)
     if args.data == "synthetic":
@@ -105,13 +100,13 @@ def run(args: argparse.Namespace) -> int:
                      cs.ImageFolder(existing(args.reference, "reference folder", "folder"),
                                     clip.preprocess))
         names = list(args.classes or cs.WaterbirdsDataset.classes)
-        if len(names) != 2:
-            raise CommandError(f"Waterbirds has 2 classes (y = 0, 1); got --classes {names}.")
+        # y's classes by name, each said in the prompts as --classes gives it
+        classifier = cs.ZeroShotClassifier(clip, dict(zip(data.classes, names, strict=True)))
         from ..text_cache import encode_texts_cached
 
         bank = cs.text_bank(default_bank(args))
         study = cs.spurious_cue_study(
-            clip, reference, data, cs.ZeroShotClassifier(clip, names), concept, None,
+            clip, reference, data, classifier, concept, None,
             data.groups, k=args.k, draws=args.draws, seed=args.seed, bank=bank,
             text_embeddings=encode_texts_cached(clip, bank).float().to(clip.device), m=args.m,
             center=center, n_groups=data.n_groups, batch_size=args.batch_size)

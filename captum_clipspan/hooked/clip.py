@@ -10,9 +10,17 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ..validation import check_text_embeddings
+from ..validation import (
+    check_count,
+    check_images,
+    check_text_embeddings,
+    check_texts,
+    resolve_precision,
+)
 from .backends.text import TextBackend
 from .vit import HookedViT
+
+__all__ = ["HookedCLIP", "check_texts"]  # check_texts: public here too (it lives in validation)
 
 
 class HookedCLIP(nn.Module):
@@ -77,24 +85,30 @@ class HookedCLIP(nn.Module):
             pretrained: an open_clip pretrained tag (``open_clip.list_pretrained()``), a local
                 checkpoint path, or ``None`` for random weights.
             device: where to put the model.
-            precision: open_clip precision (``"fp32"``, ``"fp16"``, ``"bf16"``, ...).
+            precision: ``"fp32"``, ``"fp16"``, ``"bf16"`` (open_clip's mixed precision: norms
+                stay fp32), ``"pure_fp16"``, ``"pure_bf16"``, or a dtype (``torch.bfloat16``);
+                a registered model is cast to the dtype. Anything else is refused.
             **kwargs: passed to ``open_clip.create_model_and_transforms``.
 
         Raises:
-            ValueError: an unknown name, or a pretrained tag for a registered model.
+            ValueError: an unknown name or precision, a pretrained tag for a registered model,
+                or a local checkpoint file that is not one of this model.
             HubUnreachableError: the weights are not cached and the Hub cannot be reached.
         """
         from .. import registry
         from .backends.open_clip_text import load_open_clip
 
+        precision, dtype = resolve_precision(precision)
+        if not isinstance(model_name, str):
+            raise TypeError(f"model_name must be a string, got {type(model_name).__name__}.")
         loader = registry.lookup("model", model_name)
         if loader is not None:
             if pretrained is not None:
                 raise ValueError(f"the {model_name!r} model ships its own weights; got "
                                  f"pretrained={pretrained!r}, which does not apply to it.")
             model, tokenizer, preprocess = loader(device=device)
-            return cls.from_open_clip(model, tokenizer=tokenizer, preprocess=preprocess,
-                                      model_name=model_name)
+            return cls.from_open_clip(model.to(dtype), tokenizer=tokenizer,
+                                      preprocess=preprocess, model_name=model_name)
         return cls(load_open_clip(model_name, pretrained, device=device, precision=precision,
                                   other_models=registry.names("model"), **kwargs))
 
@@ -110,11 +124,13 @@ class HookedCLIP(nn.Module):
             processor: its ``CLIPProcessor``/``SiglipProcessor`` (tokenizer and image processor);
                 loaded with the model when a repo id is given and this is ``None``.
             device: where to put the model (a live model is moved too).
-            dtype: the model's dtype; ``None`` keeps a live model's and loads ``float32``.
+            dtype: the model's dtype (a ``torch.dtype`` or its name, ``"bfloat16"``); ``None``
+                keeps a live model's and loads ``float32``.
 
         Raises:
             OSError: a repo id that is not cached locally while the Hub cannot be reached.
-            TypeError: a model without a text tower.
+            ValueError: a local folder that holds no loadable model.
+            TypeError: a model without a text tower, or arguments of the wrong type.
         """
         from .backends.transformers_text import load_transformers
 
@@ -174,7 +190,7 @@ class HookedCLIP(nn.Module):
 
     def encode_image(self, images: Tensor, normalize: bool = False) -> Tensor:
         """Image embeddings ``[B, E]`` through the hooked tower (``model.encode_image``)."""
-        self.visual.check_images(images)
+        check_images(images, self.visual.image_size)
         features = self.visual(images)
         return F.normalize(features, dim=-1) if normalize else features
 
@@ -182,6 +198,7 @@ class HookedCLIP(nn.Module):
                     batch_size: int = 256) -> Tensor:
         """Text embeddings ``[T, E]``, unit norm by default, computed without gradients."""
         texts = check_texts(texts)
+        batch_size = check_count(batch_size, "batch_size")
         with torch.no_grad():
             features = torch.cat([self.text.encode_text(texts[start:start + batch_size])
                                   for start in range(0, len(texts), batch_size)])
@@ -198,13 +215,3 @@ class HookedCLIP(nn.Module):
         texts = check_text_embeddings(text_embeddings, self.embed_dim)
         return embeddings @ texts.to(embeddings.dtype).T
 
-
-def check_texts(texts: str | Sequence[str]) -> list[str]:
-    """Validate a string or a non-empty list of strings."""
-    if isinstance(texts, str):
-        texts = [texts]
-    if not isinstance(texts, Sequence) or not all(isinstance(t, str) for t in texts):
-        raise TypeError("texts must be a string or a list of strings.")
-    if len(texts) == 0:
-        raise ValueError("the list of texts is empty; pass at least one text.")
-    return list(texts)

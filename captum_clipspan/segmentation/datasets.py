@@ -17,7 +17,7 @@ import torch
 from torch import Tensor
 from torch.utils.data import Dataset
 
-from ..sources import IMAGE_SUFFIXES
+from ..sources import IMAGE_SUFFIXES, UnreadableImageError, open_image
 
 if TYPE_CHECKING:
     from ..hooked.clip import HookedCLIP
@@ -30,8 +30,10 @@ class _SegmentationData(Dataset):
 
     As Chefer et al.: the image is resized (squashed) bilinearly to ``size``, then ``transform``
     (e.g. ``clip.preprocess``, whose resize and crop are then no-ops) is applied; the mask is
-    resized with nearest-neighbour interpolation. Subclasses implement ``__len__`` and
-    ``raw(index) -> (PIL RGB image, bool array [H, W])``.
+    resized with nearest-neighbour interpolation, the same way. A mask must have its image's
+    size: one of another size or aspect is refused, never stretched to fit. Subclasses
+    implement ``__len__`` and ``raw(index) -> (PIL RGB image, bool array [H, W])``, and may
+    override ``describe(index)`` (how a message names item ``index``).
     """
 
     def __init__(self, transform: Callable | None = None,
@@ -42,13 +44,23 @@ class _SegmentationData(Dataset):
     def raw(self, index: int) -> tuple[Any, np.ndarray]:
         raise NotImplementedError
 
+    def describe(self, index: int) -> str:
+        """How messages name item ``index``."""
+        return f"item {index}"
+
     def __getitem__(self, index: int) -> tuple[Tensor, Tensor]:
         from PIL import Image
 
         if not -len(self) <= index < len(self):
             raise IndexError(f"index {index} out of range for {len(self)} images")
         image, mask = self.raw(index % len(self))
-        mask = Image.fromarray(np.asarray(mask, dtype=np.uint8) * 255)
+        mask = np.asarray(mask)
+        if mask.shape != (image.height, image.width):
+            raise ValueError(f"the mask of {self.describe(index % len(self))} is "
+                             f"{'x'.join(map(str, mask.shape[1::-1]))} (width x height) but its "
+                             f"image is {image.width}x{image.height}; a mask must have its "
+                             "image's size (it is not stretched to fit).")
+        mask = Image.fromarray(mask.astype(np.uint8) * 255)
         if self.size is not None:
             width_height = (self.size[1], self.size[0])
             image = image.resize(width_height, Image.BILINEAR)
@@ -97,6 +109,9 @@ class ImagenetSegmentation(_SegmentationData):
         if not self.path.is_file():
             raise FileNotFoundError(f"no ImageNet-segmentation file at {str(path)!r}.")
         self._h5py, self._file = h5py, None
+        if not h5py.is_hdf5(self.path):
+            raise ValueError(f"{self.path} is not an HDF5 file (MATLAB v7.3); give "
+                             "gtsegs_ijcv.mat, or a folder with images/ and masks/.")
         with h5py.File(self.path, "r") as handle:
             if "value/img" not in handle or "value/gt" not in handle:
                 raise ValueError(f"{self.path} is not gtsegs_ijcv.mat: it has no value/img and "
@@ -105,6 +120,9 @@ class ImagenetSegmentation(_SegmentationData):
 
     def __len__(self) -> int:
         return self._length
+
+    def describe(self, index: int) -> str:
+        return f"image {index} of {self.path}"
 
     def raw(self, index: int) -> tuple[Any, np.ndarray]:
         from PIL import Image
@@ -130,7 +148,9 @@ class ImagenetSegmentation(_SegmentationData):
 class MaskFolder(_SegmentationData):
     """Images with foreground masks: ``root/images/<name>.<ext>`` and ``root/masks/<name>.png``.
 
-    A mask pixel is foreground where it is non-zero (any channel).
+    A mask has its image's size. A pixel is foreground where it is non-zero: its gray level or
+    palette index, or any color channel; where a mask has an alpha channel, transparent pixels
+    are background and alpha is not a color (an opaque black pixel is background).
 
     Args:
         root: the folder holding ``images/`` and ``masks/``.
@@ -156,10 +176,27 @@ class MaskFolder(_SegmentationData):
     def __len__(self) -> int:
         return len(self.files)
 
-    def raw(self, index: int) -> tuple[Any, np.ndarray]:
-        from PIL import Image
+    def describe(self, index: int) -> str:
+        return str(self.files[index])
 
+    def raw(self, index: int) -> tuple[Any, np.ndarray]:
         path = self.files[index]
-        with Image.open(path) as image, Image.open(self.root / "masks" / f"{path.stem}.png") as m:
-            mask = np.asarray(m)
-            return image.convert("RGB"), (mask.reshape(*mask.shape[:2], -1) > 0).any(axis=-1)
+        return open_image(path), foreground(self.root / "masks" / f"{path.stem}.png")
+
+
+def foreground(path: Path) -> np.ndarray:
+    """A mask file -> bool ``[H, W]`` (see :class:`MaskFolder` for what is foreground)."""
+    from PIL import Image
+
+    try:
+        with Image.open(path) as mask:
+            bands = mask.getbands()
+            pixels = np.asarray(mask)
+    except (OSError, SyntaxError, ValueError) as error:
+        raise UnreadableImageError(f"mask {path} cannot be read: {error}.") from None
+    pixels = pixels.reshape(*pixels.shape[:2], -1)
+    if "A" in bands:
+        alpha = bands.index("A")
+        colors = np.delete(pixels, alpha, axis=-1)
+        return (colors > 0).any(axis=-1) & (pixels[..., alpha] > 0)
+    return (pixels > 0).any(axis=-1)

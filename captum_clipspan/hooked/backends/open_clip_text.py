@@ -4,11 +4,13 @@ and loading a model by name and pretrained tag."""
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any
 
 import torch
 from torch import Tensor, nn
 
+from ...validation import resolve_precision
 from .text import TextBackend
 
 __all__ = ["OpenCLIPText", "load_open_clip"]
@@ -72,13 +74,15 @@ def load_open_clip(model_name: str, pretrained: str | None = None,
         pretrained: a pretrained tag (``open_clip.list_pretrained()``), a local checkpoint path,
             or ``None`` for random weights.
         device: where to put the model.
-        precision: open_clip precision (``"fp32"``, ``"fp16"``, ``"bf16"``, ...).
+        precision: open_clip precision (``"fp32"``, ``"fp16"``, ``"bf16"``, ``"pure_fp16"``,
+            ``"pure_bf16"``; see :func:`~captum_clipspan.validation.resolve_precision`).
         other_models: names the caller accepts besides open_clip's, listed in the error for an
             unknown name.
         **kwargs: passed to ``open_clip.create_model_and_transforms``.
 
     Raises:
-        ValueError: an unknown model name.
+        ValueError: an unknown model name or tag, a checkpoint path that does not exist, or a
+            file that is not a checkpoint of this model.
         HubUnreachableError: the weights are not cached and the Hub cannot be reached (at once,
             not after minutes of retries).
     """
@@ -86,12 +90,48 @@ def load_open_clip(model_name: str, pretrained: str | None = None,
 
     from .hub import check_weights_reachable
 
+    precision, _ = resolve_precision(precision)
     if model_name not in open_clip.list_models():
         also = f"{list(other_models)} or of " if other_models else ""
         raise ValueError(f"unknown model {model_name!r}: use one of {also}open_clip.list_models() "
                          "(e.g. 'ViT-B-16', 'ViT-L-14').")
+    checkpoint = _checkpoint_file(model_name, pretrained)
     check_weights_reachable(model_name, pretrained)
-    model, _, preprocess = open_clip.create_model_and_transforms(
-        model_name, pretrained=pretrained, device=device, precision=precision, **kwargs
-    )
+    try:
+        model, _, preprocess = open_clip.create_model_and_transforms(
+            model_name, pretrained=pretrained, device=device, precision=precision, **kwargs
+        )
+    except Exception as error:
+        if checkpoint is None:
+            raise
+        # torch.load and load_state_dict fail on a foreign file in many ways (KeyError,
+        # UnpicklingError, RuntimeError, ...); the user needs to know which file and why.
+        raise ValueError(f"pretrained file {checkpoint} is not an open_clip checkpoint of "
+                         f"{model_name} ({type(error).__name__}: {error}); give a state dict "
+                         "saved from this model, or a pretrained tag "
+                         "(open_clip.list_pretrained()).") from error
     return OpenCLIPText(model.eval(), preprocess=preprocess, model_name=model_name)
+
+
+def _checkpoint_file(model_name: str, pretrained: Any) -> Path | None:
+    """The local checkpoint ``pretrained`` names, ``None`` for a known tag or no weights.
+
+    Raises:
+        TypeError: ``pretrained`` is not a string or path.
+        ValueError: it is neither a tag of ``model_name`` nor an existing file.
+    """
+    import open_clip
+
+    if pretrained is None:
+        return None
+    if not isinstance(pretrained, (str, Path)):
+        raise TypeError(f"pretrained must be a tag, a checkpoint path or None, got "
+                        f"{type(pretrained).__name__}.")
+    if Path(pretrained).is_file():
+        return Path(pretrained)
+    tags = open_clip.list_pretrained_tags_by_model(model_name)
+    if str(pretrained) not in tags and not open_clip.get_pretrained_cfg(model_name,
+                                                                       str(pretrained)):
+        raise ValueError(f"pretrained {str(pretrained)!r} is neither a tag of {model_name} "
+                         f"({', '.join(tags) or 'none'}) nor an existing checkpoint file.")
+    return None

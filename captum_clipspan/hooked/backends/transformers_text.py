@@ -4,11 +4,13 @@ tokenizer, text tower and image processor, and loading a model by repo id, offli
 from __future__ import annotations
 
 import os
+from pathlib import Path
 from typing import Any
 
 import torch
 from torch import Tensor, nn
 
+from ...validation import resolve_dtype
 from .hub import offline_variable
 from .text import TextBackend
 
@@ -108,10 +110,23 @@ def load_transformers(model_or_repo_id: nn.Module | str, processor: Any = None,
         dtype: the model's dtype; ``None`` keeps a live model's and loads ``float32``.
 
     Raises:
-        ValueError: the Hub says the repo does not exist.
+        ValueError: the Hub says the repo does not exist, or a local folder holds no loadable
+            model.
         OSError: it is not in the local cache and the Hub is unreachable or offline mode is set.
-        TypeError: the model has no text tower.
+        TypeError: the model has no text tower; a processor without a tokenizer or image
+            processor; a dtype that is neither a floating-point dtype nor its name.
     """
+    if isinstance(model_or_repo_id, Path):
+        model_or_repo_id = str(model_or_repo_id)
+    if not isinstance(model_or_repo_id, (str, nn.Module)):
+        raise TypeError(f"model_or_repo_id must be a transformers CLIPModel/SiglipModel, a Hub "
+                        f"repo id or a local folder, got {model_or_repo_id!r}.")
+    if processor is not None and not any(hasattr(processor, attribute) for attribute in
+                                         ("tokenizer", "image_processor")):
+        raise TypeError(f"processor must be a transformers processor (with .tokenizer and "
+                        f".image_processor, e.g. AutoProcessor.from_pretrained(repo_id)) or "
+                        f"None, got {processor!r}.")
+    dtype = None if dtype is None else resolve_dtype(dtype)
     model, name = model_or_repo_id, None
     if isinstance(model_or_repo_id, str):
         name = model_or_repo_id
@@ -129,8 +144,13 @@ def _from_pretrained(repo_id: str, processor: Any, dtype: torch.dtype) -> tuple[
         model = AutoModel.from_pretrained(repo_id, dtype=dtype, local_files_only=local_only)
         if processor is None:
             processor = AutoProcessor.from_pretrained(repo_id, local_files_only=local_only)
-    except OSError as error:
-        if not local_only:
+    except (OSError, ValueError, KeyError) as error:
+        if os.path.isdir(repo_id):  # not a question of the Hub: the folder itself is broken
+            raise ValueError(f"the folder {repo_id!r} holds no loadable transformers model "
+                             f"({type(error).__name__}: {' '.join(str(error).split())[:300]}); "
+                             "give a save_pretrained folder of a CLIPModel or SiglipModel."
+                             ) from error
+        if not local_only or not isinstance(error, OSError):
             raise
         raise OSError(f"cannot load {repo_id!r}: it is not in the local Hugging Face cache and "
                       "the Hub is not reachable (offline, or HF_HUB_OFFLINE is set). Download it "
