@@ -209,3 +209,16 @@ def test_a_figure_name_is_reported_with_the_extension_it_was_written_with(shapes
     assert (tmp_path / "map.png").stat().st_size > 0 and not (tmp_path / "map").exists()
     assert main([*argv, "--name", "map.bmp"]) == 2
     assert "--name 'map.bmp' has the extension '.bmp'" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("option, value, message", [
+    ("batch_size", 0, "batch_size must be at least 1, got 0"),
+    ("num_workers", -1, "num_workers must be at least 0, got -1"),
+])
+def test_a_cache_pass_refuses_bad_sizes_before_any_work(option, value, message, tmp_path):
+    clip = cs.HookedCLIP.from_pretrained("toy")
+    images = torch.zeros(2, 3, *clip.visual.image_size)
+    with pytest.raises(ValueError, match=message):
+        cs.cache_decomposition(clip, images, tmp_path / "cache", show_progress=False,
+                               **{option: value})
+    assert not (tmp_path / "cache").exists()

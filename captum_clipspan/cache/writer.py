@@ -16,7 +16,7 @@ from torch.utils.data import DataLoader, Dataset
 from ..decomposition import CONVENTIONS, PER_IMAGE_FIELDS, decompose
 from ..hooked.clip import HookedCLIP
 from ..sources import ImageFolder, ImageSource, as_dataset, dataset_length
-from ..validation import resolve_layers
+from ..validation import check_count, resolve_layers
 from .batches import Rows, batch_bounds, cut, gaps, loaded_pieces
 from .distributed import World
 from .fingerprint import batch_digests, file_digests, image_digests
@@ -95,8 +95,8 @@ def cache_decomposition(
     if granularity not in GRANULARITIES:
         raise ValueError(f"granularity must be 'head' (per-head terms) or 'token' (per-head and "
                          f"per-token terms), got {granularity!r}.")
-    if type(batch_size) is not int or batch_size < 1:
-        raise ValueError(f"batch_size must be a positive int, got {batch_size!r}.")
+    batch_size = check_count(batch_size, "batch_size")
+    num_workers = check_count(num_workers, "num_workers", minimum=0)
     source = as_dataset(clip, images)
     n = dataset_length(source)
     if n == 0:
