@@ -28,6 +28,7 @@ from .validation import check_indices, check_labels, match_classes
 
 if TYPE_CHECKING:
     from .cache import DecompositionCache
+    from .text import ZeroShotClassifier
 
 __all__ = ["ComponentMeans", "ablated_embeddings", "correct", "deviations_from_means",
            "head_accuracy",
@@ -218,7 +219,7 @@ def correct(embeddings: Tensor, class_embeddings: Tensor, labels: Tensor) -> Ten
     return predictions == labels
 
 
-def head_accuracy(cache: DecompositionCache, classifier: Any, labels: Any = None,
+def head_accuracy(cache: DecompositionCache, classifier: ZeroShotClassifier, labels: Any = None,
                   chunk: int = 2048) -> Tensor:
     """Zero-shot accuracy of every cached head alone, all other components mean-ablated.
 

@@ -45,6 +45,7 @@ from .evaluation import ComponentMeans, ablated_embeddings, predict
 from .evaluation import worst_group_accuracy as worst_group_accuracy  # public here too
 from .hooked.clip import HookedCLIP
 from .sources import ImageSource, as_dataset, iterate_batches, open_image
+from .text import ZeroShotClassifier
 from .validation import (
     check_labels,
     check_text_embeddings,
@@ -272,8 +273,8 @@ def _head_names(clip: HookedCLIP, means: ComponentMeans, heads: Sequence[Head]) 
 
 
 def _predictions(clip: HookedCLIP, means: ComponentMeans, head_sets: Sequence[Sequence[str]],
-                 data: DecompositionCache | ImageSource, classifier: Any, labels: Any,
-                 batch_size: int) -> tuple[Tensor, Tensor, Tensor]:
+                 data: DecompositionCache | ImageSource, classifier: ZeroShotClassifier,
+                 labels: Any, batch_size: int) -> tuple[Tensor, Tensor, Tensor]:
     """Predictions of the unmodified model ``[N]``, with each head set ablated ``[S, N]``, and
     the labels ``[N]`` (``labels`` or the data's)."""
     class_embeddings = classifier.class_embeddings.float().cpu()
@@ -315,9 +316,9 @@ def _head_batches(clip: HookedCLIP, means: ComponentMeans, data: DecompositionCa
 
 
 def ablate_heads(clip: HookedCLIP, means: ComponentMeans, heads: Sequence[Head],
-                 cache_or_images: DecompositionCache | ImageSource, classifier: Any,
-                 labels: Any, groups: Any, n_groups: int | None = None,
-                 batch_size: int = 64) -> dict[str, Any]:
+                 cache_or_images: DecompositionCache | ImageSource,
+                 classifier: ZeroShotClassifier, labels: Any, groups: Any,
+                 n_groups: int | None = None, batch_size: int = 64) -> dict[str, Any]:
     """Worst-group accuracy before and after mean-ablating the direct terms of some heads.
 
     Each chosen head's direct term is replaced by its mean (:func:`ablated_embeddings`, direct
@@ -358,9 +359,10 @@ def _pairs(names: Sequence[str]) -> list[Head]:
 
 
 def random_heads_baseline(clip: HookedCLIP, means: ComponentMeans,
-                          cache_or_images: DecompositionCache | ImageSource, classifier: Any,
-                          labels: Any, groups: Any, k: int, draws: int = 5, seed: int = 0,
-                          n_groups: int | None = None, batch_size: int = 64) -> dict[str, Any]:
+                          cache_or_images: DecompositionCache | ImageSource,
+                          classifier: ZeroShotClassifier, labels: Any, groups: Any, k: int,
+                          draws: int = 5, seed: int = 0, n_groups: int | None = None,
+                          batch_size: int = 64) -> dict[str, Any]:
     """The paper's "top-random": the best of ``draws`` random choices of ``k`` heads.
 
     Each draw picks ``k`` distinct heads uniformly among the heads of ``means.layers`` (of the
@@ -408,8 +410,9 @@ def random_heads_baseline(clip: HookedCLIP, means: ComponentMeans,
 # The whole experiment -------------------------------------------------------------------------
 
 def spurious_cue_study(clip: HookedCLIP, reference: DecompositionCache | ImageSource,
-                       data: DecompositionCache | ImageSource, classifier: Any, concept: Any,
-                       labels: Any, groups: Any, *, k: int = 4, draws: int = 5, seed: int = 0,
+                       data: DecompositionCache | ImageSource,
+                       classifier: ZeroShotClassifier, concept: Any, labels: Any, groups: Any,
+                       *, k: int = 4, draws: int = 5, seed: int = 0,
                        bank: Any = "general", text_embeddings: Tensor | None = None,
                        m: int = 10, center: bool = False, n_groups: int | None = None,
                        batch_size: int = 64, show_progress: bool = True) -> dict[str, Any]:

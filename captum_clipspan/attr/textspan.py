@@ -21,7 +21,7 @@ from ..components import parse_component
 from ..evaluation import ComponentMeans, ablated_embeddings, correct, mean_image_embedding
 from ..hooked.clip import HookedCLIP, check_texts
 from ..sources import ImageSource
-from ..text import text_bank
+from ..text import ZeroShotClassifier, text_bank
 from ..validation import check_labels, check_text_embeddings, resolve_head, resolve_layers
 from .textspan_core import TextSpanResult, textspan
 
@@ -104,7 +104,7 @@ class TextSpanReport(Mapping):
         mean = self[(layer, head)].mean.to(head_outputs)
         return mean + self._project(f"head.{layer}.{head}", head_outputs - mean, m)
 
-    def accuracy(self, cache: DecompositionCache, classifier: Any,
+    def accuracy(self, cache: DecompositionCache, classifier: ZeroShotClassifier,
                  m_values: Sequence[int] | None = None, chunk: int = 2048,
                  labels: Any = None) -> dict[str, float]:
         """Zero-shot accuracy with the report's heads replaced by their TextSpan projections.

@@ -28,6 +28,7 @@ from ..decomposition.second_order import neuron_effects
 from ..evaluation import ComponentMeans, correct, deviations_from_means
 from ..hooked.clip import HookedCLIP
 from ..sources import ImageSource, iterate_batches
+from ..text import ZeroShotClassifier
 from ..validation import check_labels, resolve_layer
 from .report import NeuronReport
 
@@ -65,7 +66,8 @@ class NeuronAblation:
                             columns=["setting", "accuracy", "change"]).set_index("setting")
 
 
-def neuron_ablation(clip: HookedCLIP, layer: int, data: ImageSource, classifier: Any, *,
+def neuron_ablation(clip: HookedCLIP, layer: int, data: ImageSource,
+                    classifier: ZeroShotClassifier, *,
                     means_data: ImageSource | None = None, labels: Any = None,
                     report: NeuronReport | None = None, convention: str = "reference",
                     batch_size: int = 64, show_progress: bool = True) -> NeuronAblation:
