@@ -1,6 +1,7 @@
-"""transformers CLIP and SigLIP towers: the hooked tower computes what transformers computes, and
-HookedCLIP.from_transformers works offline with a real (tiny, locally built) tokenizer and image
-processor. Every 1-D parameter is randomized (transformers initializes biases to zero)."""
+"""transformers CLIP-family towers (CLIP, SigLIP, MetaCLIP 2, AltCLIP, ChineseCLIP, CLIPSeg): the
+hooked tower computes what transformers computes, and HookedCLIP.from_transformers works offline
+with a real (tiny, locally built) tokenizer and image processor of each family. Every 1-D
+parameter is randomized (transformers initializes biases to zero)."""
 
 from __future__ import annotations
 
@@ -27,8 +28,13 @@ VISION = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_att
               image_size=IMAGE_SIZE, patch_size=8)
 TEXT = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=2,
             max_position_embeddings=16)
-FAMILIES = ("clip", "siglip")
+# The families' class-name prefixes (transformers.{prefix}Model, {prefix}VisionModel, ...).
+PREFIXES = {"clip": "CLIP", "siglip": "Siglip", "metaclip2": "MetaClip2", "altclip": "AltCLIP",
+            "chineseclip": "ChineseCLIP", "clipseg": "CLIPSeg"}
+FAMILIES = tuple(PREFIXES)
+ATTENTIONS = ("sdpa", "eager")
 TEXTS = ["a photo of a cat", "a red circle", "dog"]
+LETTERS = "abcdefghijklmnopqrstuvwxyz"
 
 
 @functools.cache
@@ -59,35 +65,67 @@ def _siglip_tokenizer() -> transformers.SiglipTokenizer:
                                         model_max_length=TEXT["max_position_embeddings"])
 
 
+@functools.cache
+def _xlm_roberta_tokenizer() -> transformers.XLMRobertaTokenizer:
+    """A character-level XLM-R unigram tokenizer (MetaCLIP 2's and AltCLIP's kind), with XLM-R's
+    special-token ids (<s> 0, <pad> 1, </s> 2)."""
+    specials = [("<s>", 0.0), ("<pad>", 0.0), ("</s>", 0.0), ("<unk>", 0.0)]
+    pieces = [("\u2581" + c, -1.0) for c in LETTERS] + [(c, -2.0) for c in LETTERS]
+    return transformers.XLMRobertaTokenizer(vocab=specials + pieces + [("<mask>", 0.0)])
+
+
+@functools.cache
+def _bert_tokenizer() -> transformers.BertTokenizer:
+    """A character-level WordPiece tokenizer (ChineseCLIP's kind), Chinese characters included."""
+    words = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *LETTERS, *("##" + c for c in LETTERS),
+             *"猫狗照片"]
+    return transformers.BertTokenizer(vocab={w: i for i, w in enumerate(words)})
+
+
+TOKENIZERS = {"clip": _clip_tokenizer, "siglip": _siglip_tokenizer,
+              "metaclip2": _xlm_roberta_tokenizer, "altclip": _xlm_roberta_tokenizer,
+              "chineseclip": _bert_tokenizer, "clipseg": _clip_tokenizer}
+
+
 def processor_for(family: str):
-    if family == "clip":
-        image_processor = transformers.CLIPImageProcessor(
-            size={"shortest_edge": IMAGE_SIZE},
-            crop_size={"height": IMAGE_SIZE, "width": IMAGE_SIZE})
-        return transformers.CLIPProcessor(image_processor=image_processor,
-                                          tokenizer=_clip_tokenizer())
-    image_processor = transformers.SiglipImageProcessor(
-        size={"height": IMAGE_SIZE, "width": IMAGE_SIZE})
-    return transformers.SiglipProcessor(image_processor=image_processor,
-                                        tokenizer=_siglip_tokenizer())
+    """Each family's own processor class around a small image processor and its tokenizer."""
+    tokenizer = TOKENIZERS[family]()
+    square = {"height": IMAGE_SIZE, "width": IMAGE_SIZE}
+    if family == "siglip":
+        return transformers.SiglipProcessor(
+            image_processor=transformers.SiglipImageProcessor(size=square), tokenizer=tokenizer)
+    if family == "clipseg":  # resizes to a larger square for its decoder, as CIDAS's does
+        image_processor = transformers.ViTImageProcessor(
+            size={"height": 2 * IMAGE_SIZE, "width": 2 * IMAGE_SIZE})
+        return transformers.CLIPSegProcessor(image_processor=image_processor, tokenizer=tokenizer)
+    if family == "chineseclip":
+        image_processor = transformers.ChineseCLIPImageProcessor(size=square, crop_size=square)
+        return transformers.ChineseCLIPProcessor(image_processor=image_processor,
+                                                 tokenizer=tokenizer)
+    image_processor = transformers.CLIPImageProcessor(size={"shortest_edge": IMAGE_SIZE},
+                                                      crop_size=square)
+    processor = transformers.AltCLIPProcessor if family == "altclip" else transformers.CLIPProcessor
+    return processor(image_processor=image_processor, tokenizer=tokenizer)
+
+
+def _config(family: str):
+    tokenizer = TOKENIZERS[family]()
+    text = dict(TEXT, vocab_size=len(tokenizer), eos_token_id=tokenizer.eos_token_id,
+                bos_token_id=tokenizer.bos_token_id, pad_token_id=tokenizer.pad_token_id)
+    if family == "siglip":
+        return transformers.SiglipConfig(text_config=dict(text, bos_token_id=None),
+                                         vision_config=VISION)
+    if family == "altclip":  # RoBERTa positions start after the padding index: 16 tokens
+        text.update(max_position_embeddings=18, project_dim=TEXT["hidden_size"])
+    config = getattr(transformers, f"{PREFIXES[family]}Config")
+    return config(text_config=text, projection_dim=24,
+                  vision_config=dict(VISION, hidden_act="quick_gelu"))
 
 
 @functools.cache
 def _model(family: str) -> torch.nn.Module:
     torch.manual_seed(0)
-    if family == "clip":
-        tokenizer = _clip_tokenizer()
-        text = dict(TEXT, vocab_size=len(tokenizer), eos_token_id=tokenizer.eos_token_id,
-                    bos_token_id=tokenizer.bos_token_id, pad_token_id=tokenizer.pad_token_id)
-        config = transformers.CLIPConfig(text_config=text, projection_dim=24, vision_config=dict(
-            VISION, hidden_act="quick_gelu"))
-        model = transformers.CLIPModel(config)
-    else:
-        tokenizer = _siglip_tokenizer()
-        text = dict(TEXT, vocab_size=len(tokenizer), eos_token_id=tokenizer.eos_token_id,
-                    pad_token_id=tokenizer.pad_token_id, bos_token_id=None)
-        model = transformers.SiglipModel(transformers.SiglipConfig(text_config=text,
-                                                                   vision_config=VISION))
+    model = getattr(transformers, f"{PREFIXES[family]}Model")(_config(family))
     return randomize_(model.eval())
 
 
@@ -108,18 +146,18 @@ def own_features(model: torch.nn.Module, pixels: torch.Tensor) -> torch.Tensor:
         return pooled(model.get_image_features(pixel_values=pixels))
 
 
-def vision_only(family: str) -> list[tuple[torch.nn.Module, torch.Tensor]]:
-    """The vision-only classes around the same weights, with their own outputs."""
-    model, pixels = model_for(family), images()
-    if family == "clip":
-        with_projection = transformers.CLIPVisionModelWithProjection(
-            transformers.CLIPVisionConfig(**VISION, projection_dim=24, hidden_act="quick_gelu"))
-        with_projection.vision_model = model.vision_model
-        with_projection.visual_projection = model.visual_projection
-        towers = [(with_projection.eval(), lambda out: out.image_embeds),
-                  (model.vision_model, lambda out: out.pooler_output)]
-    else:
-        towers = [(model.vision_model, lambda out: out.pooler_output)]
+def vision_only(family: str, attention: str = "sdpa") -> list[tuple[torch.nn.Module, torch.Tensor]]:
+    """The family's vision-only classes around the same weights, with their own outputs: its
+    vision model and, where the family has one, its vision model with projection."""
+    model, pixels = model_for(family, attention=attention), images()
+    towers = [(model.vision_model, lambda out: out.pooler_output)]
+    with_projection = getattr(transformers, f"{PREFIXES[family]}VisionModelWithProjection", None)
+    if with_projection is not None:
+        config = copy.deepcopy(model.config.vision_config)
+        config.projection_dim = model.config.projection_dim
+        tower = with_projection(config)
+        tower.vision_model, tower.visual_projection = model.vision_model, model.visual_projection
+        towers.append((tower.eval(), lambda out: out.image_embeds))
     with torch.no_grad():
         return [(tower, read(tower(pixel_values=pixels))) for tower, read in towers]
 
@@ -177,7 +215,7 @@ def test_eager_attention_with_its_fp32_softmax_is_exact(family):
 def test_tower_module_owns_exactly_the_image_tower_parameters(family):
     model = model_for(family)
     expected = {id(p) for p in model.vision_model.parameters()}
-    if family == "clip":
+    if family != "siglip":
         expected |= {id(p) for p in model.visual_projection.parameters()}
     hooked = cs.HookedViT(model)
     assert {id(p) for p in hooked.model.parameters()} == expected
@@ -204,6 +242,7 @@ def test_both_families_are_one_hooked_clip_class(family):
     model = model_for(family, torch.float32)
     clip = cs.HookedCLIP.from_transformers(model, processor_for(family))
     assert type(clip) is cs.HookedCLIP and isinstance(clip.text, TransformersText)
+    assert clip.visual.family == f"transformers-{PREFIXES[family].lower()}"
     assert clip.model is model and clip.text.model is model
     tokens = clip.text.tokenize(TEXTS)
     raw = clip.text.encode_text(tokens)
@@ -225,7 +264,7 @@ def test_text_fingerprint_reads_only_the_text_tower(family):
         model.vision_model.embeddings.patch_embedding.weight.add_(1.0)
     assert text_tower_fingerprint(clip) == before
     with torch.no_grad():
-        model.text_model.embeddings.token_embedding.weight.add_(0.01)
+        next(model.text_model.parameters()).add_(0.01)
     assert text_tower_fingerprint(clip) != before
 
 
@@ -238,13 +277,15 @@ def test_siglip_texts_are_padded_to_full_length():
     assert torch.allclose(one[0], batch[0], atol=1e-6)
 
 
-def test_from_transformers_loads_a_saved_folder_offline(tmp_path):
-    model, processor = model_for("clip", torch.float32), processor_for("clip")
+@pytest.mark.parametrize("family", FAMILIES)
+def test_from_transformers_loads_a_saved_folder_offline(family, tmp_path):
+    model, processor = model_for(family, torch.float32), processor_for(family)
     model.save_pretrained(tmp_path)
     processor.save_pretrained(tmp_path)
     clip = cs.HookedCLIP.from_transformers(str(tmp_path))
     pixels = images(dtype=torch.float32)
-    assert type(clip.model).__name__ == "CLIPModel" and not clip.model.training
+    assert type(clip.model) is type(model) and not clip.model.training
+    assert type(clip.text.processor) is type(processor)
     assert clip.model_name == str(tmp_path) and clip.dtype == torch.float32
     assert torch.equal(clip.encode_image(pixels), own_features(model, pixels))
     assert torch.allclose(clip.encode_text(TEXTS), cs.HookedCLIP.from_transformers(
@@ -283,8 +324,64 @@ def test_unsupported_transformers_towers_are_named():
         **VISION, vision_use_head=False))
     with pytest.raises(UnsupportedTowerError, match="vision_use_head"):
         cs.HookedViT(headless)
-    with pytest.raises(TypeError, match="CLIPModel or SiglipModel"):
-        cs.HookedCLIP.from_transformers(model_for("clip").vision_model)
+    segmentation = transformers.CLIPSegForImageSegmentation(_config("clipseg")).eval()
+    with pytest.raises(UnsupportedTowerError, match="CLIPSegForImageSegmentation.*model.clip"):
+        cs.HookedCLIP.from_transformers(segmentation)
+    classifier = transformers.CLIPForImageClassification(_config("clip"))
+    with pytest.raises(UnsupportedTowerError, match="CLIPForImageClassification.*classifier"):
+        cs.HookedViT(classifier)
+    with pytest.raises(TypeError, match="transformers model.*from_open_clip"):
+        cs.HookedCLIP.from_transformers(torch.nn.Linear(2, 2))
+
+
+def test_every_refusal_says_why_and_lists_what_is_supported():
+    siglip2 = transformers.Siglip2VisionModel(transformers.Siglip2VisionConfig(
+        hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=2,
+        num_patches=16, patch_size=8))
+    vit = transformers.ViTModel(transformers.ViTConfig(
+        hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=2,
+        image_size=IMAGE_SIZE, patch_size=8))
+    for tower in (siglip2, vit):
+        with pytest.raises(UnsupportedTowerError) as refusal:
+            cs.HookedViT(tower)
+        message = str(refusal.value)
+        assert f"transformers {type(tower).__name__}: " in message
+        for supported in ("CLIPModel", "MetaClip2Model", "AltCLIPModel", "ChineseCLIPModel",
+                          "CLIPSegModel", "SiglipModel", "SiglipVisionModel"):
+            assert supported in message.split("captum_clipspan supports")[1]
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+@pytest.mark.parametrize("attention", ATTENTIONS)
+def test_vision_only_classes_work_through_from_transformers(family, attention):
+    """The image side alone: exact embeddings and terms; texts must come as embeddings."""
+    full = cs.HookedCLIP.from_transformers(model_for(family, attention=attention),
+                                           processor_for(family))
+    pixels = images()
+    for tower, expected in vision_only(family, attention):
+        clip = cs.HookedCLIP.from_transformers(tower, processor_for(family))
+        assert not clip.text.has_text_tower and clip.text.text_parameters() == {}
+        with torch.no_grad():
+            assert torch.equal(clip.encode_image(pixels), expected)
+        parts = cs.decompose(clip, pixels, granularity="token")
+        assert (parts.total() - F.normalize(expected, dim=-1)).abs().max() <= 1e-10
+        with pytest.raises(ValueError, match="without a text tower.*text embeddings"):
+            clip.encode_text(TEXTS)
+        with pytest.raises(ValueError, match="without a text tower"):
+            clip.logit_scale  # noqa: B018
+        if clip.embed_dim == full.embed_dim:  # the joint space (a projection, or SigLIP without)
+            texts = full.encode_text(TEXTS)
+            assert torch.allclose(clip(pixels, texts), full(pixels, texts), rtol=0, atol=1e-12)
+        assert clip.preprocess_images(Image.new("RGB", (40, 48))).shape == (1, 3, IMAGE_SIZE,
+                                                                              IMAGE_SIZE)
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_long_texts_are_cut_to_the_text_towers_positions(family):
+    clip = cs.HookedCLIP.from_transformers(model_for(family, torch.float32),
+                                           processor_for(family))
+    texts = clip.encode_text(["a photo of a cat " * 20, "猫的照片"])
+    assert texts.shape == (2, clip.embed_dim) and torch.isfinite(texts).all()
 
 
 def test_clip_tower_follows_the_models_train_and_eval_mode():
@@ -298,9 +395,10 @@ def test_clip_tower_follows_the_models_train_and_eval_mode():
 
 
 @pytest.mark.parametrize("family", FAMILIES)
+@pytest.mark.parametrize("attention", ATTENTIONS)
 @pytest.mark.parametrize("dtype, tolerance", [(torch.float64, 1e-10), (torch.float32, 1e-5)])
-def test_token_decomposition_is_exact(family, dtype, tolerance):
-    model = model_for(family, dtype)
+def test_token_decomposition_is_exact(family, attention, dtype, tolerance):
+    model = model_for(family, dtype, attention)
     clip = cs.HookedCLIP.from_transformers(model)
     pixels = images(dtype=dtype)
     expected = torch.nn.functional.normalize(own_features(model, pixels), dim=-1)

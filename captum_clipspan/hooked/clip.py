@@ -116,13 +116,22 @@ class HookedCLIP(nn.Module):
     def from_transformers(cls, model_or_repo_id: nn.Module | str, processor: Any = None,
                           device: str | torch.device = "cpu",
                           dtype: torch.dtype | None = None) -> HookedCLIP:
-        """Wrap a Hugging Face ``CLIPModel`` or ``SiglipModel``, or load one by repo id.
+        """Wrap a Hugging Face CLIP-family model, or load one by repo id.
+
+        Supported: ``CLIPModel``, ``MetaClip2Model``, ``AltCLIPModel``, ``ChineseCLIPModel``,
+        ``CLIPSegModel`` and ``SiglipModel`` (both towers), and the vision-only
+        ``CLIPVisionModel[WithProjection]``, ``MetaClip2VisionModel[WithProjection]``,
+        ``AltCLIPVisionModel``, ``ChineseCLIPVisionModel``, ``CLIPSegVisionModel`` and
+        ``SiglipVisionModel`` (the image side only: :meth:`encode_text` raises a
+        ``ValueError``, so give texts as embeddings). A ``CLIPSegProcessor``'s images are
+        resized to the tower's trained size (224, not the decoder's 352).
 
         Args:
-            model_or_repo_id: a live ``CLIPModel``/``SiglipModel``, a Hub repo id
-                (``"openai/clip-vit-base-patch16"``) or a local ``save_pretrained`` folder.
-            processor: its ``CLIPProcessor``/``SiglipProcessor`` (tokenizer and image processor);
-                loaded with the model when a repo id is given and this is ``None``.
+            model_or_repo_id: a live model, a Hub repo id (``"openai/clip-vit-base-patch16"``)
+                or a local ``save_pretrained`` folder.
+            processor: its processor (tokenizer and image processor: ``CLIPProcessor``,
+                ``SiglipProcessor``, ``AltCLIPProcessor``, ...); loaded with the model when a
+                repo id is given and this is ``None``.
             device: where to put the model (a live model is moved too).
             dtype: the model's dtype (a ``torch.dtype`` or its name, ``"bfloat16"``); ``None``
                 keeps a live model's and loads ``float32``.
@@ -130,7 +139,10 @@ class HookedCLIP(nn.Module):
         Raises:
             OSError: a repo id that is not cached locally while the Hub cannot be reached.
             ValueError: a local folder that holds no loadable model.
-            TypeError: a model without a text tower, or arguments of the wrong type.
+            UnsupportedTowerError: a transformers class whose image tower is not supported; the
+                message says why and lists what is.
+            TypeError: a model that is not a transformers model, or arguments of the wrong
+                type.
         """
         from .backends.transformers_text import load_transformers
 

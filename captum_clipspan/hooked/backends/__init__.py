@@ -4,8 +4,9 @@ Supported: open_clip's own ``VisionTransformer`` (LayerScale, QuickGELU, no ``ln
 or mean pooling, ``final_ln_after_pool``, ``LayerNormFp32``, CoCa's attentional pooler), timm
 ``VisionTransformer`` and ``Eva`` towers inside open_clip's ``TimmModel`` (SigLIP/SigLIP2 and
 PE-Core with attention pooling, EVA01/EVA02 with RoPE, sub-LN and SwiGLU, MobileCLIP-B and ViTamin
-with their convolutional stems, mean-pooled and relative-position ViTs), and ``transformers`` CLIP
-and SigLIP vision towers.
+with their convolutional stems, mean-pooled and relative-position ViTs), and ``transformers`` towers
+(CLIP, MetaCLIP 2, AltCLIP, ChineseCLIP and CLIPSeg with CLIP's layout; SigLIP), whole models
+and vision-only classes.
 
 The rest of each family (tokenizer, text tower, image transform, loading) is a
 :class:`~.text.TextBackend`: :mod:`.open_clip_text` (with :mod:`.hub`, which fails fast when

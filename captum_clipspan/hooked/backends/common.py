@@ -15,9 +15,10 @@ SUPPORTED_TOWERS = (
     "open_clip VisionTransformer towers (LayerScale, QuickGELU, no ln_pre, 'tok'/'avg' pooling, "
     "final_ln_after_pool, CoCa's attentional pooler); timm VisionTransformer and Eva towers in "
     "open_clip's TimmModel (SigLIP, SigLIP2, PE-Core, EVA01, EVA02 incl. EVA02-E, MobileCLIP-B, "
-    "ViTamin, "
-    "mean-pooled and relative-position ViTs); transformers CLIPVisionModel/CLIPModel and "
-    "SiglipVisionModel/SiglipModel"
+    "ViTamin, mean-pooled and relative-position ViTs); transformers CLIPModel, "
+    "CLIPVisionModel[WithProjection], MetaClip2Model, MetaClip2VisionModel[WithProjection], "
+    "AltCLIPModel, AltCLIPVisionModel, ChineseCLIPModel, ChineseCLIPVisionModel, CLIPSegModel, "
+    "CLIPSegVisionModel, SiglipModel and SiglipVisionModel"
 )
 
 
