@@ -11,7 +11,13 @@ from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 
 from ..hooked.clip import HookedCLIP
-from .methods import HEATMAP_METHODS, heatmaps, text_matrix, zero_shot_columns
+from .methods import (
+    FITTED_HEATMAP_METHODS,
+    HEATMAP_METHODS,
+    heatmaps,
+    text_matrix,
+    zero_shot_columns,
+)
 from .metrics import pool_scores, score_terms
 
 __all__ = ["benchmark", "markdown_table"]
@@ -43,10 +49,10 @@ def benchmark(clip: HookedCLIP, data: Dataset | DataLoader, texts: Any,
         >>> data = ImagenetSegmentation("gtsegs_ijcv.mat", **for_model(clip))
         >>> print(markdown_table(benchmark(clip, data, cs.ZeroShotClassifier(clip, names))))
     """
-    unknown = [m for m in methods if m not in HEATMAP_METHODS]
+    unknown = [m for m in methods if m not in {**HEATMAP_METHODS, **FITTED_HEATMAP_METHODS}]
     if unknown or not methods:
         raise ValueError(f"unknown heat-map methods {unknown}; choose from "
-                         f"{list(HEATMAP_METHODS)}.")
+                         f"{[*HEATMAP_METHODS, *FITTED_HEATMAP_METHODS]}.")
     loader = data if isinstance(data, DataLoader) else DataLoader(data, batch_size=batch_size)
     matrix = text_matrix(clip, texts)
     terms: dict[str, list[dict[str, Tensor]]] = {method: [] for method in methods}

@@ -2,12 +2,14 @@
 and the maps read from the decomposition (topics within a head, one text against another).
 
 Every method is a Captum attribution of :mod:`captum_clipspan.attr`; :func:`heatmaps` builds
-``HEATMAP_METHODS[method](clip, **options)`` and keeps each image's map for its own text.
+``HEATMAP_METHODS[method](clip, **options)`` (or ``FITTED_HEATMAP_METHODS[method]``) and keeps each
+image's map for its own text.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from inspect import Parameter, signature
 from typing import Any
 
 import torch
@@ -21,12 +23,13 @@ from ..attr.baselines import (
     GradCAM,
     RawAttention,
 )
+from ..attr.neurons import NeuronActivationMap
 from ..attr.patches import PatchContribution
 from ..hooked.clip import HookedCLIP
 from ..validation import resolve_target, resolve_texts
 
-__all__ = ["HEATMAP_METHODS", "contrastive_map", "heatmaps", "text_matrix", "topic_segmentation",
-           "zero_shot_columns"]
+__all__ = ["FITTED_HEATMAP_METHODS", "HEATMAP_METHODS", "contrastive_map", "heatmap_method",
+           "heatmaps", "text_matrix", "topic_segmentation", "zero_shot_columns"]
 
 HEATMAP_METHODS: dict[str, type[Attribution]] = {
     "decomposition": ContrastivePatchContribution,
@@ -36,7 +39,38 @@ HEATMAP_METHODS: dict[str, type[Attribution]] = {
     "chefer": CheferRelevance,
 }
 """Heat-map method name -> attribution class, built as ``cls(clip, **options)`` and called as
-``.attribute(images, texts=[C, E], target=[B])`` (``[B, 1, g, g]`` maps)."""
+``.attribute(images, texts=[C, E], target=[B])`` (``[B, 1, g, g]`` maps). Each runs without
+options: the benchmark's and the command line's default is every one of them."""
+
+FITTED_HEATMAP_METHODS: dict[str, type[Attribution]] = {
+    "neurons": NeuronActivationMap,
+}
+"""The methods that need something fitted first, an option without a default (``"neurons"``:
+``reports=``, one :class:`~captum_clipspan.NeuronReport` per MLP layer); called as
+:data:`HEATMAP_METHODS`' are, and asked for by name with their options, e.g.
+``benchmark(..., methods=["decomposition", "neurons"], options={"neurons": {"reports": reports}})``.
+"""
+
+
+def heatmap_method(method: str, **options: Any) -> type[Attribution]:
+    """The attribution class of a heat-map method, once its required options are all given.
+
+    Raises:
+        ValueError: an unknown method, or a required option (a parameter of the class without a
+            default) missing from ``options``.
+    """
+    cls = HEATMAP_METHODS.get(method) or FITTED_HEATMAP_METHODS.get(method)
+    if cls is None:
+        raise ValueError(f"unknown heat-map method {method!r}; choose from "
+                         f"{[*HEATMAP_METHODS, *FITTED_HEATMAP_METHODS]}.")
+    parameters = list(signature(cls).parameters.values())[1:]  # after clip
+    missing = [p.name for p in parameters if p.default is Parameter.empty
+               and p.kind in (Parameter.POSITIONAL_OR_KEYWORD, Parameter.KEYWORD_ONLY)
+               and p.name not in options]
+    if missing:
+        raise ValueError(f"heat-map method {method!r} needs the option(s) {missing} "
+                         f"(options={{{missing[0]!r}: ...}}); see {cls.__name__}.")
+    return cls
 
 
 def text_matrix(clip: HookedCLIP, texts: Any) -> Tensor:
@@ -78,6 +112,11 @@ def heatmaps(clip: HookedCLIP, images: Tensor, texts: Any, target: Any = None,
       hook point.
     * ``"chefer"``: Chefer et al.'s relevancy, ``R += mean_h (grad * A)^+ R`` over the layers
       from ``start_layer`` (default 0), read at the pooled row (``CheferRelevance``).
+    * ``"neurons"`` (:data:`FITTED_HEATMAP_METHODS`): the mean activation at each patch of the
+      ``top_neurons`` (200) MLP neurons whose second-order effect's first principal component is
+      most aligned with the text (Gandelsman et al., ICLR 2025;
+      :class:`~captum_clipspan.attr.neurons.NeuronActivationMap`). ``reports`` (required):
+      one :class:`~captum_clipspan.NeuronReport` per MLP layer, fitted on reference images.
 
     Args:
         clip: a :class:`~captum_clipspan.HookedCLIP`.
@@ -86,7 +125,7 @@ def heatmaps(clip: HookedCLIP, images: Tensor, texts: Any, target: Any = None,
             :class:`~captum_clipspan.ZeroShotClassifier`.
         target: which text each image is mapped for: ``None`` (the zero-shot prediction among
             ``texts``, as the paper), an int, or ``B`` ints.
-        method: a key of :data:`HEATMAP_METHODS`.
+        method: a key of :data:`HEATMAP_METHODS` or :data:`FITTED_HEATMAP_METHODS`.
         **options: arguments of the method's class (above).
 
     Returns:
@@ -98,13 +137,11 @@ def heatmaps(clip: HookedCLIP, images: Tensor, texts: Any, target: Any = None,
         >>> maps = heatmaps(clip, images, zs, method="decomposition")   # [B, 14, 14]
         >>> scores(maps, masks)
     """
-    if method not in HEATMAP_METHODS:
-        raise ValueError(f"unknown heat-map method {method!r}; choose from "
-                         f"{list(HEATMAP_METHODS)}.")
+    cls = heatmap_method(method, **options)
     clip.visual.check_images(images)
     matrix = text_matrix(clip, texts)
     columns = zero_shot_columns(clip, images, matrix, target)
-    attribution = HEATMAP_METHODS[method](clip, **options)
+    attribution = cls(clip, **options)
     maps = attribution.attribute(images, texts=matrix.to(clip.dtype), target=columns)
     return maps[:, 0].detach().float()
 

@@ -1,17 +1,20 @@
 """The toy's segmentation data: held-out synthetic scenes with their object masks, for
-:func:`captum_clipspan.segmentation.benchmark` (registered as the dataset ``"scenes"``)."""
+:func:`captum_clipspan.segmentation.benchmark` (registered as the dataset ``"scenes"``), and the
+neuron reports that the ``"neurons"`` heat-map method reads."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
 
+from ..hooked.clip import HookedCLIP
+from ..neurons import NeuronLens, NeuronReport
 from ..segmentation.datasets import _SegmentationData
 from .scenes import ATTRIBUTES, PREFIXES, caption, make_scenes
 
-__all__ = ["SceneSegmentation"]
+__all__ = ["SceneSegmentation", "neuron_reports"]
 
 
 class SceneSegmentation(_SegmentationData):
@@ -52,3 +55,36 @@ class SceneSegmentation(_SegmentationData):
                                              families=["color", "shape"], prefix=prefix)
                                      for prefix in PREFIXES[:3]]
                 for shape in ATTRIBUTES["shape"] for color in ATTRIBUTES["color"]}
+
+
+def neuron_reports(clip: HookedCLIP, n: int = 400, seed: int = 7,
+                   layers: Sequence[int] | None = None, top_k: int = 100, n_components: int = 4,
+                   batch_size: int = 100) -> list[NeuronReport]:
+    """The neuron lens fitted on reference scenes, one report per MLP layer, for the
+    ``"neurons"`` heat-map method (``options={"neurons": {"reports": neuron_reports(clip)}}``).
+
+    Args:
+        clip: the toy (``HookedCLIP.from_pretrained("toy")``).
+        n: reference scenes.
+        seed: their seed; keep it apart from the evaluation scenes' (2024) and the training
+            scenes' (0).
+        layers: MLP layers to read (default: every layer that a later attention layer reads).
+        top_k: top images per neuron for the principal component (the authors' 100).
+        n_components: texts per neuron in the sparse decomposition over the toy bank (the
+            segmentation map reads only the components).
+        batch_size: images per forward pass.
+
+    Returns:
+        One :class:`~captum_clipspan.NeuronReport` per layer.
+
+    Examples::
+
+        >>> reports = neuron_reports(clip, n=400)
+        >>> seg.benchmark(clip, SceneSegmentation(500, **seg.for_model(clip)), classes,
+        ...               methods=["decomposition", "neurons"],
+        ...               options={"neurons": {"reports": reports}})
+    """
+    layers = range(clip.visual.n_layers - 1) if layers is None else layers
+    images = clip.preprocess_images(list(make_scenes(n, seed=seed).images))
+    return [NeuronLens(clip, layer, bank="toy", top_k=top_k, n_components=n_components)
+            .fit(images, batch_size=batch_size, show_progress=False) for layer in layers]
