@@ -352,8 +352,23 @@ def test_segment_benchmark_reads_a_mat_file_with_given_classes(tmp_path):
     assert code == 0 and "gradcam" in (tmp_path / "out" / "segmentation.csv").read_text()
 
 
+def test_segment_benchmark_scores_the_neurons_map_from_saved_reports(tmp_path, capsys):
+    from captum_clipspan.toy.segmentation import neuron_reports
+
+    clip = cs.HookedCLIP.from_pretrained("toy")
+    paths = []
+    for report in neuron_reports(clip, n=24, top_k=8, layers=[1, 2], batch_size=24):
+        paths.append(str(tmp_path / f"layer{report.layer}.pt"))
+        report.save(paths[-1])
+    code = main(["segment-benchmark", "synthetic", "--n", "4", "--method", "decomposition",
+                 "--neurons", *paths, "--top-neurons", "20", "--out", str(tmp_path / "out")])
+    assert code == 0
+    assert "| neurons |" in capsys.readouterr().out
+
+
 @pytest.mark.parametrize("argv, message", [
     (["segment-benchmark", "synthetic", "--n", "2", "--method", "lrp"], "unknown heat-map"),
+    (["segment-benchmark", "synthetic", "--n", "2", "--method", "neurons"], "needs --neurons"),
     (["segment-benchmark", "/no/such.mat"], "does not exist"),
 ])
 def test_segment_benchmark_reports_bad_arguments(argv, message, capsys, tmp_path):

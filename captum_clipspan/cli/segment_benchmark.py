@@ -33,7 +33,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         "masks/<name>.png")
     parser.add_argument("--method", nargs="+", default=None,
                         help="heat-map methods: decomposition, raw_attention, rollout, gradcam, "
-                             "chefer (default: all)")
+                             "chefer (default: all), and neurons with --neurons")
+    parser.add_argument("--neurons", nargs="+", default=None, metavar="REPORT",
+                        help="also score the neurons' map (the second-order lens): neurons.pt "
+                             "reports written by `clipspan neurons`, one per MLP layer, or "
+                             "'synthetic' to fit the lens on 400 other synthetic scenes (seed 7)")
+    add_count(parser, "--top-neurons", 200, "neurons per class for --neurons (default 200)")
     add_count(parser, "--n", None, "number of images (synthetic: default 500; files: default "
               "all)")
     parser.add_argument("--seed", type=int, default=2024,
@@ -71,8 +76,16 @@ def run(args: argparse.Namespace) -> int:
 
         data = torch.utils.data.Subset(data, range(min(args.n, len(data))))
     methods = args.method or list(seg.HEATMAP_METHODS)
+    options = {}
+    if args.neurons is not None:
+        options["neurons"] = {"reports": _neuron_reports(args, clip),
+                              "top_neurons": args.top_neurons}
+        methods = methods if "neurons" in methods else [*methods, "neurons"]
+    elif "neurons" in methods:
+        raise CommandError("--method neurons needs --neurons (reports written by `clipspan "
+                           "neurons`, or 'synthetic').")
     rows = seg.benchmark(clip, data, texts, methods=methods, batch_size=args.batch_size,
-                         show_progress=True)
+                         options=options, show_progress=True)
     table = seg.markdown_table(rows)
     note = weights_note(args)
     (out / "segmentation.md").write_text((f"**{note}**\n\n" if note else "") + table + "\n")
@@ -80,6 +93,18 @@ def run(args: argparse.Namespace) -> int:
     print(table)
     print(f"wrote {out / 'segmentation.md'}, {out / 'segmentation.csv'}")
     return 0
+
+
+def _neuron_reports(args: argparse.Namespace, clip: object) -> list:
+    """``--neurons``: saved reports, or the lens fitted on other synthetic scenes."""
+    import captum_clipspan as cs
+
+    if args.neurons == ["synthetic"]:
+        from ..toy.segmentation import neuron_reports
+
+        status("fitting the neuron lens on 400 reference scenes (seed 7)")
+        return neuron_reports(clip)
+    return [cs.NeuronReport.load(existing(path, "--neurons report")) for path in args.neurons]
 
 
 def _class_names(args: argparse.Namespace, source: Path) -> list[str]:
