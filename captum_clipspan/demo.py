@@ -2,7 +2,8 @@
 
 Renders scenes, caches their decomposition, probes every head per attribute family, labels the
 heads with TextSpan, runs the mean-ablation study, draws patch heat maps (and scores them against
-the ground-truth masks), retrieves images by head, and writes ``report.md`` beside the figures.
+the ground-truth masks), retrieves images by head, and writes ``report.md`` beside the figures
+and the offline explorer (``explorer/index.html``).
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from .attr.ablation import ComponentMeans, MeanAblation
 from .attr.patches import PatchContribution
 from .attr.textspan import TextSpan
 from .cache import cache_decomposition
+from .explorer import explore
 from .hooked.clip import HookedCLIP
 from .retrieval import retrieve
 from .segmentation import map_iou
@@ -131,6 +133,10 @@ def run_demo(clip: HookedCLIP, out: Path, n: int = 1000, seed: int = 0,
         "retrieval_red_of_8": int(reds),
     }
     (out / "summary.json").write_text(json.dumps(summary, indent=1))
+    site = explore(cache, report, out / "explorer", clip=clip, classifier=shape_classifier,
+                   labels=labels["shape"], show_progress=show_progress)
+    lines += ["## Explorer", "", f"Open `{site.relative_to(out)}` in a browser (offline, no "
+              "server) to browse every head's texts, top images and patch maps.", ""]
     report_path = out / "report.md"
     report_path.write_text("\n".join(lines))
     return report_path

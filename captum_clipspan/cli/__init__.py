@@ -29,20 +29,23 @@ from . import (
     ablate,
     cache,
     demo,
+    explore,
     heads,
     heatmap,
+    neurons,
     quickstart,
     retrieve,
     segment_benchmark,
     spurious,
 )
-from .common import weights_note
+from .common import check_counts, weights_note
 from .distributed import launch, process_group, rank
-from .errors import CommandError, error_line, is_user_error
+from .errors import error_line, is_user_error
 
 __all__ = ["COMMANDS", "build_parser", "main"]
 
-COMMANDS = (demo, heads, heatmap, ablate, retrieve, cache, segment_benchmark, spurious, quickstart)
+COMMANDS = (demo, explore, heads, heatmap, ablate, retrieve, cache, segment_benchmark, spurious,
+            neurons, quickstart)
 
 EXAMPLES = """\
 examples:
@@ -90,9 +93,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     args = parser.parse_args(argv)
     try:
+        check_counts(args)
         nproc = getattr(args, "nproc", 1)
-        if nproc < 1:
-            raise CommandError(f"--nproc must be at least 1, got {nproc}.")
         if nproc > 1 and "LOCAL_RANK" not in os.environ:
             return launch(argv, nproc)
         with process_group(args):
