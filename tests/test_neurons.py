@@ -5,8 +5,6 @@ re-implementation of the authors' ``SecondOrderPrsNeurons`` (``second_order_lens
 
 from __future__ import annotations
 
-import importlib
-
 import pytest
 import torch
 import torch.nn.functional as F
@@ -17,7 +15,7 @@ from test_timm_towers import VARIANTS, tiny_tower
 from test_transformers_towers import model_for
 
 import captum_clipspan as cs
-from captum_clipspan.decomposition.second_order import neuron_effects
+from captum_clipspan.decomposition.neuron_maps import neuron_effects
 
 
 def _coca() -> torch.nn.Module:
@@ -226,8 +224,7 @@ def test_neurons_and_texts_select_from_the_full_effects(clip64):
 
 
 def test_effects_are_split_into_bounded_batches(clip64, monkeypatch):
-    # The package re-exports the function second_order, which hides its module's name.
-    module = importlib.import_module("captum_clipspan.decomposition.second_order")
+    from captum_clipspan.decomposition import neuron_maps as module
     images = images_for(clip64, batch=3)
     whole = module.neuron_effects(clip64, images, 0, convention="centered")
     monkeypatch.setattr(module, "CAPTURE_BUDGET", 1)

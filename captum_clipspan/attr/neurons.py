@@ -21,7 +21,7 @@ from captum.log import log_usage
 from torch import Tensor
 
 from ..decomposition import compute_dtype, decompose
-from ..decomposition.second_order import ORDERS, neuron_effects
+from ..decomposition.neuron_maps import ORDERS, neuron_effects
 from ..hooked.clip import HookedCLIP
 from ..validation import resolve_layer
 from .base import ClipSpanAttribution, ResolvedTexts, TargetType, TextsType, patch_grid

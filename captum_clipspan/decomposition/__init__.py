@@ -10,7 +10,7 @@ and hook points (``hooked/vit.py``):
 - :mod:`.capture`: the hooks of one forward pass, restricted to the pool's rows.
 - :mod:`.consistency`: the check that the terms follow a user's hooks.
 - :mod:`.core`: :func:`decompose` and :func:`decompose_batches`.
-- :mod:`.second_order`: MLP neurons' first- and second-order effects (:func:`second_order`).
+- :mod:`.neuron_maps`: MLP neurons' first- and second-order effects (:func:`second_order`).
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ from .capture import _Capture as _Capture  # private, importable here as from th
 from .capture import _row_weights as _row_weights
 from .consistency import check_consistent, user_hooks
 from .core import decompose, decompose_batches
+from .neuron_maps import NeuronEffects, first_order, neuron_effects, second_order
 from .readout import (
     NormWeights,
     ReadoutMap,
@@ -37,7 +38,6 @@ from .readout import (
     readout_map,
     token_terms,
 )
-from .second_order import NeuronEffects, first_order, neuron_effects, second_order
 from .terms import (
     CONVENTIONS,
     GRANULARITIES,

@@ -1,6 +1,6 @@
 """Neurons read in words: the second-order lens (Gandelsman, Efros & Steinhardt, ICLR 2025).
 
-An analysis above the decomposition (:mod:`captum_clipspan.decomposition.second_order` computes
+An analysis above the decomposition (:mod:`captum_clipspan.decomposition.neuron_maps` computes
 the effects); one concept per module:
 
 - :mod:`.sparse`: the authors' text preprocessing and orthogonal matching pursuit;

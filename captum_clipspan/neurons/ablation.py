@@ -5,7 +5,7 @@ An MLP layer's whole effect on the embedding (its output replaced by its mean in
 :class:`~captum_clipspan.MeanAblation`'s ``"total"`` mode) splits into three parts:
 
 * the first-order (direct) effect, the layer's direct term ``mlp.{l}`` of the decomposition (the
-  sum of its neurons' :func:`~captum_clipspan.decomposition.second_order.first_order` effects);
+  sum of its neurons' :func:`~captum_clipspan.decomposition.neuron_maps.first_order` effects);
 * the second-order effect, the sum of its neurons' effects through later heads' value paths;
 * the rest, the indirect effects beyond second order (through later MLPs, patterns and norms).
 
@@ -24,7 +24,7 @@ from torch import Tensor
 
 from ..attr.ablation import MeanAblation, component_means
 from ..decomposition import decompose
-from ..decomposition.second_order import neuron_effects
+from ..decomposition.neuron_maps import neuron_effects
 from ..evaluation import ComponentMeans, correct, deviations_from_means
 from ..hooked.clip import HookedCLIP
 from ..sources import ImageSource, iterate_batches

@@ -12,7 +12,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from ..decomposition.second_order import neuron_effects
+from ..decomposition.neuron_maps import neuron_effects
 from .report import NeuronReport
 
 __all__ = ["Concept", "concept_neurons", "discover_concepts", "image_concepts"]

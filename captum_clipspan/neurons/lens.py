@@ -39,7 +39,7 @@ import torch.distributed as dist
 from torch import Tensor
 
 from ..decomposition import CONVENTIONS, compute_dtype
-from ..decomposition.second_order import _resolve_neurons, neuron_effects
+from ..decomposition.neuron_maps import _resolve_neurons, neuron_effects
 from ..hooked.clip import HookedCLIP, check_texts
 from ..sources import ImageSource, as_dataset, dataset_length
 from ..text import text_bank

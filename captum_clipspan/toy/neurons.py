@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..decomposition.second_order import first_order
+from ..decomposition.neuron_maps import first_order
 from ..hooked.clip import HookedCLIP
 from ..neurons import NeuronLens, NeuronReport
 from .scenes import ATTRIBUTES, Scenes, make_scenes, zero_shot_prompts
