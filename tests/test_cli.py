@@ -47,6 +47,9 @@ def test_demo_writes_a_report_with_figures_and_tables(tmp_path, capsys):
         assert (tmp_path / name).stat().st_size > 0, name
     summary = json.loads((tmp_path / "summary.json").read_text())
     assert summary["images"] == 160 and set(summary["probe"]) >= {"shape", "color"}
+    report = (tmp_path / "report.md").read_text()
+    assert "## Provenance" in report and "- seed: 0 (160 scenes" in report
+    assert "captum_clipspan 0.1.0" in report and "clipspan demo --model toy --n 160" in report
 
 
 def test_heads_writes_textspan_tables(scenes, tmp_path, capsys):

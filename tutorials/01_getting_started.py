@@ -37,6 +37,7 @@ import torch
 from captum.attr import visualization as viz
 
 import captum_clipspan as cs
+from captum_clipspan.attr.patches import contrast_maps
 from captum_clipspan.toy.scenes import make_scenes
 from captum_clipspan.visualization import plot_head_grid, plot_patch_maps, plot_top_images
 
@@ -113,23 +114,29 @@ fig
 # upsamples the `[B, T, g, g]` map to pixels. Summed over the patches (plus the class token and
 # the remaining terms) it gives the cosine again.
 #
-# In each panel, green patches raise the image-text similarity and red ones lower it; the colour
-# scale is each map's own, so compare where a map is strong, not its strength across panels. Look
-# for the object's pixels lighting up for the texts that describe the object ("a red object", "a
-# circle"), and compare with the texture text, which this scene (a checkered background) does not
-# match.
+# Maps of several texts on one image look alike when drawn raw: most of each map is the image's own
+# direct effect, which every text shares. The paper's remedy is a contrast: each text's map minus
+# the mean of the texts' maps (`contrast_maps(maps)`, or `contrast="mean"` in `attribute`; an index
+# instead subtracts one reference text's map). What is left is where the texts *differ*. The panels
+# share one colour scale (its ends are stated on the colorbar), so a weak map looks weak: green
+# patches favour that text over the others, red ones favour the others. Look for the object's pixels
+# lighting up for the texts that describe the object ("a red object", "a circle"), and compare with
+# the texture text, which this scene (a checkered background) does not match.
 
 # %%
 maps = cs.PatchContribution(clip).attribute(images, texts=texts, interpolate=True)
+apart = contrast_maps(maps)  # [B, T, H, W]: each map minus the mean over the texts
 print(scenes.captions[0])
-fig, _ = plot_patch_maps(scenes.tensors()[0], maps[0], titles=texts)
+fig, _ = plot_patch_maps(scenes.tensors()[0], apart[0], titles=texts,
+                         colorbar_label="patch effect minus the mean over the three texts")
 fig
 
 # %% [markdown]
-# The maps are ordinary Captum attributions, so Captum's own visualizer draws them too. Captum's
-# figures are plain matplotlib figures, which IPython only displays once its inline backend is
-# on, hence `%matplotlib inline` (the figures of `captum_clipspan.visualization` display without
-# it).
+# The raw maps (`maps`, no contrast) are what Captum's completeness is about: summed over the
+# patches, plus the class token and the other terms, they give the cosine. They are ordinary Captum
+# attributions, so Captum's own visualizer draws them too (each map on its own scale). Captum's
+# figures are plain matplotlib figures, which IPython only displays once its inline backend is on,
+# hence `%matplotlib inline` (the figures of `captum_clipspan.visualization` display without it).
 
 # %%
 # %matplotlib inline

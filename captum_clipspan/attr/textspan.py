@@ -22,6 +22,7 @@ from ..evaluation import ComponentMeans, ablated_embeddings, correct, mean_image
 from ..hooked.clip import HookedCLIP, check_texts
 from ..sources import ImageSource
 from ..text import ZeroShotClassifier, text_bank
+from ..text_cache import encode_texts_cached
 from ..validation import check_labels, check_text_embeddings, resolve_head, resolve_layers
 from .textspan_core import TextSpanResult, textspan
 
@@ -172,7 +173,11 @@ class TextSpan:
         clip: a :class:`~captum_clipspan.HookedCLIP`.
         bank: the text bank: a bank name (``"general"``, ``"words"``, ``"toy"``), the path of a
             text file with one description per line, or a list of descriptions.
-        text_embeddings: optional precomputed ``[M, E]`` embeddings of the bank.
+        text_embeddings: optional precomputed ``[M, E]`` embeddings of the bank. Otherwise the
+            bank is encoded once, with a progress bar, and kept in the same on-disk cache as the
+            ``clipspan`` command's (:func:`~captum_clipspan.text_cache.encode_texts_cached`), so
+            a second run with this model and bank reads it in a fraction of a second.
+        cache_texts: read and write that cache (``False``: encode every time, write nothing).
 
     Examples::
 
@@ -184,7 +189,7 @@ class TextSpan:
     """
 
     def __init__(self, clip: HookedCLIP, bank: str | Path | Sequence[str] = "general",
-                 text_embeddings: Tensor | None = None) -> None:
+                 text_embeddings: Tensor | None = None, cache_texts: bool = True) -> None:
         if not isinstance(clip, HookedCLIP):
             raise TypeError(f"expected a HookedCLIP, got {type(clip).__name__}.")
         self.clip = clip
@@ -195,12 +200,20 @@ class TextSpan:
                 raise ValueError(f"got {text_embeddings.shape[0]} text embeddings for "
                                  f"{len(self.texts)} texts.")
         self._text_embeddings = text_embeddings
+        self.cache_texts = cache_texts
 
     @property
     def text_embeddings(self) -> Tensor:
         """``[M, E]`` unit-norm embeddings of the bank (encoded on first use)."""
+        return self.encode_bank()
+
+    def encode_bank(self, show_progress: bool = True) -> Tensor:
+        """``[M, E]`` unit-norm embeddings of the bank: given, read from the text-embedding
+        cache, or encoded (with a progress bar when ``show_progress``) and cached."""
         if self._text_embeddings is None:
-            self._text_embeddings = self.clip.encode_text(self.texts).float()
+            encoded = encode_texts_cached(self.clip, self.texts, show_progress=show_progress,
+                                          use_cache=self.cache_texts)
+            self._text_embeddings = encoded.float().to(self.clip.device)
         return self._text_embeddings
 
     def fit(self, data: DecompositionCache | ImageSource, layers: Sequence[int] | None = None,
@@ -226,7 +239,7 @@ class TextSpan:
                 default). See :func:`~captum_clipspan.attr.textspan_core.textspan`.
             cache_path: where to cache images (default: a temporary folder, removed after).
             batch_size: images per forward pass when caching.
-            show_progress: progress bars.
+            show_progress: progress bars (caching the images, encoding the bank, the heads).
 
         Returns:
             A :class:`TextSpanReport`, a mapping ``(layer, head) -> TextSpanResult``.
@@ -237,6 +250,7 @@ class TextSpan:
             raise ValueError(f"m must be an int in 1..{len(self.texts)} (the bank size), "
                              f"got {m!r}.")
         with tempfile.TemporaryDirectory() as scratch:
+            bank = self.encode_bank(show_progress)  # its own bar, not a stalled head bar
             cache = data if isinstance(data, DecompositionCache) else cache_decomposition(
                 self.clip, data, cache_path or Path(scratch) / "cache", layers=layers,
                 batch_size=batch_size, show_progress=show_progress)
@@ -253,7 +267,7 @@ class TextSpan:
             results = {}
             for layer, head in tqdm(keys, desc="TextSpan", unit="head",
                                     disable=not show_progress):
-                result = textspan(_head_matrix(cache, layer, head), self.text_embeddings,
+                result = textspan(_head_matrix(cache, layer, head), bank,
                                   self.texts, m, rank=rank, normalize_scoring=normalize_scoring,
                                   centered_span=centered_span)
                 result.reconstruction = None  # [K, E] per head: recompute with reconstruct()

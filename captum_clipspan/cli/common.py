@@ -138,12 +138,42 @@ def default_bank(args: argparse.Namespace) -> str:
     return args.bank or ("toy" if is_toy(args) else "general")
 
 
-def load_model(args: argparse.Namespace) -> Any:
+def load_bank(args: argparse.Namespace, per_head: int | None = None) -> list[str]:
+    """The texts of ``--bank`` (see :func:`default_bank`), read before any expensive step so a
+    bad bank, or ``--m`` larger than it, fails at once.
+
+    Args:
+        args: The parsed command line.
+        per_head: ``--m``, the texts wanted per head; checked against the bank's size.
+
+    Raises:
+        CommandError: An unknown bank, an unreadable bank file, or ``--m`` above its size.
+    """
+    from ..text import text_bank
+
+    name = default_bank(args)
+    try:
+        bank = text_bank(name)
+    except (ValueError, TypeError, OSError) as error:
+        raise CommandError(f"--bank {name!r}: {error}") from error
+    if per_head is not None and per_head > len(bank):
+        raise CommandError(f"--m {per_head} is more texts than the bank {name!r} holds "
+                           f"({len(bank)}); pass --m {len(bank)} or less.")
+    return bank
+
+
+def load_model(args: argparse.Namespace, texts: bool = True) -> Any:
     """The :class:`~captum_clipspan.HookedCLIP` of ``--model`` and ``--pretrained`` on
     ``--device`` (one GPU per process under torchrun), in ``--precision``.
 
+    Args:
+        args: The parsed command line.
+        texts: Whether the command encodes texts: then a tokenizer that would have to come from
+            an unreachable Hub fails here, before the model loads.
+
     Raises:
-        CommandError: A tag for the toy, or a model that cannot be loaded.
+        CommandError: A tag for the toy, a model that cannot be loaded, or (with ``texts``) a
+            tokenizer that cannot be downloaded.
     """
     import captum_clipspan as cs
 
@@ -151,6 +181,8 @@ def load_model(args: argparse.Namespace) -> Any:
         raise CommandError(f"--pretrained {args.pretrained!r} does not apply to the toy model, "
                            "which ships its own weights; drop --pretrained, or pick an open_clip "
                            "--model.")
+    if texts:
+        _check_tokenizer(args)
     status(f"loading {args.model} ({describe_weights(args)}) on {args.device}")
     device = args.device
     if device == "cuda" and "LOCAL_RANK" in os.environ:  # one GPU per process under torchrun
@@ -167,6 +199,21 @@ def load_model(args: argparse.Namespace) -> Any:
     if note and rank() == 0:
         print(f"clipspan: {note}", file=sys.stderr, flush=True)
     return clip
+
+
+def _check_tokenizer(args: argparse.Namespace) -> None:
+    """Fail before loading when the model's tokenizer would wait on an unreachable Hub."""
+    from ..hooked.backends.hub import tokenizer_unreachable
+
+    if is_toy(args):
+        return
+    unreachable = tokenizer_unreachable(args.model)
+    if unreachable is not None:
+        repo, reason = unreachable
+        raise CommandError(f"--model {args.model} reads texts with the tokenizer {repo!r} from "
+                           f"the Hugging Face Hub, which is not cached here and cannot be "
+                           f"downloaded ({reason}); run once with network access to cache it, "
+                           "or pick a --model with open_clip's own tokenizer (e.g. ViT-B-16).")
 
 
 def out_dir(args: argparse.Namespace) -> Path:

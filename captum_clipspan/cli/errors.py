@@ -3,10 +3,18 @@
 from __future__ import annotations
 
 import argparse
+import re
 from pathlib import Path
 
 PACKAGE_DIR = Path(__file__).resolve().parents[1]
 SKIP_HINT = "pass --skip-unreadable to leave unreadable images out"
+# The library's advice names Python arguments ("pass overwrite=True to cache_decomposition");
+# on the command line the same advice is a flag.
+_API_ADVICE = re.compile(r"pass (\w+)=True(?: to (?!rebuild)\w+)?")
+_REBUILD_ADVICE = re.compile(r"pass overwrite=True(?: to (?!rebuild)\w+)? to rebuild (?:it|the "
+                             r"cache), or use (?:a new|another) folder\.?")
+_NO_OVERWRITE = ("to rebuild it, delete that folder or give a new one (--cache for a decomposition "
+                 "cache), then run again.")
 
 
 class CommandError(Exception):
@@ -60,9 +68,33 @@ def error_line(error: BaseException, args: argparse.Namespace) -> str:
     if "Original Traceback" in message:  # re-raised from a DataLoader worker: its last line
         message = message.splitlines()[-1].split(": ", 1)[-1]
     message = " ".join(message.split()) or type(error).__name__
+    message = in_cli_words(message, args)
     if isinstance(error, UnidentifiedImageError):
         message += " (not an image, or a corrupt file)"
     if isinstance(error, (UnidentifiedImageError, UnreadableImageError)) and hasattr(
             args, "skip_unreadable"):
         message = f"{message.rstrip('.')}; {SKIP_HINT}"
     return message
+
+
+def in_cli_words(message: str, args: argparse.Namespace) -> str:
+    """The library's advice in command-line words: ``pass overwrite=True to
+    cache_decomposition`` becomes ``pass --overwrite`` for a command with that flag (and, for a
+    cache the command has no flag to rebuild, how to start afresh).
+
+    Args:
+        message: A user error's message.
+        args: The parsed command line (its options say which flags exist).
+
+    Returns:
+        The message with every Python-argument advice the command can follow as a flag.
+    """
+    def flag(match: re.Match) -> str:
+        name = match.group(1)
+        if isinstance(getattr(args, name, None), bool):
+            return f"pass --{name.replace('_', '-')}"
+        return match.group(0)
+
+    if not isinstance(getattr(args, "overwrite", None), bool):
+        message = _REBUILD_ADVICE.sub(_NO_OVERWRITE, message)
+    return _API_ADVICE.sub(flag, message)

@@ -11,7 +11,9 @@ from .common import (
     add_layers_option,
     build_cache,
     default_bank,
+    existing,
     image_folder,
+    load_bank,
     load_model,
     out_dir,
     save_figure,
@@ -41,17 +43,15 @@ def run(args: argparse.Namespace) -> int:
     and .png."""
     import captum_clipspan as cs
 
-    from ..text_cache import encode_texts_cached
-
+    bank = load_bank(args, per_head=args.m)  # before the cache pass: bad options fail at once
+    existing(args.images, "image folder", "folder")
     clip, out = load_model(args), out_dir(args)
     cache = build_cache(args, clip, image_folder(args, clip), args.layers)
     if cache is None:
         return 0
-    bank = cs.text_bank(default_bank(args))
     status(f"text bank {default_bank(args)!r}: {len(bank)} texts (encoded once per model, "
            "then read from the cache)")
-    embeddings = encode_texts_cached(clip, bank).float().to(clip.device)
-    report = cs.TextSpan(clip, bank=bank, text_embeddings=embeddings).fit(cache, m=args.m)
+    report = cs.TextSpan(clip, bank=bank).fit(cache, m=args.m)
     for layer, head in report.results:
         print(report.describe(layer, head))
     report.to_frame().to_csv(out / "textspan.csv", index=False)

@@ -25,6 +25,7 @@ from torch import Tensor, nn
 from transformer_lens.hook_points import HookPoint
 from transformer_lens.HookedRootModule import HookedRootModule
 
+from . import activation_cache
 from .spec import AttentionPoolSpec, AttentionSpec, BlockSpec, Context, MLPSpec, TowerSpec
 
 
@@ -487,6 +488,12 @@ class HookedViT(HookedRootModule):
             self.mod_dict[name] = module
             if isinstance(module, HookPoint):
                 self.hook_dict[name] = module
+
+    def run_with_cache(self, *args: Any, **kwargs: Any) -> tuple[Tensor, Any]:
+        """TransformerLens' ``run_with_cache``: the cache is a
+        :class:`~captum_clipspan.hooked.activation_cache.ViTActivationCache`
+        (``return_cache_object=False``: the plain dict)."""
+        return activation_cache.run_with_cache(self, *args, **kwargs)
 
     # Readout description, for the decomposition --------------------------------------------
     @property

@@ -19,7 +19,8 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Iterable
+import warnings
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 import torch
@@ -28,6 +29,7 @@ __all__ = ["WordTokenizer"]
 
 PAD, UNK, SOT, EOT = "<pad>", "<unk>", "<start_of_text>", "<end_of_text>"
 _WORD = re.compile(r"[a-z]+")
+_SHOWN = 8  # unknown words named in a warning
 
 
 class WordTokenizer:
@@ -93,12 +95,32 @@ class WordTokenizer:
         """
         if isinstance(texts, str):
             texts = [texts]
+        self._warn_unknown(texts)
         length = int(context_length or self.context_length)
         out = torch.zeros(len(texts), length, dtype=torch.long)
         for i, text in enumerate(texts):
             ids = [self.sot_token_id, *self.encode(text)][: length - 1] + [self.eot_token_id]
             out[i, : len(ids)] = torch.tensor(ids, dtype=torch.long)
         return out  # type: ignore[return-value]
+
+    def unknown_words(self, texts: str | Sequence[str]) -> list[str]:
+        """The words of ``texts`` outside the vocabulary (each once, in order of appearance);
+        they all become the one ``unk`` token, so the model cannot tell them apart."""
+        texts = [texts] if isinstance(texts, str) else texts
+        words = (w for text in texts for w in _WORD.findall(text.lower()))
+        return list(dict.fromkeys(w for w in words if w not in self._stoi))
+
+    def _warn_unknown(self, texts: Sequence[str]) -> None:
+        unknown = self.unknown_words(texts)
+        if unknown:
+            named = ", ".join(repr(w) for w in unknown[:_SHOWN])
+            more = f" and {len(unknown) - _SHOWN} more" if len(unknown) > _SHOWN else ""
+            warnings.warn(
+                f"the toy tokenizer knows only the {len(self._words)} words of the synthetic "
+                f"scenes' captions; {named}{more} "
+                f"{'is' if len(unknown) == 1 else 'are'} not among them: every unknown word "
+                f"becomes one token, so texts that differ only there get the same embedding (see "
+                f"WordTokenizer().words, or use the 'toy' text bank).", UserWarning, stacklevel=3)
 
     def decode(self, ids: torch.Tensor | Iterable[int]) -> str:
         """Words of one token row, without special tokens (``unk`` shows as ``<unk>``)."""

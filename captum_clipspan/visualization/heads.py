@@ -34,7 +34,9 @@ def plot_head_grid(scores: ArrayLike, layers: Sequence[int] | None = None,
         center: When the finite scores lie on both sides of it, the color range is made
             symmetric around this value (so it maps to the colormap's middle); ``None`` uses the
             data range. Default: ``0.0``.
-        annotate: Print each cell's value in it. Default: ``False``.
+        annotate: Print each cell's value in it, in a font that fits the cell; when even the
+            smallest readable font would overprint (a 12 x 12 grid in a small panel, 144+
+            heads), the values are left out and the title says so. Default: ``False``.
         ax: Axes to draw into. Default: a new figure.
         fmt: Format spec of the printed values. Default: ``".2f"``.
         colorbar_label: Label of the colorbar. Default: none.
@@ -90,7 +92,11 @@ def plot_head_grid(scores: ArrayLike, layers: Sequence[int] | None = None,
     if chance is not None:
         _mark_chance_on_colorbar(colorbar, float(chance), fmt)
     if annotate:
-        fontsize = 8 if n_heads <= 12 else 6
+        fontsize = _cell_fontsize(ax, grid, fmt)
+        if fontsize is None:
+            note = "(cells too small to print their values: read them on the colorbar)"
+            ax.set_title(f"{title}\n{note}" if title else note)
+            return fig, ax
         for (row, col), value in np.ndenumerate(grid):
             if not np.isfinite(value):
                 continue
@@ -99,6 +105,22 @@ def plot_head_grid(scores: ArrayLike, layers: Sequence[int] | None = None,
             ax.text(col, row, format(value, fmt), ha="center", va="center", fontsize=fontsize,
                     color="white" if dark else "black")
     return fig, ax
+
+
+_MIN_FONTSIZE = 4.5  # points; smaller cell values cannot be read
+
+
+def _cell_fontsize(ax: Axes, grid: np.ndarray, fmt: str) -> float | None:
+    """The largest font (at most 8 pt) in which every formatted value fits its cell, or ``None``
+    when that is below :data:`_MIN_FONTSIZE`."""
+    box = ax.get_window_extent()
+    points = 72.0 / ax.figure.dpi  # a SubFigure reports its root figure's dpi
+    # 0.85: the colorbar and labels still take their share when the layout is drawn.
+    cell_width = 0.85 * box.width * points / grid.shape[1]
+    cell_height = 0.85 * box.height * points / grid.shape[0]
+    widest = max((len(format(v, fmt)) for v in grid.ravel() if np.isfinite(v)), default=1)
+    size = min(8.0, cell_width / (0.62 * widest), cell_height / 1.25)
+    return size if size >= _MIN_FONTSIZE else None
 
 
 def _mark_chance_on_colorbar(colorbar: Any, chance: float, fmt: str) -> None:

@@ -29,6 +29,7 @@ if TYPE_CHECKING:
 
 _METHODS = ("heat_map", "blended_heat_map", "original_image", "masked_image", "alpha_scaling")
 _SIGNS = ("all", "positive", "negative", "absolute_value")
+_SCALES = ("shared", "map")
 _BEST_COLOR = "tab:green"
 _WORST_COLOR = "tab:red"
 
@@ -77,16 +78,39 @@ def _maps_hw(maps: Any, size: tuple[int, int], name: str) -> np.ndarray:
     return array
 
 
+def _signed(attr: np.ndarray, sign: str) -> np.ndarray:
+    """The values of ``attr`` that ``sign`` shows, as Captum reads them."""
+    return {"all": attr, "positive": np.maximum(attr, 0.0), "negative": np.minimum(attr, 0.0),
+            "absolute_value": attr}[sign]
+
+
+def _shared_limit(attrs: np.ndarray, sign: str, outlier_perc: float) -> float:
+    """Captum's scale (the value below which ``100 - outlier_perc`` percent of the summed
+    ``|values|`` lie), over every map at once."""
+    values = np.sort(np.abs(_signed(attrs, sign)).ravel())
+    sums = np.cumsum(values)
+    if sums[-1] == 0:
+        return 0.0
+    return float(values[np.nonzero(sums >= sums[-1] * 0.01 * (100.0 - outlier_perc))[0][0]])
+
+
+def _on_shared_scale(attr: np.ndarray, sign: str, limit: float) -> np.ndarray:
+    """``attr`` in Captum's colour range, scaled by ``limit`` (common to all maps)."""
+    shown = {"all": attr, "positive": np.maximum(attr, 0.0), "negative": -np.minimum(attr, 0.0),
+             "absolute_value": np.abs(attr)}[sign]
+    return np.clip(shown / limit, -1.0, 1.0)
+
+
 def _draw_patch_map(ax: Axes, image: np.ndarray, attr: np.ndarray, style: _MapStyle,
-                    title: str | None) -> Any:
+                    title: str | None, limit: float | None = None) -> Any:
     """One overlay through Captum's ``visualize_image_attr``; a map with nothing of the chosen
-    sign (which Captum cannot normalize) shows the gray image and says so. Returns the heat
-    map's ``AxesImage`` (``None`` when none was drawn)."""
+    sign (which Captum cannot normalize) shows the gray image and says so. With ``limit``, the
+    heat map's colours are redrawn on that scale, shared by the figure's maps (Captum scales
+    each map on its own). Returns the heat map's ``AxesImage`` (``None`` when none was drawn)."""
     from captum.attr import visualization as viz
 
     heat = None
-    shown = {"all": attr, "positive": np.maximum(attr, 0.0), "negative": np.minimum(attr, 0.0),
-             "absolute_value": attr}[style.sign]
+    shown = _signed(attr, style.sign)
     if not np.any(shown):
         _image_panel(ax, image if style.method == "original_image" else image.mean(axis=2),
                      cmap="gray", vmin=0.0, vmax=1.0)
@@ -101,6 +125,8 @@ def _draw_patch_map(ax: Axes, image: np.ndarray, attr: np.ndarray, style: _MapSt
                                  alpha_overlay=style.alpha_overlay, use_pyplot=False)
         if style.method in ("heat_map", "blended_heat_map"):
             heat = ax.images[-1]
+            if limit:
+                heat.set_data(_on_shared_scale(attr, style.sign, limit))
         if style.fade and style.method == "blended_heat_map":
             # Opacity grows with |value|: the image shows through where the map is near zero
             # instead of under a uniform wash of the colormap's middle (white).
@@ -119,16 +145,17 @@ _SIGN_TICKS = {  # the colorbar's sign legend: Captum's scaled range and what it
     "absolute_value": ([0.0, 1.0], ["0", "|largest|"]),
 }
 PATCH_MAP_LABEL = "patch effect on the image-text similarity (scaled per map)"
+SHARED_SCALE_NOTE = "one scale for all maps, ends at ±{limit:.3g}"
 
 
 def _patch_map_colorbar(fig: Figure | SubFigure, axes: np.ndarray, heats: list[Any],
-                        sign: str) -> Any:
-    """One colorbar for every panel (each map is scaled to Captum's range), with a sign legend;
+                        sign: str, label: str) -> Any:
+    """One colorbar for every panel (the maps drawn in Captum's range), with a sign legend;
     ``None`` when no panel drew a heat map."""
     heats = [heat for heat in heats if heat is not None]
     if not heats:
         return None
-    colorbar = fig.colorbar(heats[0], ax=list(axes), shrink=0.85, label=PATCH_MAP_LABEL)
+    colorbar = fig.colorbar(heats[0], ax=list(axes), shrink=0.85, label=_wrap(label, 45))
     colorbar.solids.set_alpha(1.0)
     ticks, labels = _SIGN_TICKS[sign]
     colorbar.set_ticks(ticks, labels=labels)
@@ -141,14 +168,19 @@ def plot_patch_maps(image: Any, maps: ArrayLike, titles: Sequence[str] | None = 
                     method: str = "blended_heat_map", sign: str = "all", ncols: int = 4,
                     alpha_overlay: float = 0.5, cmap: Any = None, outlier_perc: float = 2,
                     fig: Figure | SubFigure | None = None, title: str | None = None,
-                    colorbar: bool = True,
-                    fade: bool = True) -> tuple[Figure | SubFigure, np.ndarray]:
+                    colorbar: bool = True, fade: bool = True, scale: str = "shared",
+                    colorbar_label: str | None = None) -> tuple[Figure | SubFigure, np.ndarray]:
     """Patch maps over one image, one panel per map (Figure 7 of the paper).
 
     Each map is upsampled bilinearly to the image size when its grid differs and drawn with
-    :func:`captum.attr.visualization.visualize_image_attr`, which scales each map by its own
-    ``100 - outlier_perc`` percentile. A map with no values of the chosen ``sign`` shows the
-    gray image with a note instead of failing.
+    :func:`captum.attr.visualization.visualize_image_attr`. By default the heat maps share one
+    colour scale (Captum's ``100 - outlier_perc`` percentile, taken over all maps), so a weaker
+    map looks weaker; ``scale="map"`` scales each map on its own, as Captum does. A map with no
+    values of the chosen ``sign`` shows the gray image with a note instead of failing.
+
+    Maps of several texts on one image look alike when drawn raw (most of each is common to
+    every text): pass the contrast, ``PatchContribution(...).attribute(..., contrast="mean")``,
+    and say so with ``colorbar_label``.
 
     Args:
         image: ``[3, H, W]`` tensor or ``[H, W, 3]`` array (or a PIL image); any range, see
@@ -173,6 +205,11 @@ def plot_patch_maps(image: Any, maps: ArrayLike, titles: Sequence[str] | None = 
             image-text similarity, ``−`` lowers it). Default: ``True``.
         fade: With ``"blended_heat_map"``, make the map's opacity grow with its magnitude, so
             the image stays visible where the map is near zero. Default: ``True``.
+        scale: ``"shared"`` (one colour scale for all heat maps, stated on the colorbar) or
+            ``"map"`` (each map on its own). ``"masked_image"`` and ``"alpha_scaling"`` have no
+            colour scale and always scale per map. Default: ``"shared"``.
+        colorbar_label: What the maps show, on the colorbar (the scale is appended).
+            Default: the patch effect on the image-text similarity.
 
     Returns:
         ``(fig, axes)``: ``axes`` is a ``[T]`` numpy array of Axes, one per map (the colorbar,
@@ -187,17 +224,23 @@ def plot_patch_maps(image: Any, maps: ArrayLike, titles: Sequence[str] | None = 
         >>> fig.savefig("patch_maps.png")
     """
     style = _MapStyle(method, sign, alpha_overlay, cmap, outlier_perc, fade)
+    if scale not in _SCALES:
+        raise ValueError(f"scale must be one of {_SCALES}, got {scale!r}")
     picture = _image_hwc(image, "image")
     attrs = _maps_hw(maps, picture.shape[:2], "maps")
     if titles is not None:
         titles = _texts(titles, "titles")
         _check_count(titles, attrs.shape[0], "titles", "map")
+    limit = _shared_limit(attrs, sign, outlier_perc) if scale == "shared" else None
     fig, axes = _panel_grid(attrs.shape[0], ncols, (3.0, 3.2), fig)
     heats = [_draw_patch_map(ax, picture, attr, style,
-                             None if titles is None else _wrap(titles[index], 30, max_lines=2))
+                             None if titles is None else _wrap(titles[index], 30, max_lines=2),
+                             limit)
              for index, (ax, attr) in enumerate(zip(axes, attrs, strict=True))]
     if colorbar:
-        _patch_map_colorbar(fig, axes, heats, sign)
+        what = colorbar_label or PATCH_MAP_LABEL.split(" (")[0]
+        note = SHARED_SCALE_NOTE.format(limit=limit) if limit else "scaled per map"
+        _patch_map_colorbar(fig, axes, heats, sign, f"{what} ({note})")
     if title:
         fig.suptitle(_wrap(title, 90, max_lines=2))
     return fig, axes

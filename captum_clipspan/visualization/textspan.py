@@ -46,13 +46,39 @@ def _draw_textspan(ax: Axes, texts: list[str], cumulative: np.ndarray, title: st
         ax.set_title(title)
 
 
-def plot_textspan(results: Any, max_texts: int = 10, title: str | None = None, ncols: int = 2,
-                  fig: Figure | SubFigure | None = None) -> tuple[Figure | SubFigure, Any]:
+def _chosen_heads(panels: dict, heads: Any, max_heads: int | None) -> tuple[dict, str | None]:
+    """The panels to draw, and a note saying which when they are not all of them."""
+    if heads is not None:
+        missing = [key for key in heads if key not in panels]
+        if missing:
+            raise KeyError(f"heads {missing} are not in results (it holds {len(panels)} heads, "
+                           f"e.g. {list(panels)[:4]})")
+        return {key: panels[key] for key in heads}, None
+    if max_heads is None or len(panels) <= max_heads:
+        return panels, None
+    if not isinstance(max_heads, numbers.Integral) or max_heads < 1:
+        raise ValueError(f"max_heads must be a positive integer or None, got {max_heads!r}")
+
+    def explained(key: Any) -> float:
+        variance = np.asarray(panels[key].variance_explained, dtype=np.float64).ravel()
+        return float(variance[-1]) if variance.size else float("-inf")
+
+    top = sorted(panels, key=explained, reverse=True)[:max_heads]
+    note = (f"the {max_heads} of {len(panels)} heads whose texts explain the most variance; "
+            "pass heads= or max_heads= for others (clipspan explore shows every head)")
+    return {key: panels[key] for key in top}, note
+
+
+def plot_textspan(results: Any, max_texts: int = 10, title: str | None = None, ncols: int = 3,
+                  fig: Figure | SubFigure | None = None, max_heads: int | None = 12,
+                  heads: Any = None) -> tuple[Figure | SubFigure, Any]:
     """TextSpan tables: each head's chosen texts with the variance they explain.
 
     Each panel lists the texts top-down in the order TextSpan chose them; each row's bar is the
     cumulative fraction of the head's variance explained after that text, its darker end the
-    text's own gain.
+    text's own gain. A figure of every head of a real model would be metres tall, so at most
+    ``max_heads`` are drawn (those whose texts explain the most variance, best first, with a
+    note saying so); ``heads=`` picks others.
 
     Args:
         results: One TextSpan result, or a mapping ``{(layer, head): result}`` (one panel per
@@ -62,8 +88,12 @@ def plot_textspan(results: Any, max_texts: int = 10, title: str | None = None, n
             :class:`~captum_clipspan.attr.textspan_core.TextSpanResult`.
         max_texts: Show at most this many texts per head. Default: 10.
         title: Axes title (one result) or figure title (a mapping). Default: none.
-        ncols: Panels per row for a mapping. Default: 2.
+        ncols: Panels per row for a mapping. Default: 3.
         fig: An empty figure or subfigure to draw into. Default: a new figure.
+        max_heads: For a mapping with more heads, draw only this many: those with the largest
+            final variance explained, best first. ``None``: all. Default: 12.
+        heads: The ``(layer, head)`` keys to draw, in this order (overrides ``max_heads``).
+            Default: none.
 
     Returns:
         ``(fig, axes)``: ``axes`` is one Axes for one result, or a ``[n]`` numpy array of Axes, in
@@ -82,12 +112,14 @@ def plot_textspan(results: Any, max_texts: int = 10, title: str | None = None, n
     if not isinstance(max_texts, numbers.Integral) or max_texts < 1:
         raise ValueError(f"max_texts must be a positive integer, got {max_texts!r}")
     single = hasattr(results, "texts")
+    note = None
     if single:
         panels = {None: results}
     elif isinstance(results, Mapping) or hasattr(results, "items"):
         panels = dict(results.items())
         if not panels:
             raise ValueError("results is an empty mapping; expected {(layer, head): result}")
+        panels, note = _chosen_heads(panels, heads, max_heads)
     else:
         raise TypeError(f"results must be a TextSpan result (with .texts and "
                         f".variance_explained) or a mapping {{(layer, head): result}}, "
@@ -106,6 +138,6 @@ def plot_textspan(results: Any, max_texts: int = 10, title: str | None = None, n
         _draw_textspan(ax, texts, cumulative, label)
     if single:
         return fig, axes[0]
-    if title:
-        fig.suptitle(title)
+    if title or note:
+        fig.suptitle("\n".join(_wrap(part, 110) for part in (title, note) if part))
     return fig, axes

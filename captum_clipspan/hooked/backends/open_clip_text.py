@@ -23,7 +23,9 @@ class OpenCLIPText(TextBackend):
         model: an open_clip ``CLIP``, ``CustomTextCLIP`` or ``CoCa`` (anything with ``.visual``
             and ``.encode_text``).
         tokenizer: maps a list of strings to token ids ``[T, context_length]``; loaded lazily
-            with ``open_clip.get_tokenizer(model_name)`` when omitted.
+            with ``open_clip.get_tokenizer(model_name)`` when omitted (a tokenizer that lives on
+            the Hugging Face Hub and is not cached fails at once without a network:
+            :class:`~captum_clipspan.hooked.backends.hub.HubUnreachableError`).
         preprocess: the image transform (open_clip's validation transform).
         model_name: the open_clip model name, used to find the tokenizer.
 
@@ -50,6 +52,9 @@ class OpenCLIPText(TextBackend):
                                  "from_open_clip, or pass text embeddings instead of strings.")
             import open_clip
 
+            from .hub import check_tokenizer_reachable
+
+            check_tokenizer_reachable(self.model_name)  # not ~47 s of retries per call
             self._tokenizer = open_clip.get_tokenizer(self.model_name)
         return self._tokenizer
 
