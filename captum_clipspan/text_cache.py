@@ -3,7 +3,9 @@
 Encoding a bank of thousands of texts takes minutes on a CPU (3,930 texts: 13.6 minutes with
 ViT-B-16), so :func:`encode_texts_cached` stores the result under a key made of a fingerprint of
 the text tower's weights and the bank's content: a second run with the same model and texts loads
-it in a fraction of a second, and a change to either encodes anew. The cache folder is
+it in a fraction of a second, and a change to either encodes anew. Each file holds a checksum of
+its key and embeddings: a damaged, truncated or altered file is encoded anew and replaced, and a
+file that cannot be written (a full disk) is left out with a warning. The cache folder is
 ``$CLIPSPAN_CACHE_DIR`` when set, else ``~/.cache/captum_clipspan`` (``$XDG_CACHE_HOME`` is
 honoured).
 """
@@ -12,6 +14,8 @@ from __future__ import annotations
 
 import hashlib
 import os
+import threading
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -83,19 +87,15 @@ def encode_texts_cached(clip: Any, texts: Sequence[str], normalize: bool = True,
 
     texts = check_texts(texts, single=False)
     batch_size = check_count(batch_size, "batch_size")
-    path = None
+    path = key = None
     if use_cache:
         folder = Path(directory) if directory is not None else cache_dir() / "text_embeddings"
         key = hashlib.sha256((text_tower_fingerprint(clip) + _bank_digest(texts, normalize))
                              .encode()).hexdigest()[:32]
         path = folder / f"{key}.pt"
-        if path.is_file():
-            try:
-                cached = torch.load(path, map_location="cpu", weights_only=True)
-                if isinstance(cached, Tensor) and cached.shape[0] == len(texts):
-                    return cached
-            except (OSError, RuntimeError, EOFError):
-                pass  # a damaged file is encoded anew and replaced
+        cached = _load(path, key, len(texts))
+        if cached is not None:
+            return cached
     chunks = []
     with tqdm(total=len(texts), desc="encoding texts", unit="text",
               disable=not show_progress) as progress:
@@ -104,9 +104,45 @@ def encode_texts_cached(clip: Any, texts: Sequence[str], normalize: bool = True,
             chunks.append(clip.encode_text(batch, normalize=normalize).cpu())
             progress.update(len(batch))
     embeddings = torch.cat(chunks)
-    if path is not None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        partial = path.with_suffix(f".{os.getpid()}.tmp")
-        torch.save(embeddings, partial)
-        os.replace(partial, path)  # atomic: a reader never sees half a file
+    if path is not None and key is not None:
+        _store(path, key, embeddings)
     return embeddings
+
+
+def _checksum(key: str, embeddings: Tensor) -> str:
+    """A SHA-256 of the key and the embeddings' dtype, shape and bytes."""
+    digest = hashlib.sha256(f"{key}:{embeddings.dtype}:{tuple(embeddings.shape)}".encode())
+    digest.update(embeddings.contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()
+
+
+def _load(path: Path, key: str, count: int) -> Tensor | None:
+    """The embeddings ``[count, E]`` stored under ``key``, or ``None`` when the file is missing,
+    damaged, of another format, or not what was written for this key (its checksum differs)."""
+    if not path.is_file():
+        return None
+    try:
+        with warnings.catch_warnings():  # torch's notes on a foreign pickle: it is replaced
+            warnings.simplefilter("ignore")
+            stored = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception:  # noqa: BLE001 (a damaged file raises one of many types; it is replaced)
+        return None
+    embeddings = stored.get("embeddings") if isinstance(stored, dict) else None
+    if not isinstance(embeddings, Tensor) or embeddings.ndim != 2 or len(embeddings) != count:
+        return None
+    return embeddings if stored.get("checksum") == _checksum(key, embeddings) else None
+
+
+def _store(path: Path, key: str, embeddings: Tensor) -> None:
+    """Write the embeddings and their checksum atomically (a reader sees the old file or the
+    new one); on failure (a full disk, a read-only folder) warn and leave no temporary file."""
+    partial = path.with_suffix(f".{os.getpid()}.{threading.get_ident()}.tmp")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        torch.save({"embeddings": embeddings, "checksum": _checksum(key, embeddings)}, partial)
+        os.replace(partial, path)
+    except (OSError, RuntimeError) as error:  # torch.save on a full disk: a RuntimeError
+        partial.unlink(missing_ok=True)
+        reason = getattr(error, "strerror", None) or error
+        warnings.warn(f"the text embeddings could not be written to {path} ({reason}); they "
+                      "were encoded but not cached.", stacklevel=3)

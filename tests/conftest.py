@@ -13,6 +13,13 @@ from open_clip.model import CLIP
 
 import captum_clipspan as cs
 
+
+@pytest.fixture(autouse=True)
+def private_cache(tmp_path_factory, monkeypatch):
+    """Encoded text banks go to a temporary folder, never the user's cache."""
+    monkeypatch.setenv("CLIPSPAN_CACHE_DIR", str(tmp_path_factory.mktemp("user_cache")))
+
+
 # A small text tower with open_clip's real BPE tokenizer (it ships in the wheel).
 TEXT_CFG = dict(context_length=77, vocab_size=49408, width=32, heads=2, layers=1)
 SMALL_VISION = dict(image_size=32, patch_size=8, width=64, layers=3, head_width=16,

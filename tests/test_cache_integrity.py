@@ -115,6 +115,21 @@ def test_a_changed_image_folder_is_refused(tmp_path, folder_clip):
         run(folder_clip, folder, tmp_path / "c")
 
 
+def test_limit_a_folder_file_rewritten_keeping_its_size_and_mtime_is_not_seen(tmp_path,
+                                                                             folder_clip):
+    """A documented limit: an image folder's files are known by path, size and mtime (reading
+    every image again on each resume would cost a pass), so a file rewritten with the same size
+    whose mtime is then set back is taken for the cached one."""
+    folder = write_images(tmp_path / "images", [f"{index}.png" for index in range(4)])
+    cache = run(folder_clip, folder, tmp_path / "c")
+    stat = (folder / "2.png").stat()
+    changed = bytearray((folder / "2.png").read_bytes())
+    changed[len(changed) // 2] ^= 0xFF  # inside the pixel data: another image, the same size
+    (folder / "2.png").write_bytes(bytes(changed))
+    os.utime(folder / "2.png", ns=(stat.st_atime_ns, stat.st_mtime_ns))
+    assert_same(run(folder_clip, folder, tmp_path / "c"), cache)  # not rebuilt
+
+
 def test_a_moved_image_folder_is_reused(tmp_path, folder_clip):
     folder = write_images(tmp_path / "images", [f"{index}.png" for index in range(4)])
     cache = run(folder_clip, folder, tmp_path / "c")
@@ -276,7 +291,100 @@ def test_images_refused_by_the_model_leave_nothing_behind(tmp_path, clip, data, 
     assert_same(run(clip, data, tmp_path / "c"), whole)
 
 
-# 7. Damaged JSON files --------------------------------------------------------------------------
+# 7. Rows that are not what they claim (checksums) ----------------------------------------------
+
+def row_offset(file, row):
+    """The byte offset of ``row`` in the ``.npy`` file ``file``, and the bytes of one row."""
+    array = np.load(file, mmap_mode="r")
+    return file.stat().st_size - array.nbytes + row * array[0].nbytes, array[0].nbytes
+
+
+def flip_byte(file, row, at=5):
+    offset, _ = row_offset(file, row)
+    with open(file, "r+b") as handle:
+        handle.seek(offset + at)
+        byte = handle.read(1)
+        handle.seek(offset + at)
+        handle.write(bytes([byte[0] ^ 0x10]))
+
+
+def damaged(path, name, rows):
+    return f"{name}\\.npy is damaged: {rows} row\\(s\\)"
+
+
+@pytest.mark.parametrize("name", ["heads", "image_embed", "labels", "digests"])
+def test_a_flipped_byte_in_a_committed_array_is_never_returned_as_data(tmp_path, clip, data,
+                                                                      whole, name):
+    path = tmp_path / "c"
+    run(clip, data, path)
+    flip_byte(path / f"{name}.npy", row=7)
+    cache = cs.DecompositionCache.open(path)
+    assert np.array_equal(cache.tensor(name, slice(0, 7)), whole.tensor(name, slice(0, 7)))
+    message = damaged(path, name, 1) + r" \(7\) do not match the checksums.*overwrite=True"
+    for read in (lambda: cache.tensor(name), lambda: np.array_equal(getattr(cache, name), 0),
+                 lambda: getattr(cache, name)[5:9], lambda: getattr(cache, name).sum(),
+                 lambda: list(cache.chunks([name], chunk=4)), cache.verify):
+        with pytest.raises(ValueError, match=message):
+            read()
+    assert not np.array_equal(  # unchecked on request only
+        cs.DecompositionCache.open(path, check_rows=False).tensor(name), whole.tensor(name))
+
+
+def test_two_arrays_of_one_shape_swapped_are_detected(tmp_path, clip, data):
+    path = tmp_path / "c"
+    run(clip, data, path)
+    os.rename(path / "attns.npy", path / "swap")
+    os.rename(path / "mlps.npy", path / "attns.npy")
+    os.rename(path / "swap", path / "mlps.npy")
+    cache = cs.DecompositionCache.open(path)  # headers, dtypes and shapes all agree
+    with pytest.raises(ValueError, match=damaged(path, "attns", 10)):
+        cache.term("attn.1")
+    with pytest.raises(ValueError, match=damaged(path, "attns", 10) + ".*mlps.*10 row"):
+        cache.verify()
+
+
+def test_two_rows_of_one_array_swapped_are_detected(tmp_path, clip, data):
+    path = tmp_path / "c"
+    run(clip, data, path)
+    file = path / "embed.npy"
+    (first, size), (second, _) = row_offset(file, 2), row_offset(file, 6)
+    raw = bytearray(file.read_bytes())
+    raw[first:first + size], raw[second:second + size] = (raw[second:second + size],
+                                                          raw[first:first + size])
+    file.write_bytes(bytes(raw))
+    with pytest.raises(ValueError, match=damaged(path, "embed", 2) + r" \(2, 6\)"):
+        cs.DecompositionCache.open(path).verify()
+
+
+def test_a_progress_file_claiming_rows_never_written_is_refused(tmp_path, clip, data):
+    import json
+
+    path = tmp_path / "c"
+    interrupted(clip, data, path)  # rows 0..5 committed
+    progress = json.loads((path / "progress.json").read_text())
+    (path / "progress.json").write_text(json.dumps({**progress, "done": 10}))
+    message = r"claims rows 0..9 as committed, but 4 of them were never written.*row 6"
+    with pytest.raises(ValueError, match=message):
+        cs.DecompositionCache.open(path)
+    with pytest.raises(ValueError, match=message):
+        run(clip, data, path)
+
+
+def test_a_sound_cache_verifies_and_reads_each_row_once(tmp_path, clip, data, whole,
+                                                        monkeypatch):
+    from captum_clipspan.cache import checksums
+
+    cache = cs.DecompositionCache.open(whole.path)
+    cache.verify()
+    read = []
+    monkeypatch.setattr(checksums, "row_checksum", lambda name, index, row: read.append(index))
+    cache.tensor("heads"), cache.term("head.1.2"), list(cache.chunks(["heads"], chunk=3))
+    cache.verify()
+    assert read == []  # every row was checked once, by verify()
+    assert np.array_equal(cache.heads, whole.heads)
+
+
+# 8. Damaged JSON files --------------------------------------------------------------------------
 
 @pytest.mark.parametrize("name", ["meta.json", "progress.json"])
 @pytest.mark.parametrize("text", ['{"done": 1', "[]", "{}"])

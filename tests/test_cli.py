@@ -12,12 +12,6 @@ from captum_clipspan.cli import main
 from captum_clipspan.toy.scenes import write_image_folder
 
 
-@pytest.fixture(autouse=True)
-def private_cache(tmp_path_factory, monkeypatch):
-    """Encoded text banks go to a temporary folder, never the user's cache."""
-    monkeypatch.setenv("CLIPSPAN_CACHE_DIR", str(tmp_path_factory.mktemp("user_cache")))
-
-
 @pytest.fixture(scope="module")
 def scenes(tmp_path_factory) -> Path:
     return write_image_folder(tmp_path_factory.mktemp("scenes") / "flat", 48, seed=7)

@@ -18,11 +18,6 @@ from captum_clipspan.sources import iterate_batches
 from captum_clipspan.toy.scenes import write_image_folder
 
 
-@pytest.fixture(autouse=True)
-def private_cache(tmp_path_factory, monkeypatch):
-    monkeypatch.setenv("CLIPSPAN_CACHE_DIR", str(tmp_path_factory.mktemp("user_cache")))
-
-
 @pytest.fixture(scope="module")
 def toy():
     return cs.HookedCLIP.from_pretrained("toy")

@@ -182,14 +182,16 @@ def test_cache_reads_rows_as_tensors_and_chunks(tmp_path):
         list(cache.chunks(["heads"], chunk=0))
 
 
-def test_a_cache_of_the_former_format_is_refused_with_a_rebuild_hint(tmp_path):
+@pytest.mark.parametrize("version", [2, 3])  # 2: "image_embeds"; 3: no row checksums
+def test_a_cache_of_a_former_format_is_refused_with_a_rebuild_hint(tmp_path, version):
     import json
 
     clip = small_clip("tok", torch.float32)
     cs.cache_decomposition(clip, images_for(clip, batch=3), tmp_path / "cache",
                            show_progress=False)
     meta = json.loads((tmp_path / "cache" / "meta.json").read_text())
-    meta["version"] = 2  # the format whose embeddings array was "image_embeds"
+    meta["version"] = version
     (tmp_path / "cache" / "meta.json").write_text(json.dumps(meta))
-    with pytest.raises(ValueError, match="cache format 2.*reads format 3.*overwrite=True"):
+    with pytest.raises(ValueError, match=f"cache format {version}.*reads format "
+                                         f"{cs.cache.CACHE_VERSION}.*overwrite=True"):
         cs.DecompositionCache.open(tmp_path / "cache")

@@ -30,9 +30,6 @@ from captum_clipspan.validation import resolve_dtype, resolve_precision
 SHAPES = ("circle", "square")
 
 
-@pytest.fixture(autouse=True)
-def private_cache(tmp_path_factory, monkeypatch):
-    monkeypatch.setenv("CLIPSPAN_CACHE_DIR", str(tmp_path_factory.mktemp("user_cache")))
 
 
 @pytest.fixture(scope="module")

@@ -19,12 +19,6 @@ from captum_clipspan.toy.scenes import make_scenes, write_image_folder
 from captum_clipspan.visualization import plot_head_grid, plot_patch_maps, plot_textspan
 
 
-@pytest.fixture(autouse=True)
-def private_cache(tmp_path_factory, monkeypatch):
-    """Encoded text banks go to a temporary folder, never the user's cache."""
-    monkeypatch.setenv("CLIPSPAN_CACHE_DIR", str(tmp_path_factory.mktemp("user_cache")))
-
-
 @pytest.fixture(scope="module")
 def toy():
     return cs.HookedCLIP.from_pretrained("toy")

@@ -50,6 +50,32 @@ class World:
                                    "run the same pass again to resume it.")
         return [value for _, value in gathered]
 
+    def agree(self, terms: Callable[[], dict[str, str]]) -> None:
+        """Compute ``terms`` (what defines the pass, by name) in every process and raise a
+        ValueError in every process, naming each term that differs, unless all agree.
+
+        Values are said in the message when short, unless they start with ``"digest "``.
+        """
+        gathered = self.step(terms)
+        names = list(dict.fromkeys(name for found in gathered for name in found))
+        different = [name for name in names if len({found.get(name) for found in gathered}) > 1]
+        if not different:
+            return
+        parts = []
+        for name in different:
+            values = [found.get(name) for found in gathered]
+            if all(value is not None and len(value) <= 40 and not value.startswith("digest ")
+                   for value in values):
+                said = [f"{value} in process {rank}" for rank, value in enumerate(values)]
+                parts.append(f"{name} ({', '.join(said)})")
+            else:
+                others = [rank for rank, value in enumerate(values) if value != values[0]]
+                parts.append(f"{name} (process {', '.join(map(str, others))} differs from "
+                             "process 0)")
+        raise ValueError(f"the processes of this {self.size}-process cache pass disagree on "
+                         f"{'; '.join(parts)}; give every process the same model, images and "
+                         "arguments.")
+
     def close(self) -> None:
         """Destroy the CPU process group this pass created, if any."""
         if self.group is not None:

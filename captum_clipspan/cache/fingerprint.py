@@ -1,5 +1,6 @@
-"""What a cache was computed from: a hash of the image tower's weights, and a digest per row of its
-image (the file's path, size and mtime for an image folder, else the image's values and label)."""
+"""What a cache was computed from: a hash of the image tower's weights, a digest per row of its
+image (the file's path, size and mtime for an image folder, else the image's values and label), and
+digests of an image source for the processes of a pass to compare."""
 
 from __future__ import annotations
 
@@ -9,10 +10,11 @@ from typing import Any
 import numpy as np
 import torch
 from torch import Tensor
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, TensorDataset
 
 from ..hooked.clip import HookedCLIP
 from ..sources import ImageFolder
+from .batches import Rows, loaded_pieces
 
 DIGEST_SIZE = 16
 _HASH_CHUNK = 1 << 24  # bytes hashed at a time: bounds the host copy of a GPU tensor
@@ -73,3 +75,26 @@ def batch_digests(source: Dataset | DataLoader, start: int, images: Tensor,
     if isinstance(source, ImageFolder):
         return file_digests(source, start, start + images.shape[0])
     return image_digests(images, labels)
+
+
+def source_digest(source: Dataset | DataLoader) -> str | None:
+    """A digest of every image of ``source`` for processes to compare, where it costs no image
+    read: every file's path, size and mtime for an image folder, every value of a TensorDataset;
+    ``None`` for other sources (see :func:`pieces_digest`)."""
+    digest = hashlib.sha256()
+    if isinstance(source, ImageFolder):
+        digest.update(file_digests(source, 0, len(source)).tobytes())
+    elif isinstance(source, TensorDataset):
+        for tensor in source.tensors:
+            _hash_tensor(digest, tensor)
+    else:
+        return None
+    return digest.hexdigest()[:16]
+
+
+def pieces_digest(clip: HookedCLIP, source: Dataset | DataLoader, pieces: Rows) -> str:
+    """A digest of the images and labels of the rows ``pieces`` of ``source``, read once more."""
+    digest = hashlib.sha256()
+    for _, _, images, labels in loaded_pieces(clip, source, pieces, num_workers=0):
+        digest.update(image_digests(images, labels).tobytes())
+    return digest.hexdigest()[:16]

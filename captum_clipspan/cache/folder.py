@@ -13,7 +13,9 @@ from pathlib import Path
 import numpy as np
 
 from .batches import Rows
+from .checksums import unwritten_rows
 from .format import (
+    CHECKSUMS,
     LOCK_FILE,
     META_FILE,
     META_KEYS,
@@ -81,6 +83,7 @@ def prepare_folder(path: Path, meta: dict, overwrite: bool) -> tuple[Rows, bool]
                          f"granularity); {REBUILD}")
     check_progress(progress, existing)
     check_arrays(path, meta)
+    unwritten_rows(path, np.load(path / f"{CHECKSUMS}.npy", mmap_mode="r"), progress["rows"])
     if existing != meta:  # only informational keys differ: the folder moved, the model's name
         write_json_atomic(path / META_FILE, meta)
     return progress["rows"], progress["sharded"]

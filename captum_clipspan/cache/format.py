@@ -20,10 +20,13 @@ from ..hooked.clip import HookedCLIP
 from ..sources import ImageFolder
 from .fingerprint import DIGEST_SIZE, model_fingerprint
 
-CACHE_VERSION = 3  # 3: the embeddings array is "image_embed" (was "image_embeds")
+# 3: the embeddings array is "image_embed" (was "image_embeds"); 4: a checksum per row of every
+# array, in "checksums"
+CACHE_VERSION = 4
 
 META_FILE, PROGRESS_FILE, LOCK_FILE = "meta.json", "progress.json", "lock"
-FIELDS = (*PER_IMAGE_FIELDS, "labels", "digests")  # every array a cache may hold
+CHECKSUMS = "checksums"  # [N, arrays]: a checksum per row of every other array, in meta's order
+FIELDS = (*PER_IMAGE_FIELDS, "labels", "digests", CHECKSUMS)  # every array a cache may hold
 GRANULARITIES = ("head", "token")
 # Per-process files of a pass under torch.distributed: progress of rank r and the lock it holds.
 RANK_FILE_PATTERN = re.compile(r"progress\.rank\d+\.(json|tmp)|lock\.rank\d+")
@@ -42,11 +45,15 @@ def write_json_atomic(path: Path, value: dict) -> None:
     """Write ``value`` to ``path`` through a synced temporary file, so a reader sees the old file
     or the new one, never a part of it."""
     temporary = path.with_suffix(".tmp")
-    with open(temporary, "w") as handle:
-        json.dump(value, handle, indent=1)
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(temporary, path)
+    try:
+        with open(temporary, "w") as handle:
+            json.dump(value, handle, indent=1)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(temporary, path)
+    except OSError:
+        temporary.unlink(missing_ok=True)  # a full disk leaves the old file, and nothing else
+        raise
 
 
 def pass_identity(meta: dict) -> str:
@@ -96,6 +103,7 @@ def cache_meta(clip: HookedCLIP, source: Dataset | DataLoader, n: int, layers: t
         fields["pool_mlp"] = (dtype, [n, width])
     if granularity == "token":
         fields["tokens"] = (dtype, [n, len(layers), vit.n_tokens, vit.n_heads, width])
+    fields[CHECKSUMS] = ("uint64", [n, len(fields)])
     if isinstance(source, ImageFolder):
         record = {"kind": "folder",
                   "files": [file.relative_to(source.root).as_posix() for file in source.files]}
@@ -127,7 +135,8 @@ def load_meta(path: Path) -> dict:
                   for name, (dt, shape) in meta["fields"].items()}
     except (AttributeError, TypeError, ValueError):
         fields = {}
-    if not fields or not set(fields) <= set(FIELDS) or type(meta["n"]) is not int:
+    if (not fields or not set(fields) <= set(FIELDS) or CHECKSUMS not in fields
+            or type(meta["n"]) is not int):
         raise DamagedFile(file, "damaged (its 'n' or 'fields' entry is invalid)")
     return meta
 

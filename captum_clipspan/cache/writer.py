@@ -3,7 +3,9 @@ shared out over the processes of torch.distributed (see :mod:`captum_clipspan.ca
 
 from __future__ import annotations
 
+import hashlib
 import itertools
+import json
 from collections.abc import Iterator, Sequence
 from contextlib import ExitStack
 from pathlib import Path
@@ -18,10 +20,17 @@ from ..hooked.clip import HookedCLIP
 from ..sources import ImageFolder, ImageSource, as_dataset, dataset_length
 from ..validation import check_count, resolve_layers
 from .batches import Rows, batch_bounds, cut, gaps, loaded_pieces
+from .checksums import checked_fields, row_checksums
 from .distributed import World
-from .fingerprint import batch_digests, file_digests, image_digests
+from .fingerprint import (
+    batch_digests,
+    file_digests,
+    image_digests,
+    pieces_digest,
+    source_digest,
+)
 from .folder import check_free_space, check_target, create_files, prepare_folder
-from .format import GRANULARITIES, LOCK_FILE, REBUILD, cache_meta, pass_identity
+from .format import CHECKSUMS, GRANULARITIES, LOCK_FILE, REBUILD, cache_meta, pass_identity
 from .locks import check_rank_locks, rank_lock_name, writer_lock
 from .progress import Commits, fold_rank_progress, load_progress
 from .reader import DecompositionCache
@@ -43,11 +52,14 @@ def cache_decomposition(
     """Decompose every image of a dataset into an on-disk, memory-mapped cache; resumable.
 
     Under ``torch.distributed`` (e.g. ``torchrun --nproc-per-node N``; any backend), every process
-    of the default group calls this with the same arguments. The images are cut into the batches
-    of a one-process pass; each process decomposes a contiguous share of the batches not yet
-    committed and writes its rows into the same files, so the cache is the same bit for bit as
-    one process's. A killed pass resumes with any number of processes. Give each process its own
-    device (``cuda:LOCAL_RANK``) and a folder on a local disk of one machine.
+    of the default group calls this with the same arguments: the processes compare them first
+    (the images by content: every file's path, size and mtime of a folder, every value of a
+    TensorDataset, else the first batch of each process's share) and all refuse unless they
+    agree. The images are cut into the batches of a one-process pass; each process decomposes a
+    contiguous share of the batches not yet committed and writes its rows into the same files,
+    so the cache is the same bit for bit as one process's. A killed pass resumes with any number
+    of processes. Give each process its own device (``cuda:LOCAL_RANK``) and a folder on a local
+    disk of one machine.
 
     Args:
         clip: a :class:`~captum_clipspan.HookedCLIP`. It runs in its own dtype: a bf16 or fp16
@@ -76,8 +88,9 @@ def cache_decomposition(
 
     Raises:
         ValueError: the folder holds a cache of another model, settings or images, a damaged
-            file, or other files; the processes of a distributed pass were given different
-            models, images or settings; or the images are refused by :func:`decompose`.
+            file, or other files; the processes of a distributed pass disagree on what defines
+            it (the message names each difference: model, images, batch size, layers, ...); or
+            the images are refused by :func:`decompose`.
         RuntimeError: another process or thread is writing this cache, or another process of
             this distributed pass failed (every process raises; the committed rows are kept).
         OSError: the disk has no room for the cache (before any image is decomposed, where the
@@ -117,6 +130,7 @@ class _Pass:
         self.layers, self.convention, self.dtype = layers, convention, dtype
         self.granularity, self.batch_size, self.num_workers = granularity, batch_size, num_workers
         self.show_progress = show_progress
+        self.contents: str | None = None  # the digest of every image, where reading none
         self.arrays: dict[str, np.memmap] | None = None
         self.stack = ExitStack()
         self.world = World()
@@ -131,19 +145,17 @@ class _Pass:
 
     def run(self, overwrite: bool) -> DecompositionCache:
         world = self.world
-        identities = world.step(self._plan)
-        if len(set(identities)) > 1:
-            other = next(rank for rank, found in enumerate(identities) if found != identities[0])
-            raise ValueError(f"the processes of this {world.size}-process cache pass were given "
-                             f"different models, images or settings (process {other} differs "
-                             "from process 0); give every process the same arguments.")
+        world.agree(lambda: self._plan(overwrite))
         committed, sharded = world.step(lambda: self._open_folder(overwrite))[0]
         world.step(self._lock_rank)
         pending = [piece for start, stop in gaps(committed, self.n)
                    for piece in cut(start, stop, self.bounds)]
         if pending:
-            count, rank = len(pending), world.rank
-            mine = pending[rank * count // world.size:(rank + 1) * count // world.size]
+            count = len(pending)
+            shares = [pending[rank * count // world.size:(rank + 1) * count // world.size]
+                      for rank in range(world.size)]
+            world.agree(lambda: self._sampled_contents(shares))
+            mine = shares[world.rank]
             batches = self._decomposed(mine)
             self.stack.callback(batches.close)
             first: list = []
@@ -153,12 +165,33 @@ class _Pass:
         world.step(self._finalize if world.rank == 0 else lambda: None)
         return DecompositionCache.open(self.path)
 
-    def _plan(self) -> str:
-        """Settle the cache's description and the batches (in every process); its identity."""
-        self.meta = cache_meta(self.clip, self.source, self.n, self.layers, self.convention,
-                               self.dtype, self.granularity)
+    def _plan(self, overwrite: bool) -> dict[str, str]:
+        """Settle the cache's description and the batches (in every process); what defines the
+        pass, for the processes of a distributed pass to compare (nothing in one process)."""
+        meta = self.meta = cache_meta(self.clip, self.source, self.n, self.layers,
+                                      self.convention, self.dtype, self.granularity)
         self.bounds = batch_bounds(self.source, self.n, self.batch_size)
-        return pass_identity(self.meta)
+        if self.world.size == 1:
+            return {}
+        self.contents = source_digest(self.source)
+        batches = (_short(self.bounds) if isinstance(self.source, DataLoader)
+                   else str(self.batch_size))
+        return {
+            "image count": str(self.n), "batch size": batches, "layers": str(meta["layers"]),
+            "convention": self.convention, "dtype": self.dtype, "granularity": self.granularity,
+            "model fingerprint": meta["fingerprint"], "image source": meta["source"]["kind"],
+            "image files": _short(meta["source"]), "classes": _short(meta["classes"]),
+            "cache folder": str(self.path.resolve()), "overwrite": str(overwrite),
+            "cache format": str(meta["version"]), "arrays": _short(meta["fields"]),
+        } | ({} if self.contents is None else {"image contents": f"digest {self.contents}"})
+
+    def _sampled_contents(self, shares: list[Rows]) -> dict[str, str]:
+        """The images of a source that :func:`source_digest` cannot digest without reading them
+        (a Dataset or DataLoader), compared on the first batch of each process's share."""
+        if self.world.size == 1 or self.contents is not None:
+            return {}
+        firsts = [share[0] for share in shares if share]
+        return {"image contents": f"digest {pieces_digest(self.clip, self.source, firsts)}"}
 
     def _open_folder(self, overwrite: bool) -> tuple[Rows, bool] | None:
         """In process 0: lock the folder and check what it holds; the committed rows, and
@@ -199,6 +232,10 @@ class _Pass:
             values = {name: value.cpu().numpy() for name, value in values.items()
                       if name in fields}
             values["digests"] = batch_digests(self.source, start, images, labels)
+            # As stored, so that the checksums are those of the bytes on disk.
+            values = {name: np.ascontiguousarray(value, np.dtype(fields[name][0]))
+                      for name, value in values.items()}
+            values[CHECKSUMS] = row_checksums(values, checked_fields(fields), start)
             yield start, stop, values
 
     def _write(self, pieces: Rows, first: tuple | None, batches: Iterator, sharded: bool) -> None:
@@ -266,3 +303,8 @@ class _Pass:
                         "has another image or label; random transforms make every pass differ)")
             raise ValueError(f"{what}; the cache at {path} cannot be reused with them: "
                              f"{REBUILD}")
+
+
+def _short(value: Any) -> str:
+    """A short digest of a JSON-able value, for processes to compare."""
+    return "digest " + hashlib.sha256(json.dumps(value, sort_keys=True).encode()).hexdigest()[:12]

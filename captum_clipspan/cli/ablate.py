@@ -52,6 +52,8 @@ def run(args: argparse.Namespace) -> int:
 
     from ..visualization import plot_ablation_bars, plot_ablation_curve
 
+    if args.mode == "total" and rank():
+        return 0  # total mode builds no cache: process 0 runs the study alone
     clip, out = load_model(args), out_dir(args)
     folder = image_folder(args, clip)
     if not folder.classes:
@@ -66,9 +68,6 @@ def run(args: argparse.Namespace) -> int:
             return 0
         means, data = cs.ComponentMeans.from_cache(cache), cache
     else:
-        if args.nproc > 1 or rank():
-            raise CommandError("--mode total builds no cache, so it runs in one process; drop "
-                               "--nproc (or use --mode direct).")
         means = cs.component_means(clip, folder, batch_size=args.batch_size)
         data = folder
     study = cs.MeanAblation(clip, means, mode=args.mode).study(data, classifier,

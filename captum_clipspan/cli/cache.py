@@ -41,7 +41,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Build the cache and print the shapes of its arrays."""
-    clip = load_model(args)
+    clip = load_model(args, texts=False)  # a cache pass encodes no text
     cache = build_cache(args, clip, image_folder(args, clip), args.layers,
                         granularity=args.granularity, dtype=args.dtype,
                         convention=args.convention, overwrite=args.overwrite)

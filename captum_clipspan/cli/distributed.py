@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import subprocess
-import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 
@@ -40,19 +38,31 @@ def process_group(args: argparse.Namespace) -> Iterator[None]:
 def launch(argv: list[str], nproc: int) -> int:
     """Run the same command in ``nproc`` processes of this machine under torchrun.
 
+    The command's arguments never pass through torchrun's own parser, which would take an option
+    of the command for one of its own (``--m`` for its ``--module``, ``--master-addr``, ...).
+
     Args:
         argv: The command line, without the program name; its ``--nproc`` is dropped.
         nproc: Number of processes.
 
     Returns:
-        torchrun's exit code.
+        0, or the exit code of the process that failed first (128 + N for a signal N).
     """
+    from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
+    from torch.distributed.run import get_args_parser, run
+
     rest, skip = [], False
     for arg in argv:
         if skip or arg == "--nproc" or arg.startswith("--nproc="):
             skip = arg == "--nproc"
             continue
         rest.append(arg)
-    command = [sys.executable, "-m", "torch.distributed.run", "--standalone",
-               f"--nproc-per-node={nproc}", "-m", "captum_clipspan.cli", *rest]
-    return subprocess.run(command, check=False).returncode
+    launcher = get_args_parser().parse_args(
+        ["--standalone", f"--nproc-per-node={nproc}", "-m", "captum_clipspan.cli"])
+    launcher.training_script_args = rest
+    try:
+        run(launcher)
+    except ChildFailedError as failure:
+        code = failure.get_first_failure()[1].exitcode
+        return code if code > 0 else 128 - code
+    return 0
