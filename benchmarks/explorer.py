@@ -77,7 +77,7 @@ def main() -> None:
     scenes = work / f"scenes-{args.n}"
     started = time.perf_counter()
     if not (scenes / "labels.csv").is_file():
-        write_image_folder(scenes, args.n, seed=0)
+        write_image_folder(scenes, args.n, seed=0, split="test")
     cache = cs.cache_decomposition(clip, scenes, work / f"cache-{args.n}-{args.layers}x"
                                    f"{args.heads}", batch_size=256, show_progress=True)
     prepared = time.perf_counter() - started

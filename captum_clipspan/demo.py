@@ -10,7 +10,10 @@ from __future__ import annotations
 
 import csv
 import json
+import platform
+import shlex
 import sys
+from importlib import metadata
 from pathlib import Path
 from typing import Any
 
@@ -37,19 +40,67 @@ def _step(message: str, show_progress: bool) -> None:
         print(f"clipspan demo: {message}", file=sys.stderr, flush=True)
 
 
+# The packages whose versions decide the report's numbers, recorded in it.
+PROVENANCE_PACKAGES = ("captum_clipspan", "torch", "open_clip_torch", "captum", "transformer_lens",
+                       "numpy")
+
+
+def _command(command: str | None, out: Path, n: int, seed: int, batch_size: int,
+             model: str | None) -> str:
+    """The command that wrote the report: given, this process's ``clipspan`` command line, or
+    the equivalent ``clipspan demo`` command."""
+    if command:
+        return command
+    program = Path(sys.argv[0]).name if sys.argv and sys.argv[0] else ""
+    if program == "clipspan" or sys.argv[0].endswith(("captum_clipspan/__main__.py",
+                                                      "captum_clipspan/cli/__main__.py")):
+        return shlex.join(["clipspan", *sys.argv[1:]])
+    return shlex.join(["clipspan", "demo", "--model", model or "toy", "--n", str(n), "--seed",
+                       str(seed), "--batch-size", str(batch_size), "--out", str(out)]) + (
+        "  (equivalent command; the report was written from Python)")
+
+
+def provenance_lines(command: str, seed: int, n: int, model: str | None,
+                     note: str | None = None) -> list[str]:
+    """The report's provenance section: the command, the seed and the package versions.
+
+    Args:
+        command: the command line that wrote the report.
+        seed: the scenes' seed. ``n``: their number.
+        model: the model's name. ``note``: a weights warning, if any.
+
+    Returns:
+        Markdown lines.
+    """
+    versions = []
+    for package in PROVENANCE_PACKAGES:
+        try:
+            versions.append(f"{package} {metadata.version(package)}")
+        except metadata.PackageNotFoundError:
+            versions.append(f"{package} (not installed)")
+    weights = "random (see the warning above)" if note else "trained"
+    return ["## Provenance", "",
+            f"- command: `{command}`",
+            f"- seed: {seed} ({n} scenes of the test split, which the toy never saw)",
+            f"- model: {model or 'model'}, {weights} weights",
+            f"- packages: {', '.join(versions)}; Python {platform.python_version()}", ""]
+
+
 def run_demo(clip: HookedCLIP, out: Path, n: int = 1000, seed: int = 0,
              batch_size: int = 64, note: str | None = None,
-             show_progress: bool = True) -> Path:
+             show_progress: bool = True, command: str | None = None) -> Path:
     """Run every step; return the path of ``report.md``.
 
     Args:
         clip: the model (the toy, or any HookedCLIP).
         out: the output folder.
         n: number of synthetic scenes.
-        seed: their seed.
+        seed: their seed (in the test split, held out from the toy's training).
         batch_size: images per forward pass.
         note: a warning printed in bold at the top of the report (e.g. random weights).
         show_progress: status lines and progress bars on stderr.
+        command: the command line recorded in the report's provenance (default: this process's
+            ``clipspan`` command line, else the equivalent ``clipspan demo`` command).
     """
     from .visualization import (
         plot_ablation_bars,
@@ -63,7 +114,7 @@ def run_demo(clip: HookedCLIP, out: Path, n: int = 1000, seed: int = 0,
     folder = out / "scenes"
     if not (folder / "labels.csv").is_file():
         _step(f"rendering {n} synthetic scenes into {folder}", show_progress)
-        write_image_folder(folder, n, seed=seed)
+        write_image_folder(folder, n, seed=seed, split="test")
     labels = read_labels(folder)
     _step("decomposing every scene into per-head terms (cached)", show_progress)
     cache = cache_decomposition(clip, folder, out / "cache", batch_size=batch_size,
@@ -137,6 +188,8 @@ def run_demo(clip: HookedCLIP, out: Path, n: int = 1000, seed: int = 0,
                    labels=labels["shape"], show_progress=show_progress)
     lines += ["## Explorer", "", f"Open `{site.relative_to(out)}` in a browser (offline, no "
               "server) to browse every head's texts, top images and patch maps.", ""]
+    lines += provenance_lines(_command(command, out, n, seed, batch_size, clip.model_name),
+                              seed, n, clip.model_name, note)
     report_path = out / "report.md"
     report_path.write_text("\n".join(lines))
     return report_path
@@ -184,7 +237,7 @@ def _probe_section(probes: dict[str, Any], layers: tuple[int, ...], out: Path,
 def _heatmap_section(clip: HookedCLIP, folder: Path, out: Path, plot_patch_maps: Any,
                      seed: int, n_scored: int = 64) -> list[str]:
     """Maps for a present and an absent shape; IoU of each with the object mask."""
-    scenes = make_scenes(n_scored, seed=seed)
+    scenes = make_scenes(n_scored, seed=seed, split="test")
     images = torch.stack([clip.preprocess(image) for image in scenes.tensors()])
     shapes = ATTRIBUTES["shape"]
     present = [f"a {a['shape']}" for a in scenes.attributes]

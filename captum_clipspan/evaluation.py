@@ -6,7 +6,9 @@ Every study in the package composes these pieces:
 * :func:`ablated_embeddings` is the one mean-ablation formula (replace some terms by their
   means, or keep only some and replace everything else);
 * :func:`predict` and :func:`correct` classify embeddings against class embeddings;
-* :func:`head_accuracy` and :func:`worst_group_accuracy` are the accuracies the paper reports.
+* :func:`head_accuracy` and :func:`worst_group_accuracy` are the accuracies the paper reports;
+* :func:`paired_bootstrap` puts a confidence interval on a difference between two methods
+  scored on the same items.
 
 :class:`~captum_clipspan.MeanAblation` (its attributions and studies), TextSpan's projection
 accuracy, the spurious-cue study and the neuron ablations all call them.
@@ -32,7 +34,7 @@ if TYPE_CHECKING:
 
 __all__ = ["ComponentMeans", "ablated_embeddings", "correct", "deviations_from_means",
            "head_accuracy",
-           "mean_image_embedding", "predict", "worst_group_accuracy"]
+           "mean_image_embedding", "paired_bootstrap", "predict", "worst_group_accuracy"]
 
 
 # Means of the direct terms ---------------------------------------------------------------------
@@ -308,3 +310,65 @@ def worst_group_accuracy(predictions: Any, labels: Any, groups: Any,
             "worst_group_id": worst, "per_group": per_group,
             "counts": {g: int(counts[g]) for g in present},
             "empty": [g for g in range(n_groups) if counts[g] == 0], "count": n}
+
+
+# Confidence intervals ------------------------------------------------------------------------
+
+def paired_bootstrap(a: Any, b: Any, statistic: Callable[[Tensor], Any] | None = None,
+                     n_resamples: int = 2000, confidence: float = 0.95, seed: int = 0,
+                     strata: Any = None) -> dict[str, float]:
+    """``statistic(a) - statistic(b)`` on paired items, with a percentile bootstrap interval.
+
+    Items are resampled with replacement, the same rows for ``a`` and ``b`` (so what the two
+    share, e.g. an image's difficulty, cancels); with ``strata``, within each stratum, keeping
+    its size (e.g. the groups of a worst-group accuracy).
+
+    Args:
+        a, b: ``[N, ...]`` per-item values of two methods, row ``i`` of each on item ``i``.
+        statistic: ``[n, ...] -> scalar`` (default: the mean over rows); e.g. a pooled IoU
+            ``lambda t: t[:, 0].sum() / t[:, 1].sum()`` of rows ``(intersection, union)``.
+        n_resamples: bootstrap resamples.
+        confidence: the interval's coverage, in ``(0, 1)``.
+        seed: seed of the resampling.
+        strata: optional ``[N]`` integer stratum of each item.
+
+    Returns:
+        ``{"difference", "low", "high", "confidence", "n"}``: the observed difference and the
+        interval's ends.
+
+    Examples::
+
+        >>> result = paired_bootstrap(torch.tensor([1., 1, 0, 1]), torch.tensor([0., 1, 0, 0]))
+        >>> result["difference"]
+        0.5
+    """
+    first = torch.as_tensor(a).double()
+    second = torch.as_tensor(b).double()
+    if first.shape != second.shape or first.dim() == 0 or first.shape[0] == 0:
+        raise ValueError(f"a and b must be paired [N, ...] values with N >= 1, got shapes "
+                         f"{list(first.shape)} and {list(second.shape)}.")
+    if not 0 < confidence < 1:
+        raise ValueError(f"confidence must be in (0, 1), got {confidence!r}.")
+    if isinstance(n_resamples, bool) or not isinstance(n_resamples, int) or n_resamples < 1:
+        raise ValueError(f"n_resamples must be a positive int, got {n_resamples!r}.")
+    n = first.shape[0]
+    layers = (torch.zeros(n, dtype=torch.long) if strata is None
+              else check_indices(strata, "strata", n))
+    generator = torch.Generator().manual_seed(seed)
+    rows = torch.empty(n_resamples, n, dtype=torch.long)
+    for stratum in layers.unique():
+        members = (layers == stratum).nonzero().flatten()
+        picks = torch.randint(len(members), (n_resamples, len(members)), generator=generator)
+        rows[:, members] = members[picks]
+    if statistic is None:
+        per_item = (first - second).reshape(n, -1).mean(1)
+        differences = per_item[rows].mean(1)
+        observed = float(per_item.mean())
+    else:
+        differences = torch.tensor([float(statistic(first[r])) - float(statistic(second[r]))
+                                    for r in rows], dtype=torch.float64)
+        observed = float(statistic(first)) - float(statistic(second))
+    tail = (1 - confidence) / 2
+    low, high = torch.quantile(differences, torch.tensor([tail, 1 - tail], dtype=torch.float64))
+    return {"difference": observed, "low": float(low), "high": float(high),
+            "confidence": float(confidence), "n": n}

@@ -55,8 +55,9 @@ from .validation import (
     resolve_layer,
 )
 
-__all__ = ["WaterbirdsDataset", "ablate_heads", "head_concept_scores", "heads_matching",
-           "random_heads_baseline", "spurious_cue_study", "spurious_table",
+__all__ = ["WaterbirdsDataset", "ablate_heads", "expected_best_of", "head_concept_scores",
+           "head_sets_accuracy", "heads_matching", "oracle_heads", "random_heads_baseline",
+           "random_heads_expectation", "spurious_cue_study", "spurious_table",
            "worst_group_accuracy"]
 
 Head = tuple[int, int]
@@ -407,6 +408,132 @@ def random_heads_baseline(clip: HookedCLIP, means: ComponentMeans,
             "after": results[best]["after"], "draws": results}
 
 
+# Controls: every random choice, its expectation, and the oracle -------------------------------
+
+def _candidate_heads(clip: HookedCLIP, means: ComponentMeans,
+                     cache_or_images: DecompositionCache | ImageSource) -> list[Head]:
+    """The heads a random choice draws from: those of the means' layers (and the cache's)."""
+    layers = means.layers
+    if isinstance(cache_or_images, DecompositionCache):
+        layers = tuple(layer for layer in layers if layer in cache_or_images.layers)
+    return [(layer, head) for layer in layers for head in range(clip.visual.n_heads)]
+
+
+def head_sets_accuracy(clip: HookedCLIP, means: ComponentMeans,
+                       head_sets: Sequence[Sequence[Head]],
+                       cache_or_images: DecompositionCache | ImageSource,
+                       classifier: ZeroShotClassifier, labels: Any, groups: Any,
+                       n_groups: int | None = None, batch_size: int = 64) -> dict[str, Any]:
+    """Worst-group accuracy with each of several head sets mean-ablated, in one pass over the data.
+
+    Args:
+        head_sets: lists of ``(layer, head)`` pairs, one per setting.
+        clip, means, cache_or_images, classifier, labels, groups, n_groups, batch_size: as for
+            :func:`ablate_heads`.
+
+    Returns:
+        ``{"before": {...}, "after": [{...}, ...]}``: :func:`worst_group_accuracy` of the
+        unmodified model and one per head set, in order.
+    """
+    names = [_head_names(clip, means, heads) for heads in head_sets]
+    before, after, labels = _predictions(clip, means, names, cache_or_images, classifier,
+                                         labels, batch_size)
+    return {"before": worst_group_accuracy(before, labels, groups, n_groups),
+            "after": [worst_group_accuracy(predictions, labels, groups, n_groups)
+                      for predictions in after]}
+
+
+def expected_best_of(values: Sequence[float], draws: int) -> float:
+    """The expected maximum of ``draws`` independent uniform picks among ``values``.
+
+    With ``v_(1) <= ... <= v_(N)`` sorted, ``E[max] = sum_i v_(i) ((i/N)^d - ((i-1)/N)^d)``: the
+    paper's "top-random" baseline in expectation, free of the luck of one draw seed.
+
+    Examples::
+
+        >>> expected_best_of([0.0, 1.0], 2)
+        0.75
+    """
+    if isinstance(draws, bool) or not isinstance(draws, int) or draws < 1:
+        raise ValueError(f"draws must be a positive int, got {draws!r}.")
+    ordered = np.sort(np.asarray(values, dtype=np.float64))
+    if ordered.size == 0:
+        raise ValueError("values is empty.")
+    return _expected_at_best(ordered, draws)
+
+
+def random_heads_expectation(clip: HookedCLIP, means: ComponentMeans,
+                             cache_or_images: DecompositionCache | ImageSource,
+                             classifier: ZeroShotClassifier, labels: Any, groups: Any, k: int,
+                             best_of: Sequence[int] = (5, 20), max_sets: int = 1000,
+                             seed: int = 0, n_groups: int | None = None,
+                             batch_size: int = 64) -> dict[str, Any]:
+    """Random heads as a distribution: every choice of ``k`` heads (or ``max_sets`` of them).
+
+    All ``C(H, k)`` sets are scored when there are at most ``max_sets`` (the toy's 16 heads:
+    120 pairs, 560 triples); otherwise ``max_sets`` distinct random sets (``seed``). Reported:
+    the mean over sets (the expectation of one random draw) and, per ``d`` in ``best_of``, the
+    expected result of the paper's "best of ``d`` draws" (:func:`expected_best_of`).
+
+    Args:
+        k: heads per set.
+        best_of: numbers of draws ``d``.
+        max_sets: most sets to score.
+        seed: seed of the sampled sets when not exhaustive.
+        clip, means, cache_or_images, classifier, labels, groups, n_groups, batch_size: as for
+            :func:`ablate_heads`.
+
+    Returns:
+        ``{"sets": [[(layer, head), ...], ...], "exhaustive": bool, "before": {...},
+        "after": [{...} per set], "worst_group": [S], "average": [S] (numpy),
+        "mean": {"worst_group", "average"}, "best_of": {d: {"worst_group", "average"}}}``;
+        ``best_of``'s average is that of the draw with the best worst group, in expectation.
+    """
+    from itertools import combinations
+    from math import comb
+
+    candidates = _candidate_heads(clip, means, cache_or_images)
+    if isinstance(k, bool) or not isinstance(k, int) or not 1 <= k <= len(candidates):
+        raise ValueError(f"k must be an int in 1..{len(candidates)} (the heads of the means' "
+                         f"layers), got {k!r}.")
+    total = comb(len(candidates), k)
+    if total <= max_sets:
+        sets = [list(chosen) for chosen in combinations(candidates, k)]
+    else:
+        rng, seen = np.random.default_rng(seed), set()
+        while len(seen) < max_sets:
+            seen.add(tuple(sorted(rng.choice(len(candidates), size=k, replace=False).tolist())))
+        sets = [[candidates[i] for i in chosen] for chosen in sorted(seen)]
+    scored = head_sets_accuracy(clip, means, sets, cache_or_images, classifier, labels, groups,
+                                n_groups, batch_size)
+    worst = np.array([after["worst_group"] for after in scored["after"]])
+    average = np.array([after["average"] for after in scored["after"]])
+    # the best draw is the best worst group (then average): rank sets by that pair
+    order = np.lexsort((average, worst))
+    return {"sets": sets, "exhaustive": total <= max_sets, "before": scored["before"],
+            "after": scored["after"], "worst_group": worst, "average": average,
+            "mean": {"worst_group": float(worst.mean()), "average": float(average.mean())},
+            "best_of": {d: {"worst_group": _expected_at_best(worst[order], d),
+                            "average": _expected_at_best(average[order], d)}
+                        for d in best_of}}
+
+
+def _expected_at_best(values_in_rank_order: np.ndarray, draws: int) -> float:
+    """``E[value of the best-ranked of d draws]`` for values listed from worst to best rank."""
+    cdf = np.arange(values_in_rank_order.size + 1, dtype=np.float64) / values_in_rank_order.size
+    return float((values_in_rank_order * np.diff(cdf ** draws)).sum())
+
+
+def oracle_heads(expectation: dict[str, Any]) -> list[Head]:
+    """The head set with the best worst group (then average) among those a
+    :func:`random_heads_expectation` scored: the ceiling of any choice of that many heads,
+    when ``expectation`` was computed on a validation split (score the set on the test split
+    with :func:`ablate_heads`)."""
+    best = max(range(len(expectation["sets"])),
+               key=lambda i: (expectation["worst_group"][i], expectation["average"][i], -i))
+    return list(expectation["sets"][best])
+
+
 # The whole experiment -------------------------------------------------------------------------
 
 def spurious_cue_study(clip: HookedCLIP, reference: DecompositionCache | ImageSource,
@@ -446,10 +573,11 @@ def spurious_cue_study(clip: HookedCLIP, reference: DecompositionCache | ImageSo
         show_progress: progress bars.
 
     Returns:
-        ``{"heads", "concept_scores", "before", "after", "random", "report"}``: the ablated
-        heads (best first), every head's score, the :func:`worst_group_accuracy` dicts of the
-        unmodified and the ablated model, the random baseline (:func:`random_heads_baseline`'s
-        dict) and the :class:`~captum_clipspan.TextSpanReport`.
+        ``{"heads", "concept_scores", "before", "after", "random", "report", "means"}``: the
+        ablated heads (best first), every head's score, the :func:`worst_group_accuracy` dicts
+        of the unmodified and the ablated model, the random baseline
+        (:func:`random_heads_baseline`'s dict), the :class:`~captum_clipspan.TextSpanReport` and
+        the :class:`~captum_clipspan.ComponentMeans` of ``reference`` (for further controls).
 
     Examples::
 
@@ -478,12 +606,14 @@ def spurious_cue_study(clip: HookedCLIP, reference: DecompositionCache | ImageSo
                                    draws=draws, seed=seed, n_groups=n_groups,
                                    batch_size=batch_size)
     return {"heads": heads, "concept_scores": scores, "before": ablated["before"],
-            "after": ablated["after"], "random": random, "report": report}
+            "after": ablated["after"], "random": random, "report": report, "means": means}
 
 
 def spurious_table(study: dict[str, Any]) -> str:
     """A Markdown table of a :func:`spurious_cue_study`: accuracy before, after ablating the
-    concept's heads, and after ablating the best random heads."""
+    concept's heads, and after ablating the best random heads; when the study has them, the
+    expectation over random head sets (``"random_expectation"``, from
+    :func:`random_heads_expectation`) and the oracle (``"oracle"``: ``{"heads", "after"}``)."""
     def heads(pairs: Sequence[Head]) -> str:
         return ", ".join(f"{layer}.{head}" for layer, head in pairs)
 
@@ -492,6 +622,16 @@ def spurious_table(study: dict[str, Any]) -> str:
             ("concept heads ablated", heads(study["heads"]), study["after"]),
             (f"random heads ablated (best of {len(random['draws'])})", heads(random["heads"]),
              random["after"])]
+    expectation = study.get("random_expectation")
+    if expectation is not None:
+        sets = (f"all {len(expectation['sets'])}" if expectation["exhaustive"]
+                else f"{len(expectation['sets'])} sampled")
+        rows.append((f"random heads ablated (mean over {sets} sets)", "", expectation["mean"]))
+        rows += [(f"random heads ablated (expected best of {d})", "", scores)
+                 for d, scores in expectation["best_of"].items()]
+    if study.get("oracle") is not None:
+        rows.append(("oracle heads (chosen on validation)", heads(study["oracle"]["heads"]),
+                     study["oracle"]["after"]))
     lines = ["| model | heads ablated | average accuracy | worst-group accuracy |",
              "|---|---|---:|---:|"]
     lines += [f"| {name} | {pairs or '-'} | {scores['average']:.3f} | "

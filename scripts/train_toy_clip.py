@@ -17,7 +17,10 @@ the image tower's rate. Learning rate: linear warmup, constant, cosine decay ove
 a shared machine and records the equivalent ``--steps/--decay-start`` for a reproduction.
 
 Writes ``toy_clip.safetensors`` (fp16), ``toy_tokenizer.json`` and ``toy_clip.json`` (config,
-training settings, held-out zero-shot accuracy per family) into ``--out-dir``.
+training settings, held-out zero-shot accuracy per family) into ``--out-dir``. Training reads the
+``"train"`` split of the scenes only (stream ``--seed``); every evaluation here reads the
+``"validation"`` split, which :mod:`captum_clipspan.toy.scenes` keeps apart from stream 0's
+training scenes by construction.
 
 ``--spurious P`` trains the spurious-cue toy instead: each scene's shape is one of
 :data:`~captum_clipspan.toy.scenes.SPURIOUS_PAIRS` and its background texture the paired one with
@@ -154,8 +157,9 @@ def make_batch(step: int, args: argparse.Namespace, rng: np.random.Generator, to
     bool matrix ``match [C, B]``: every attribute caption c names holds for image i.
     """
     cue = SpuriousCue(p=args.spurious) if args.spurious else None
+    # The train split only: validation and test scenes are other indices of stream 0 (scenes.py).
     scenes = make_scenes(args.batch_size, seed=args.seed, start=step * args.batch_size,
-                         spurious=cue)
+                         split="train", spurious=cue)
     labels = np.stack([scenes.labels(f) for f in FAMILIES], axis=1)  # [B, F]
     texts: dict[str, tuple[int, np.ndarray]] = {}
     for i, attrs in enumerate(scenes.attributes):
@@ -384,6 +388,7 @@ def main() -> None:
         "eval": {
             "n": args.final_eval_n,
             "seed": EVAL_SEED,
+            "split": "validation",
             "prompts": "datasets.zero_shot_prompts",
         },
         "zero_shot_accuracy": acc,

@@ -139,7 +139,7 @@ def toy():
 
 @pytest.fixture(scope="module")
 def scenes(toy):
-    data = SceneSegmentation(6, seed=2024, **seg.for_model(toy))
+    data = SceneSegmentation(6, seed=2024, split="test", **seg.for_model(toy))
     images = torch.stack([data[i][0] for i in range(len(data))])
     masks = torch.stack([data[i][1] for i in range(len(data))])
     classes = cs.ZeroShotClassifier.from_prompts(toy, SceneSegmentation.class_prompts())
@@ -246,7 +246,7 @@ def test_topic_segmentation_and_contrastive_maps(toy, scenes):
 
 
 def test_the_decomposition_beats_raw_attention_on_held_out_scenes(toy):
-    data = SceneSegmentation(48, seed=2024, **seg.for_model(toy))
+    data = SceneSegmentation(48, seed=2024, split="test", **seg.for_model(toy))
     classes = cs.ZeroShotClassifier.from_prompts(toy, SceneSegmentation.class_prompts())
     rows = {row["method"]: row for row in seg.benchmark(
         toy, data, classes, methods=["decomposition", "raw_attention"], batch_size=24)}
@@ -408,7 +408,7 @@ def test_topic_segmentation_and_contrastive_figures(toy, scenes, tmp_path):
 def toy_cache(toy, tmp_path_factory):
     from captum_clipspan.toy.scenes import SyntheticScenes
 
-    scenes = SyntheticScenes(40, seed=2024, transform=toy.preprocess)
+    scenes = SyntheticScenes(40, seed=2024, transform=toy.preprocess, split="test")
     return cs.cache_decomposition(toy, scenes, tmp_path_factory.mktemp("seg") / "cache",
                                   layers=[2, 3], show_progress=False)
 
@@ -450,3 +450,73 @@ def test_head_similarity_matrix_streams_to_the_direct_computation(toy_cache, tmp
     fig, ax = plot_head_similarity(sim.matrix, sim.heads, title="heads")
     assert ax.get_xticklabels()[0].get_text() == "L2.H0"
     rendered(fig, tmp_path)
+
+
+# --------------------------------------------------------------------------- model-free controls
+
+
+def test_model_free_controls_follow_the_attribution_contract_and_ignore_the_model():
+    from captum_clipspan.segmentation.controls import CenterPrior, ColorRarity
+
+    toy = cs.HookedCLIP.from_pretrained("toy")
+    other = small_clip()
+    images = SceneSegmentation(4, seed=1, split="validation", **seg.for_model(toy))
+    batch = torch.stack([images[i][0] for i in range(4)])
+    assert set(seg.methods.MODEL_FREE_METHODS) <= set(seg.HEATMAP_METHODS)
+    for cls in (ColorRarity, CenterPrior):
+        maps = cls(toy).attribute(batch, texts=["a red circle", "a blue square"], target=[0, 1,
+                                                                                           1, 0])
+        assert maps.shape == (4, 1, 8, 8)
+        every = cls(toy).attribute(batch, texts=["a red circle", "a blue square"])
+        assert every.shape == (4, 2, 8, 8) and torch.equal(every[:, :1], maps)
+        assert cls(toy).attribute(batch, interpolate=True).shape == (4, 1, 64, 64)
+    # the same pixels give the same map whatever the model's weights
+    pixels = images_for(other)
+    assert torch.equal(ColorRarity(other).attribute(pixels),
+                       ColorRarity(other).attribute(pixels * 1.0))
+    rare = ColorRarity(toy).attribute(batch, interpolate=True)[:, 0]
+    masks = torch.stack([images[i][1] for i in range(4)])
+    assert (seg.map_iou(rare, masks) > 0.3).all()  # the toy's objects have rare colors
+    prior = CenterPrior(toy).attribute(batch)[0, 0]
+    assert prior[3:5, 3:5].min() > prior[0, 0] and torch.equal(prior, prior.flip(0).flip(1))
+    with pytest.raises(ValueError, match="bins"):
+        ColorRarity(toy, bins=1)
+
+
+def test_auroc_and_threshold_free_terms_match_brute_force():
+    from captum_clipspan.segmentation.metrics import auroc, threshold_free_terms
+
+    generator = torch.Generator().manual_seed(3)
+    scores = torch.randint(0, 6, (300,), generator=generator).double()
+    labels = torch.rand(300, generator=generator) < 0.3
+    pos, neg = scores[labels][:, None], scores[~labels][None, :]
+    brute = ((pos > neg).double() + 0.5 * (pos == neg).double()).mean()
+    assert float(auroc(scores, labels)) == pytest.approx(float(brute))
+    assert float(auroc(scores, torch.zeros(300, dtype=torch.bool))) == 0.5
+    masks = torch.zeros(2, 16, 16, dtype=torch.bool)
+    masks[:, 4:8, 4:8] = True
+    perfect = threshold_free_terms(masks.double(), masks)
+    assert perfect["auroc"].tolist() == [1.0, 1.0] and perfect["top_iou"].tolist() == [1.0, 1.0]
+    inverted = threshold_free_terms(-masks.double(), masks)
+    assert inverted["auroc"].tolist() == [0.0, 0.0]
+
+
+def test_benchmark_terms_pool_to_the_benchmark_rows():
+    from captum_clipspan.segmentation.benchmarking import benchmark_terms, summarize_terms
+
+    toy = cs.HookedCLIP.from_pretrained("toy")
+    data = SceneSegmentation(6, seed=5, split="test", **seg.for_model(toy))
+    classes = cs.ZeroShotClassifier.from_prompts(toy, SceneSegmentation.class_prompts())
+    methods = ["decomposition", "color_rarity", "center_prior"]
+    rows = seg.benchmark(toy, data, classes, methods=methods, batch_size=4)
+    terms = benchmark_terms(toy, data, classes, methods=methods, batch_size=4)
+    for row in rows:
+        summary = summarize_terms(terms[row["method"]])
+        assert {k: summary[k] for k in row if k != "method"} == pytest.approx(
+            {k: v for k, v in row.items() if k != "method"})
+        assert terms[row["method"]]["auroc"].shape == (6,) and 0 <= summary["top_iou"] <= 1
+
+
+def test_scene_segmentation_refuses_training_scenes():
+    with pytest.raises(ValueError, match="trained on"):
+        SceneSegmentation(2, split="train")

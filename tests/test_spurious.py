@@ -171,7 +171,8 @@ def test_heads_matching_refuses_bad_input():
 @pytest.fixture(scope="module")
 def study(tmp_path_factory):
     toy = cs.HookedCLIP.from_pretrained("toy")
-    scenes = SyntheticScenes(N_SCENES, seed=11, label="shape", transform=toy.preprocess)
+    scenes = SyntheticScenes(N_SCENES, seed=11, label="shape", transform=toy.preprocess,
+                             split="test")
     cache = cs.cache_decomposition(toy, scenes, tmp_path_factory.mktemp("spurious") / "cache",
                                    show_progress=False)
     attributes = [scenes.attributes(i) for i in range(N_SCENES)]
@@ -272,3 +273,43 @@ def test_ablation_refuses_bad_input(study, tmp_path):
         cs.random_heads_baseline(toy, means, cache, classifier, labels, groups, k=17)
     with pytest.raises(ValueError, match="draws"):
         cs.random_heads_baseline(toy, means, cache, classifier, labels, groups, k=2, draws=0)
+
+
+def test_expected_best_of_equals_enumerating_every_draw():
+    from itertools import product
+
+    from captum_clipspan.spurious import expected_best_of
+
+    values = [0.2, 0.5, 0.5, 0.9]
+    for draws in (1, 2, 3):
+        every = [max(values[i] for i in pick) for pick in product(range(4), repeat=draws)]
+        assert expected_best_of(values, draws) == pytest.approx(np.mean(every))
+    with pytest.raises(ValueError, match="positive int"):
+        expected_best_of(values, 0)
+
+
+def test_random_heads_expectation_scores_every_set_and_the_oracle_is_its_best(study):
+    from math import comb
+
+    from captum_clipspan.spurious import oracle_heads, random_heads_expectation
+
+    toy, _, cache, labels, groups, classifier, _ = study
+    means = cs.ComponentMeans.from_cache(cache)
+    n_heads = len(cache.layers) * cache.n_heads
+    result = random_heads_expectation(toy, means, cache, classifier, labels, groups, k=2,
+                                      best_of=(1, 5), n_groups=N_GROUPS)
+    assert result["exhaustive"] and len(result["sets"]) == comb(n_heads, 2)
+    assert len({tuple(s) for s in result["sets"]}) == len(result["sets"])
+    worst = result["worst_group"]
+    assert result["mean"]["worst_group"] == pytest.approx(worst.mean())
+    assert result["best_of"][1]["worst_group"] == pytest.approx(worst.mean())
+    assert worst.mean() <= result["best_of"][5]["worst_group"] <= worst.max()
+    # a set scores as ablate_heads scores it alone
+    alone = cs.ablate_heads(toy, means, result["sets"][7], cache, classifier, labels, groups,
+                            n_groups=N_GROUPS)
+    assert alone["after"] == result["after"][7]
+    best = oracle_heads(result)
+    assert result["worst_group"][result["sets"].index(best)] == worst.max()
+    sampled = random_heads_expectation(toy, means, cache, classifier, labels, groups, k=3,
+                                       max_sets=10, seed=2, n_groups=N_GROUPS)
+    assert not sampled["exhaustive"] and len(sampled["sets"]) == 10

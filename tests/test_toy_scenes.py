@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import hashlib
 import time
 
 import numpy as np
@@ -14,11 +15,15 @@ from captum_clipspan.toy.scenes import (
     BACKGROUND_RGB,
     COLOR_RGB,
     FAMILIES,
+    HELD_OUT_SPLITS,
+    SpuriousCue,
     SyntheticScenes,
     caption,
     caption_vocabulary,
+    held_out,
     make_scenes,
     sample_families,
+    scene_ids,
     write_image_folder,
     zero_shot_prompts,
 )
@@ -215,3 +220,70 @@ def test_family_prompts_are_the_zero_shot_prompts_of_each_value():
     assert list(prompts) == list(ATTRIBUTES["size"])
     assert prompts["small"] == zero_shot_prompts("size", "small")
     assert list(family_prompts("shape", ["ring", "circle"])) == ["ring", "circle"]
+
+
+# Splits: held out by construction -------------------------------------------------------------
+
+def _digest(images: np.ndarray) -> str:
+    return hashlib.sha256(images.tobytes()).hexdigest()[:16]
+
+
+def test_train_split_is_the_stream_the_shipped_toys_were_trained_on():
+    # Digests of make_scenes(64, seed=0, start=step * 64) before splits existed: the batches
+    # of training steps 0 and 4799 of scripts/train_toy_clip.py (and the spurious toy's 100).
+    assert _digest(make_scenes(64, seed=0, split="train").images) == "b146f09f9ae75ae4"
+    assert _digest(make_scenes(64, seed=0, start=64 * 4799).images) == "bd9785a3dd640b3b"
+    cued = make_scenes(64, seed=0, start=6400, split="train", spurious=SpuriousCue(p=0.95))
+    assert _digest(cued.images) == "ab84db4aa151e374"
+
+
+def test_held_out_scene_ids_never_meet_the_training_ids():
+    train_stream, train = scene_ids(20000 * 64, seed=0, split="train")  # every step ever run
+    for split in HELD_OUT_SPLITS:
+        for seed in (0, 1, 2024, 2**29 - 1):
+            stream, ids = scene_ids(1000, seed=seed, split=split)
+            assert stream == train_stream  # one stream: equal random numbers need equal IDs
+            assert ids.min() > train.max() and ids.min() >= 2**62
+    _, validation = scene_ids(10, seed=2**29 - 1, start=2**32 - 10, split="validation")
+    _, test = scene_ids(10, seed=0, split="test")
+    assert validation.max() < test.min()
+    _, last = scene_ids(1, seed=2**29 - 1, start=2**32 - 1, split="test")
+    assert last[0] == 2**63 - 1  # the last int64: no wrap-around
+
+
+def test_held_out_scenes_differ_from_training_scenes_and_repeat():
+    train = make_scenes(200, seed=0)
+    test = make_scenes(200, seed=0, split="test")
+    validation = make_scenes(200, seed=0, split="validation")
+    assert test.split == "test" and train.split == "train"
+    assert np.array_equal(test.images, make_scenes(200, seed=0, split="test").images)
+    digests = {_digest(image) for image in train.images}
+    assert not digests & {_digest(image) for image in test.images}
+    assert not digests & {_digest(image) for image in validation.images}
+    assert np.array_equal(make_scenes(50, seed=3, start=50, split="test").images,
+                          make_scenes(100, seed=3, split="test").images[50:])
+
+
+def test_evaluations_refuse_the_training_split():
+    with pytest.raises(ValueError, match="trained on"):
+        held_out("train")
+    with pytest.raises(ValueError, match="unknown split"):
+        held_out("val")
+    with pytest.raises(ValueError, match="unknown split"):
+        make_scenes(2, split="dev")
+    with pytest.raises(ValueError, match=r"2\*\*29"):
+        make_scenes(2, seed=2**29, split="test")
+    with pytest.raises(ValueError, match=r"2\*\*32"):
+        make_scenes(2, start=2**32 - 1, split="validation")
+
+
+def test_dataset_and_folder_carry_the_split(tmp_path):
+    ds = SyntheticScenes(5, seed=2, label="shape", split="validation")
+    ref = make_scenes(5, seed=2, split="validation")
+    assert torch.equal(ds[4][0], ref.tensors()[4]) and ds.scene(4).split == "validation"
+    with pytest.raises(ValueError, match="unknown split"):
+        SyntheticScenes(5, split="tset")
+    folder = write_image_folder(tmp_path / "held", 3, seed=2, split="test")
+    with open(folder / "labels.csv", newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    assert [row["caption"] for row in rows] == make_scenes(3, seed=2, split="test").captions

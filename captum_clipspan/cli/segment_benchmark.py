@@ -37,13 +37,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--neurons", nargs="+", default=None, metavar="REPORT",
                         help="also score the neurons' map (the second-order lens): neurons.pt "
                              "reports written by `clipspan neurons`, one per MLP layer, or "
-                             "'synthetic' to fit the lens on 400 other synthetic scenes (seed 7)")
+                             "'synthetic' to fit the lens on 400 synthetic scenes of the "
+                             "validation split (seed 7)")
     add_count(parser, "--top-neurons", 200, "neurons per class for --neurons (default 200)")
     add_count(parser, "--n", None, "number of images (synthetic: default 500; files: default "
               "all)")
     parser.add_argument("--seed", type=int, default=2024,
-                        help="synthetic scenes' seed (default 2024, held out from the toy's "
-                             "training)")
+                        help="synthetic scenes' seed within --split (default 2024)")
+    parser.add_argument("--split", choices=("test", "validation"), default="test",
+                        help="synthetic scenes' split, held out from the toy's training by "
+                             "construction (default: test)")
     parser.add_argument("--classes", nargs="+", default=None,
                         help="class names for the zero-shot prediction, or one text file with a "
                              "name per line (default: the scenes' color-shape classes, or "
@@ -62,7 +65,8 @@ def run(args: argparse.Namespace) -> int:
     if args.data == "synthetic":
         from ..toy import SceneSegmentation
 
-        data = SceneSegmentation(500 if args.n is None else args.n, seed=args.seed, **prepare)
+        data = SceneSegmentation(500 if args.n is None else args.n, seed=args.seed,
+                                 split=args.split, **prepare)
         texts = cs.ZeroShotClassifier.from_prompts(clip, SceneSegmentation.class_prompts())
     else:
         source = existing(args.data, "segmentation data")
@@ -102,7 +106,7 @@ def _neuron_reports(args: argparse.Namespace, clip: object) -> list:
     if args.neurons == ["synthetic"]:
         from ..toy.segmentation import neuron_reports
 
-        status("fitting the neuron lens on 400 reference scenes (seed 7)")
+        status("fitting the neuron lens on 400 reference scenes (validation split, seed 7)")
         return neuron_reports(clip)
     return [cs.NeuronReport.load(existing(path, "--neurons report")) for path in args.neurons]
 

@@ -60,6 +60,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_count(parser, "--n-per-group", 100, "synthetic: held-out scenes per group (default: "
               "100)")
     add_count(parser, "--n-reference", 2000, "synthetic: reference scenes (default: 2000)")
+    parser.add_argument("--scene-seed", type=int, default=54321,
+                        help="synthetic: seed of the scored groups, drawn from the test split "
+                             "(the reference scenes and the oracle's groups come from the "
+                             "validation split; default: 54321)")
     add_common_options(parser, "clipspan-spurious", batch_size=200, model="toy-spurious")
 
 
@@ -82,7 +86,7 @@ def run(args: argparse.Namespace) -> int:
         study = spurious_benchmark(clip, concept=concept, k=args.k, draws=args.draws,
                                    n_reference=args.n_reference, n_per_group=args.n_per_group,
                                    m=args.m, center=center, seed=args.seed,
-                                   batch_size=args.batch_size)
+                                   batch_size=args.batch_size, scene_seed=args.scene_seed)
         groups = study["groups"]
         concept = concept or ["the toy's background-texture prompts"]
     else:

@@ -18,9 +18,9 @@ from .methods import (
     text_matrix,
     zero_shot_columns,
 )
-from .metrics import pool_scores, score_terms
+from .metrics import pool_scores, score_terms, threshold_free_terms
 
-__all__ = ["benchmark", "markdown_table"]
+__all__ = ["benchmark", "benchmark_terms", "markdown_table", "summarize_terms"]
 
 
 def benchmark(clip: HookedCLIP, data: Dataset | DataLoader, texts: Any,
@@ -49,6 +49,28 @@ def benchmark(clip: HookedCLIP, data: Dataset | DataLoader, texts: Any,
         >>> data = ImagenetSegmentation("gtsegs_ijcv.mat", **for_model(clip))
         >>> print(markdown_table(benchmark(clip, data, cs.ZeroShotClassifier(clip, names))))
     """
+    terms = benchmark_terms(clip, data, texts, methods, batch_size, options, show_progress,
+                            threshold_free=False)
+    return [{"method": method, **pool_scores(per_image)} for method, per_image in terms.items()]
+
+
+def benchmark_terms(clip: HookedCLIP, data: Dataset | DataLoader, texts: Any,
+                    methods: Sequence[str] = tuple(HEATMAP_METHODS), batch_size: int = 16,
+                    options: dict[str, dict[str, Any]] | None = None,
+                    show_progress: bool = False,
+                    threshold_free: bool = True) -> dict[str, dict[str, Tensor]]:
+    """Per-image scores of every method, for pooling (:func:`pool_scores`,
+    :func:`summarize_terms`) or paired comparisons (the same images for every method).
+
+    Args:
+        clip, data, texts, methods, batch_size, options, show_progress: as for
+            :func:`benchmark`.
+        threshold_free: add :func:`threshold_free_terms` (``"auroc"``, ``"top_iou"``).
+
+    Returns:
+        ``{method: {term: [N] or [N, 2]}}``: :func:`score_terms`' per-image terms (and the
+        threshold-free ones), images in data order.
+    """
     unknown = [m for m in methods if m not in {**HEATMAP_METHODS, **FITTED_HEATMAP_METHODS}]
     if unknown or not methods:
         raise ValueError(f"unknown heat-map methods {unknown}; choose from "
@@ -65,11 +87,21 @@ def benchmark(clip: HookedCLIP, data: Dataset | DataLoader, texts: Any,
         columns = zero_shot_columns(clip, images, matrix, None)
         for method in methods:
             extra = (options or {}).get(method, {})
-            maps = heatmaps(clip, images, matrix, columns, method, **extra)
-            terms[method].append(score_terms(maps.cpu(), masks.bool()))
-    return [{"method": method, **pool_scores({key: torch.cat([t[key] for t in parts])
-                                              for key in parts[0]})}
-            for method, parts in terms.items()]
+            maps = heatmaps(clip, images, matrix, columns, method, **extra).cpu()
+            scored = score_terms(maps, masks.bool())
+            if threshold_free:
+                scored.update(threshold_free_terms(maps, masks.bool()))
+            terms[method].append(scored)
+    return {method: {key: torch.cat([t[key] for t in parts]) for key in parts[0]}
+            for method, parts in terms.items()}
+
+
+def summarize_terms(terms: dict[str, Tensor]) -> dict[str, float]:
+    """One method's per-image terms pooled: the protocol's scores (:func:`pool_scores`) plus the
+    mean of each threshold-free term present (``"auroc"``, ``"top_iou"``)."""
+    extra = {key: float(terms[key].double().mean()) for key in ("auroc", "top_iou")
+             if key in terms}
+    return {**pool_scores(terms), **extra}
 
 
 def markdown_table(rows: Sequence[dict[str, Any]]) -> str:

@@ -27,8 +27,10 @@ from ..attr.neurons import NeuronActivationMap
 from ..attr.patches import PatchContribution
 from ..hooked.clip import HookedCLIP
 from ..validation import resolve_target, resolve_texts
+from .controls import CenterPrior, ColorRarity
 
-__all__ = ["FITTED_HEATMAP_METHODS", "HEATMAP_METHODS", "contrastive_map", "heatmap_method",
+__all__ = ["FITTED_HEATMAP_METHODS", "HEATMAP_METHODS", "MODEL_FREE_METHODS", "contrastive_map",
+           "heatmap_method",
            "heatmaps", "text_matrix", "topic_segmentation", "zero_shot_columns"]
 
 HEATMAP_METHODS: dict[str, type[Attribution]] = {
@@ -37,10 +39,16 @@ HEATMAP_METHODS: dict[str, type[Attribution]] = {
     "rollout": AttentionRollout,
     "gradcam": GradCAM,
     "chefer": CheferRelevance,
+    "color_rarity": ColorRarity,
+    "center_prior": CenterPrior,
 }
 """Heat-map method name -> attribution class, built as ``cls(clip, **options)`` and called as
 ``.attribute(images, texts=[C, E], target=[B])`` (``[B, 1, g, g]`` maps). Each runs without
-options: the benchmark's and the command line's default is every one of them."""
+options: the benchmark's and the command line's default is every one of them. The last two
+(:data:`MODEL_FREE_METHODS`) never read the model: controls that a method must beat."""
+
+MODEL_FREE_METHODS: tuple[str, ...] = ("color_rarity", "center_prior")
+"""The heat-map methods that read only the pixels (:mod:`.controls`)."""
 
 FITTED_HEATMAP_METHODS: dict[str, type[Attribution]] = {
     "neurons": NeuronActivationMap,
@@ -112,6 +120,9 @@ def heatmaps(clip: HookedCLIP, images: Tensor, texts: Any, target: Any = None,
       hook point.
     * ``"chefer"``: Chefer et al.'s relevancy, ``R += mean_h (grad * A)^+ R`` over the layers
       from ``start_layer`` (default 0), read at the pooled row (``CheferRelevance``).
+    * ``"color_rarity"`` and ``"center_prior"``: model-free controls
+      (:mod:`captum_clipspan.segmentation.controls`): how rare each pixel's color is in its image
+      (``bins``), and a Gaussian at the center (``sigma``).
     * ``"neurons"`` (:data:`FITTED_HEATMAP_METHODS`): the mean activation at each patch of the
       ``top_neurons`` (200) MLP neurons whose second-order effect's first principal component is
       most aligned with the text (Gandelsman et al., ICLR 2025;

@@ -5,6 +5,11 @@ protocol, which the paper follows, and the IoU of a map's top pixels.
 mask, clipped at 0, min-max normalized and thresholded at its mean; pixel accuracy and IoU are
 summed over images before dividing, AP is averaged over images. :func:`score_terms` and
 :func:`pool_scores` split it so that a benchmark can score batch by batch.
+
+The protocol's threshold at the mean rewards a map's shape as much as its ranking of pixels, and
+its AP scores the background too (it saturates when objects are small). :func:`threshold_free_terms`
+gives per-image measures that depend only on the ranking: the foreground AUROC and the IoU of the
+top pixels (as many as the mask has, :func:`map_iou`).
 """
 
 from __future__ import annotations
@@ -13,8 +18,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-__all__ = ["average_precision", "map_iou", "normalize_maps", "pool_scores", "score_terms",
-           "scores"]
+__all__ = ["auroc", "average_precision", "map_iou", "normalize_maps", "pool_scores",
+           "score_terms", "scores", "threshold_free_terms"]
 
 
 def map_iou(maps: Tensor, masks: Tensor, fraction: float | None = None) -> Tensor:
@@ -159,3 +164,53 @@ def scores(heatmaps: Tensor, masks: Tensor) -> dict[str, float]:
         {'pixel_accuracy': 0.75, 'miou': 0.54, 'mean_ap': 0.81, 'n': 4276}
     """
     return pool_scores(score_terms(heatmaps, masks))
+
+
+def auroc(predictions: Tensor, labels: Tensor) -> Tensor:
+    """Area under the ROC curve of scores against binary labels (ties count one half).
+
+    The Mann-Whitney statistic: the probability that a random positive outscores a random
+    negative.
+
+    Args:
+        predictions: ``[M]`` scores.
+        labels: ``[M]`` bool (or 0/1) labels.
+
+    Returns:
+        A float64 scalar tensor; 0.5 when either class is empty.
+    """
+    truth = labels.bool().flatten()
+    positives, total = int(truth.sum()), truth.numel()
+    if positives in (0, total):
+        return torch.tensor(0.5, dtype=torch.float64)
+    values = predictions.flatten().double()
+    _, inverse, counts = torch.unique(values, return_inverse=True, return_counts=True)
+    # midranks: each distinct value gets the mean of the ranks it spans
+    ends = counts.cumsum(0).double()
+    midranks = (ends - (counts.double() - 1) / 2)[inverse]
+    rank_sum = midranks[truth].sum()
+    negatives = total - positives
+    return (rank_sum - positives * (positives + 1) / 2) / (positives * negatives)
+
+
+def threshold_free_terms(heatmaps: Tensor, masks: Tensor) -> dict[str, Tensor]:
+    """Per-image measures that depend only on how a map ranks pixels, after the protocol's
+    upsampling (:func:`normalize_maps`).
+
+    Args:
+        heatmaps: ``[N, g, g]`` or ``[N, H, W]`` maps.
+        masks: ``[N, H, W]`` bool.
+
+    Returns:
+        ``{"auroc": [N], "top_iou": [N]}``: the foreground AUROC (:func:`auroc`) and the IoU
+        of the map's top pixels, as many as the mask has, with the mask (:func:`map_iou`).
+    """
+    if masks.dim() != 3 or heatmaps.dim() != 3 or heatmaps.shape[0] != masks.shape[0]:
+        raise ValueError(f"heatmaps must be [N, g, g] or [N, H, W] and masks [N, H, W] with the "
+                         f"same N, got {list(heatmaps.shape)} and {list(masks.shape)}.")
+    # no clipping at 0 here: a ranking measure should see the whole map
+    maps = F.interpolate(heatmaps.detach().double()[:, None], size=tuple(masks.shape[1:]),
+                         mode="bilinear", align_corners=False)[:, 0]
+    truth = masks.bool().to(maps.device)
+    return {"auroc": torch.stack([auroc(m, t) for m, t in zip(maps, truth, strict=True)]),
+            "top_iou": map_iou(maps, truth).double()}

@@ -203,7 +203,7 @@ def zero_shot_accuracy(
     """
     families = list(families or FAMILIES)
     device = next(model.parameters()).device
-    scenes = make_scenes(n, seed=seed)
+    scenes = make_scenes(n, seed=seed, split="validation")
     images = scenes.tensors()
     feats = []
     for i in range(0, n, batch_size):

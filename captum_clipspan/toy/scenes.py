@@ -18,6 +18,21 @@ seed ``s`` depends only on ``(s, i)``: the random numbers come from a counter-ba
 ``make_scenes(10, seed=s)`` is a prefix of ``make_scenes(100, seed=s)``, and pinning one family
 with ``fixed`` leaves all other draws unchanged.
 
+Splits, held out by construction (:data:`SPLITS`). A scene's random numbers are a bijective
+function of its *scene ID* ``(stream, index)``: ``splitmix64(splitmix64(stream) ^ index)`` per
+scene, a bijection of 64-bit words, then one independent word per slot. So two draws of one
+stream coincide exactly when their indices do. The ``"train"`` split is every stream's indices
+below 2**62: ``make_scenes(n, seed=s, start=j)`` is scenes ``j ... j + n - 1`` of stream ``s``, the
+scenes the shipped toys were trained on (``scripts/train_toy_clip.py`` draws
+``make_scenes(64, seed=0, start=step * 64)``, stream 0, indices below 1.3 million). The
+``"validation"`` and ``"test"`` splits are further indices of that same stream 0,
+``[2**62, 2**62 + 2**61)`` and ``[2**62 + 2**61, 2**63)``, with ``seed`` choosing a block of 2**32
+of them, so no validation or test scene can be a scene the toys saw. (A toy trained on another
+stream ``s != 0`` would share a scene with them only if ``splitmix64(s) ^ i ==
+splitmix64(0) ^ j`` for some of its indices ``i``, a chance of about n_train * n_eval / 2**64.)
+Evaluations take ``split="validation"`` (choices: reference sets, fitted lenses, oracles) or
+``split="test"`` (the scores) and refuse ``"train"`` (:func:`held_out`).
+
 Examples::
 
     >>> from captum_clipspan.toy.scenes import make_scenes, caption
@@ -45,7 +60,9 @@ __all__ = [
     "BACKGROUND_RGB",
     "COLOR_RGB",
     "FAMILIES",
+    "HELD_OUT_SPLITS",
     "PREFIXES",
+    "SPLITS",
     "Scenes",
     "SPURIOUS_PAIRS",
     "SpuriousCue",
@@ -53,7 +70,9 @@ __all__ = [
     "caption",
     "caption_vocabulary",
     "family_prompts",
+    "held_out",
     "make_scenes",
+    "scene_ids",
     "sample_families",
     "zero_shot_prompts",
     "write_image_folder",
@@ -108,6 +127,20 @@ _SLOT_TEXTURE_Y = _SLOT_TEXTURE_X + 1
 _SLOT_JITTER = _SLOT_TEXTURE_Y + 1
 _SLOT_CUE = _SLOT_JITTER + 2 * _MAX_COUNT
 _MASK64 = (1 << 64) - 1
+
+SPLITS: tuple[str, ...] = ("train", "validation", "test")
+"""The scene splits; see the module docstring for how they are kept apart."""
+
+HELD_OUT_SPLITS: tuple[str, ...] = SPLITS[1:]
+"""The splits an evaluation may read."""
+
+TRAIN_STREAM = 0
+"""The stream (``seed``) the shipped toys were trained on; validation and test draw from it too."""
+
+_TRAIN_END = 1 << 62
+_SPLIT_START = {"validation": 1 << 62, "test": (1 << 62) + (1 << 61)}
+_BLOCK = 1 << 32  # held-out scenes per seed
+_HELD_OUT_SEEDS = 1 << 29  # blocks per held-out split: 2**29 * 2**32 = 2**61 indices
 
 SPURIOUS_PAIRS: dict[str, str] = {
     "circle": "striped", "square": "dotted", "triangle": "checkered", "cross": "plain",
@@ -171,6 +204,7 @@ class Scenes:
             the scene has ``k`` or fewer objects.
         attributes: one ``{family: value}`` dict per scene, covering every family.
         captions: one caption per scene naming every attribute.
+        split: the split the scenes were drawn from (:data:`SPLITS`).
 
     Examples::
 
@@ -184,6 +218,7 @@ class Scenes:
     object_masks: np.ndarray
     attributes: list[dict[str, str]]
     captions: list[str]
+    split: str = "train"
 
     def __len__(self) -> int:
         return len(self.attributes)
@@ -221,6 +256,58 @@ def _check_value(family: str, value: str) -> int:
         valid = list(ATTRIBUTES[family])
         raise ValueError(f"unknown value {value!r} for family {family!r}; valid values: {valid}")
     return ATTRIBUTES[family].index(value)
+
+
+def held_out(split: str) -> str:
+    """``split`` if an evaluation may read it (``"validation"`` or ``"test"``).
+
+    Raises:
+        ValueError: for ``"train"`` (the scenes the toys were trained on) or an unknown split.
+
+    Examples::
+
+        >>> held_out("test")
+        'test'
+    """
+    if split == "train":
+        raise ValueError("split='train' holds the scenes the toys were trained on; an evaluation "
+                         f"reads one of {list(HELD_OUT_SPLITS)}.")
+    if split not in HELD_OUT_SPLITS:
+        raise ValueError(f"unknown split {split!r}; an evaluation reads one of "
+                         f"{list(HELD_OUT_SPLITS)}.")
+    return split
+
+
+def scene_ids(n: int, seed: int = 0, start: int = 0,
+              split: str = "train") -> tuple[int, np.ndarray]:
+    """The scene IDs ``(stream, indices [n])`` of ``make_scenes(n, seed, start=start,
+    split=split)``: scenes with equal IDs are the same scene; different IDs never share their
+    random numbers.
+
+    Raises:
+        ValueError: for an unknown split, a held-out ``seed`` outside ``[0, 2**29)``, or indices
+            past the split's range.
+
+    Examples::
+
+        >>> stream, ids = scene_ids(3, seed=1, split="test")
+        >>> stream, int(ids[0]) == 2**62 + 2**61 + 2**32
+        (0, True)
+    """
+    if split not in SPLITS:
+        raise ValueError(f"unknown split {split!r}; choose from {list(SPLITS)}.")
+    if n < 0 or start < 0:
+        raise ValueError(f"n and start must be >= 0, got n={n}, start={start}")
+    if split == "train":
+        if start + n > _TRAIN_END:
+            raise ValueError(f"training scenes have indices below 2**62, got {start} + {n}")
+        return int(seed), np.arange(start, start + n, dtype=np.int64)
+    if isinstance(seed, bool) or not 0 <= int(seed) < _HELD_OUT_SEEDS:
+        raise ValueError(f"a {split} seed is an int in [0, 2**29), got {seed!r}")
+    if start + n > _BLOCK:
+        raise ValueError(f"a {split} seed holds 2**32 scenes, got start {start} + n {n}")
+    first = _SPLIT_START[split] + int(seed) * _BLOCK + start
+    return TRAIN_STREAM, np.arange(first, first + n, dtype=np.int64)
 
 
 def _splitmix64(x: np.ndarray) -> np.ndarray:
@@ -286,17 +373,21 @@ def _resolve_fixed(size: int | str, fixed: Mapping[str, str]) -> tuple[int, dict
 
 
 def make_scenes(
-    n: int, seed: int = 0, size: int | str = 64, *, start: int = 0,
+    n: int, seed: int = 0, size: int | str = 64, *, start: int = 0, split: str = "train",
     spurious: SpuriousCue | None = None, **fixed: str
 ) -> Scenes:
     """Render ``n`` random scenes.
 
     Args:
         n: number of scenes.
-        seed: random seed. Scene ``i`` depends only on ``(seed, start + i)`` and ``fixed``.
+        seed: random seed. Scene ``i`` depends only on ``(seed, start + i, split)`` and
+            ``fixed``; in a held-out split, an int in ``[0, 2**29)``.
         size: image side in pixels (default 64). A string pins the ``size`` attribute family
             instead (``make_scenes(4, size="small")``), keeping 64-pixel images.
         start: index of the first scene, to render disjoint chunks of one stream.
+        split: ``"train"`` (default: the training stream ``seed``), ``"validation"`` or
+            ``"test"`` (held out from every training scene of stream 0, see the module
+            docstring); evaluations pass one of the last two.
         spurious: a :class:`SpuriousCue` planting a correlation between two families
             (applied before ``fixed``, so pinning both families of a cue renders one group).
         **fixed: ``family=value`` pairs pinning attribute families, e.g. ``shape="circle"``.
@@ -316,8 +407,8 @@ def make_scenes(
     side, pinned = _resolve_fixed(size, fixed)
     if n < 0:
         raise ValueError(f"n must be >= 0, got {n}")
-    index = np.arange(start, start + n, dtype=np.int64)
-    u = _uniforms(seed, index, _SLOT_CUE + 2)
+    stream, index = scene_ids(n, seed, start, split)
+    u = _uniforms(stream, index, _SLOT_CUE + 2)
 
     labels: dict[str, np.ndarray] = {}
     for j, family in enumerate(FAMILIES):
@@ -379,6 +470,7 @@ def make_scenes(
         object_masks=object_masks,
         attributes=attributes,
         captions=captions,
+        split=split,
     )
 
 
@@ -517,10 +609,11 @@ class SyntheticScenes(torch.utils.data.Dataset):
         size: image side in pixels.
         label: an attribute family; when given, items are ``(image, label_index)``.
         transform: callable applied to the float image tensor ``[3, H, W]`` in ``[0, 1]``.
+        split: the scenes' split (:data:`SPLITS`; evaluations: ``"validation"`` or ``"test"``).
 
     Examples::
 
-        >>> ds = SyntheticScenes(10, seed=0, label="shape")
+        >>> ds = SyntheticScenes(10, seed=0, label="shape", split="test")
         >>> image, y = ds[3]
         >>> image.shape, ATTRIBUTES["shape"][y] == ds.attributes(3)["shape"]
         (torch.Size([3, 64, 64]), True)
@@ -536,9 +629,12 @@ class SyntheticScenes(torch.utils.data.Dataset):
         size: int = 64,
         label: str | None = None,
         transform: Callable[[torch.Tensor], torch.Tensor] | None = None,
+        split: str = "train",
     ) -> None:
         if label is not None:
             _check_family(label)
+        scene_ids(int(n), int(seed), 0, split)  # refuses a bad split or seed now, not per item
+        self.split = split
         self.n, self.seed, self.size = int(n), int(seed), int(size)
         self.label, self.transform = label, transform
         self._cache: dict[int, Scenes] = {}
@@ -552,7 +648,8 @@ class SyntheticScenes(torch.utils.data.Dataset):
                 self._cache.pop(next(iter(self._cache)))
             start = c * self._CHUNK
             count = min(self._CHUNK, self.n - start)
-            self._cache[c] = make_scenes(count, self.seed, self.size, start=start)
+            self._cache[c] = make_scenes(count, self.seed, self.size, start=start,
+                                         split=self.split)
         return self._cache[c]
 
     def scene(self, index: int) -> Scenes:
@@ -565,6 +662,7 @@ class SyntheticScenes(torch.utils.data.Dataset):
             object_masks=chunk.object_masks[j : j + 1],
             attributes=chunk.attributes[j : j + 1],
             captions=chunk.captions[j : j + 1],
+            split=self.split,
         )
 
     def attributes(self, index: int) -> dict[str, str]:
@@ -590,7 +688,8 @@ class SyntheticScenes(torch.utils.data.Dataset):
         return image, ATTRIBUTES[self.label].index(chunk.attributes[j][self.label])
 
 
-def write_image_folder(path: str | Path, n: int, seed: int = 0, size: int = 64) -> Path:
+def write_image_folder(path: str | Path, n: int, seed: int = 0, size: int = 64,
+                       split: str = "train") -> Path:
     """Write ``n`` scenes as PNG files plus a ``labels.csv`` for command-line demos.
 
     Args:
@@ -598,6 +697,7 @@ def write_image_folder(path: str | Path, n: int, seed: int = 0, size: int = 64) 
         n: number of scenes.
         seed: random seed.
         size: image side in pixels.
+        split: the scenes' split (:data:`SPLITS`; evaluations: ``"validation"`` or ``"test"``).
 
     Returns:
         The folder. It holds ``00000.png``, ``00001.png``, ... and ``labels.csv`` with columns
@@ -616,7 +716,7 @@ def write_image_folder(path: str | Path, n: int, seed: int = 0, size: int = 64) 
         writer = csv.DictWriter(fh, fieldnames=fields)
         writer.writeheader()
         for start in range(0, n, 1024):
-            scenes = make_scenes(min(1024, n - start), seed, size, start=start)
+            scenes = make_scenes(min(1024, n - start), seed, size, start=start, split=split)
             for j, image in enumerate(scenes.images):
                 name = f"{start + j:05d}.png"
                 Image.fromarray(image).save(folder / name)

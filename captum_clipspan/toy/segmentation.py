@@ -1,4 +1,4 @@
-"""The toy's segmentation data: held-out synthetic scenes with their object masks, for
+"""The toy's segmentation data: held-out synthetic scenes (test split) with their object masks, for
 :func:`captum_clipspan.segmentation.benchmark` (registered as the dataset ``"scenes"``), and the
 neuron reports that the ``"neurons"`` heat-map method reads."""
 
@@ -12,7 +12,7 @@ import numpy as np
 from ..hooked.clip import HookedCLIP
 from ..neurons import NeuronLens, NeuronReport
 from ..segmentation.datasets import _SegmentationData
-from .scenes import ATTRIBUTES, PREFIXES, caption, make_scenes
+from .scenes import ATTRIBUTES, PREFIXES, caption, held_out, make_scenes
 
 __all__ = ["SceneSegmentation", "neuron_reports"]
 
@@ -22,8 +22,10 @@ class SceneSegmentation(_SegmentationData):
 
     Args:
         n: number of scenes.
-        seed: random seed (the toy model was trained on other seeds; 2024 is held out).
+        seed: random seed within ``split``.
         transform, size: as in :class:`~captum_clipspan.segmentation.ImagenetSegmentation`.
+        split: ``"test"`` (default) or ``"validation"``; ``"train"`` is refused
+            (:func:`~captum_clipspan.toy.scenes.held_out`).
 
     Examples::
 
@@ -34,9 +36,9 @@ class SceneSegmentation(_SegmentationData):
     """
 
     def __init__(self, n: int, seed: int = 2024, transform: Callable | None = None,
-                 size: int | tuple[int, int] | None = None) -> None:
+                 size: int | tuple[int, int] | None = None, split: str = "test") -> None:
         super().__init__(transform, size)
-        self.scenes = make_scenes(n, seed=seed)
+        self.scenes = make_scenes(n, seed=seed, split=held_out(split))
 
     def __len__(self) -> int:
         return len(self.scenes)
@@ -59,20 +61,21 @@ class SceneSegmentation(_SegmentationData):
 
 def neuron_reports(clip: HookedCLIP, n: int = 400, seed: int = 7,
                    layers: Sequence[int] | None = None, top_k: int = 100, n_components: int = 4,
-                   batch_size: int = 100) -> list[NeuronReport]:
+                   batch_size: int = 100, split: str = "validation") -> list[NeuronReport]:
     """The neuron lens fitted on reference scenes, one report per MLP layer, for the
     ``"neurons"`` heat-map method (``options={"neurons": {"reports": neuron_reports(clip)}}``).
 
     Args:
         clip: the toy (``HookedCLIP.from_pretrained("toy")``).
         n: reference scenes.
-        seed: their seed; keep it apart from the evaluation scenes' (2024) and the training
-            scenes' (0).
+        seed: their seed within ``split``.
         layers: MLP layers to read (default: every layer that a later attention layer reads).
         top_k: top images per neuron for the principal component (the authors' 100).
         n_components: texts per neuron in the sparse decomposition over the toy bank (the
             segmentation map reads only the components).
         batch_size: images per forward pass.
+        split: the reference scenes' split, ``"validation"`` (default: kept apart from the
+            ``"test"`` scenes that are scored) or ``"test"``; ``"train"`` is refused.
 
     Returns:
         One :class:`~captum_clipspan.NeuronReport` per layer.
@@ -85,6 +88,7 @@ def neuron_reports(clip: HookedCLIP, n: int = 400, seed: int = 7,
         ...               options={"neurons": {"reports": reports}})
     """
     layers = range(clip.visual.n_layers - 1) if layers is None else layers
-    images = clip.preprocess_images(list(make_scenes(n, seed=seed).images))
+    images = clip.preprocess_images(list(make_scenes(n, seed=seed,
+                                                     split=held_out(split)).images))
     return [NeuronLens(clip, layer, bank="toy", top_k=top_k, n_components=n_components)
             .fit(images, batch_size=batch_size, show_progress=False) for layer in layers]

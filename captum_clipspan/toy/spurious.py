@@ -33,6 +33,7 @@ from .scenes import (
     SPURIOUS_PAIRS,
     SpuriousCue,
     family_prompts,
+    held_out,
     make_scenes,
     zero_shot_prompts,
 )
@@ -46,8 +47,9 @@ SHAPES: tuple[str, ...] = tuple(SPURIOUS_PAIRS)
 TEXTURES: tuple[str, ...] = ATTRIBUTES["texture"]
 """The background textures, in group order (group = shape index * 4 + texture index)."""
 
-_HELD_OUT_SEED = 54321  # training uses seed 0 and its scene stream
+_HELD_OUT_SEED = 54321  # seeds of the held-out splits (scenes.py: off the training stream)
 _REFERENCE_SEED = 4242
+_ORACLE_SEED = 777
 
 
 @dataclass
@@ -72,20 +74,24 @@ class GroupedScenes:
         return int(self.labels.shape[0])
 
 
-def balanced_groups(n_per_group: int, seed: int = _HELD_OUT_SEED) -> GroupedScenes:
+def balanced_groups(n_per_group: int, seed: int = _HELD_OUT_SEED,
+                    split: str = "test") -> GroupedScenes:
     """``n_per_group`` scenes of each shape x texture group (other attributes random).
 
     Group ``g`` is rendered from scene indices ``g * n_per_group ...`` of ``seed`` with its shape
     and texture pinned, so the groups share no scene and the set is the same on every call.
+    ``split`` is ``"test"`` (default) or ``"validation"`` (e.g. to choose an oracle);
+    ``"train"`` is refused.
     """
     if isinstance(n_per_group, bool) or not isinstance(n_per_group, int) or n_per_group < 1:
         raise ValueError(f"n_per_group must be a positive int, got {n_per_group!r}.")
+    held_out(split)
     images, labels, groups, names, majority = [], [], [], [], []
     for s, shape in enumerate(SHAPES):
         for t, texture in enumerate(TEXTURES):
             g = s * len(TEXTURES) + t
-            scenes = make_scenes(n_per_group, seed=seed, start=g * n_per_group, shape=shape,
-                                 texture=texture)
+            scenes = make_scenes(n_per_group, seed=seed, start=g * n_per_group, split=split,
+                                 shape=shape, texture=texture)
             images.append(scenes.tensors())
             labels += [s] * n_per_group
             groups += [g] * n_per_group
@@ -97,8 +103,10 @@ def balanced_groups(n_per_group: int, seed: int = _HELD_OUT_SEED) -> GroupedScen
 
 @torch.no_grad()
 def group_shape_accuracy(model: Any, tokenizer: Callable[[list[str]], Tensor],
-                         n_per_group: int = 50, batch_size: int = 256) -> dict[str, float]:
-    """Zero-shot shape accuracy of an open_clip toy on :func:`balanced_groups`.
+                         n_per_group: int = 50, batch_size: int = 256,
+                         split: str = "validation") -> dict[str, float]:
+    """Zero-shot shape accuracy of an open_clip toy on :func:`balanced_groups` of ``split``
+    (default ``"validation"``: training monitors it).
 
     Returns:
         ``{"shape_average", "shape_majority", "shape_minority", "shape_worst_group"}``.
@@ -107,7 +115,7 @@ def group_shape_accuracy(model: Any, tokenizer: Callable[[list[str]], Tensor],
     from ..text import ZeroShotClassifier
     from . import toy_preprocess
 
-    data = balanced_groups(n_per_group)
+    data = balanced_groups(n_per_group, split=split)
     device = next(model.parameters()).device
     prompts = family_prompts("shape", SHAPES)
     flat = [p for per_shape in prompts.values() for p in per_shape]
@@ -133,10 +141,12 @@ def shape_classifier(clip: Any) -> Any:
     return family_classifier(clip, "shape", SHAPES)
 
 
-def reference_scenes(n: int, p: float = 0.95, seed: int = _REFERENCE_SEED) -> Tensor:
+def reference_scenes(n: int, p: float = 0.95, seed: int = _REFERENCE_SEED,
+                     split: str = "validation") -> Tensor:
     """``n`` unlabelled scenes of the training distribution (shape and texture paired with
-    probability ``p``), held out from training: the reference set of TextSpan and the means."""
-    return make_scenes(n, seed=seed, spurious=SpuriousCue(p=p)).tensors()
+    probability ``p``), held out from training (``split``: ``"validation"`` by default, or
+    ``"test"``): the reference set of TextSpan and the means."""
+    return make_scenes(n, seed=seed, split=held_out(split), spurious=SpuriousCue(p=p)).tensors()
 
 
 def texture_concept() -> list[str]:
@@ -147,7 +157,10 @@ def texture_concept() -> list[str]:
 def spurious_benchmark(clip: Any = None, concept: Any = None, k: int = 2, draws: int = 5,
                        n_reference: int = 2000, n_per_group: int = 100, m: int = 8,
                        center: bool = True, seed: int = 0, batch_size: int = 200,
-                       show_progress: bool = True) -> dict[str, Any]:
+                       show_progress: bool = True, scene_seed: int = _HELD_OUT_SEED,
+                       reference_seed: int = _REFERENCE_SEED, controls: bool = True,
+                       best_of: tuple[int, ...] = (5, 20),
+                       oracle_seed: int = _ORACLE_SEED) -> dict[str, Any]:
     """The paper's spurious-cue experiment on the spurious toy, with ground-truth groups.
 
     TextSpan (the ``"toy"`` bank) labels the heads on :func:`reference_scenes`, the ``k``
@@ -169,11 +182,21 @@ def spurious_benchmark(clip: Any = None, concept: Any = None, k: int = 2, draws:
         seed: seed of the random draws.
         batch_size: images per forward pass.
         show_progress: progress bars.
+        scene_seed: seed of the scored groups (test split).
+        reference_seed: seed of the reference scenes (validation split).
+        controls: also score every choice of ``k`` heads
+            (:func:`~captum_clipspan.spurious.random_heads_expectation`, with ``best_of``) and the
+            oracle: the set with the best worst group on balanced groups of the validation split
+            (``oracle_seed``, ``n_per_group`` each), scored on the test groups.
+        best_of: numbers of random draws whose expected best is reported.
+        oracle_seed: seed of the validation groups the oracle is chosen on.
 
     Returns:
         :func:`~captum_clipspan.spurious_cue_study`'s dict, plus ``"groups"`` (the group
         names) and ``"majority"`` / ``"minority"``: mean accuracy over the 4 groups that follow
-        the training pairing and the 12 that break it, before, after and for the random heads.
+        the training pairing and the 12 that break it, before, after and for the random heads;
+        with ``controls``, ``"random_expectation"`` and ``"oracle"`` (``{"heads", "after",
+        "validation"}``).
     """
     from ..hooked.clip import HookedCLIP
     from ..spurious import spurious_cue_study
@@ -181,12 +204,17 @@ def spurious_benchmark(clip: Any = None, concept: Any = None, k: int = 2, draws:
 
     if clip is None:
         clip = HookedCLIP.from_pretrained("toy-spurious")
-    data = balanced_groups(n_per_group)
+    data = balanced_groups(n_per_group, seed=scene_seed)
+    classifier = shape_classifier(clip)
     study = spurious_cue_study(
-        clip, toy_preprocess(reference_scenes(n_reference)), toy_preprocess(data.images),
-        shape_classifier(clip), texture_concept() if concept is None else concept, data.labels,
+        clip, toy_preprocess(reference_scenes(n_reference, seed=reference_seed)),
+        toy_preprocess(data.images), classifier,
+        texture_concept() if concept is None else concept, data.labels,
         data.groups, k=k, draws=draws, seed=seed, bank="toy", m=m, center=center,
         n_groups=len(data.group_names), batch_size=batch_size, show_progress=show_progress)
+    if controls:
+        study.update(_controls(clip, study["means"], data, classifier, k, best_of, n_per_group,
+                               oracle_seed, seed, batch_size))
     majority = set(data.groups[data.majority].tolist())
     for kind, chosen in (("majority", sorted(majority)),
                          ("minority", sorted(set(data.groups.tolist()) - majority))):
@@ -196,3 +224,26 @@ def spurious_benchmark(clip: Any = None, concept: Any = None, k: int = 2, draws:
                                                ("random", study["random"]["after"]))}
     study["groups"] = data.group_names
     return study
+
+
+def _controls(clip: Any, means: Any, data: GroupedScenes, classifier: Any, k: int,
+              best_of: tuple[int, ...], n_per_group: int, oracle_seed: int, seed: int,
+              batch_size: int) -> dict[str, Any]:
+    """Every choice of ``k`` heads on the test groups, and the oracle chosen on validation."""
+    from ..spurious import ablate_heads, oracle_heads, random_heads_expectation
+    from . import toy_preprocess
+
+    n_groups = len(data.group_names)
+    expectation = random_heads_expectation(
+        clip, means, toy_preprocess(data.images), classifier, data.labels, data.groups, k,
+        best_of=best_of, seed=seed, n_groups=n_groups, batch_size=batch_size)
+    validation = balanced_groups(n_per_group, seed=oracle_seed, split="validation")
+    chosen = random_heads_expectation(
+        clip, means, toy_preprocess(validation.images), classifier, validation.labels,
+        validation.groups, k, best_of=(), seed=seed, n_groups=n_groups, batch_size=batch_size)
+    heads = oracle_heads(chosen)
+    scored = ablate_heads(clip, means, heads, toy_preprocess(data.images), classifier,
+                          data.labels, data.groups, n_groups, batch_size)
+    best = chosen["after"][chosen["sets"].index(heads)]
+    return {"random_expectation": expectation,
+            "oracle": {"heads": heads, "after": scored["after"], "validation": best}}
