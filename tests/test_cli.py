@@ -14,7 +14,7 @@ from captum_clipspan.toy.scenes import write_image_folder
 
 @pytest.fixture(scope="module")
 def scenes(tmp_path_factory) -> Path:
-    return write_image_folder(tmp_path_factory.mktemp("scenes") / "flat", 48, seed=7)
+    return write_image_folder(tmp_path_factory.mktemp("scenes") / "flat", 48, seed=7, split="test")
 
 
 @pytest.fixture(scope="module")

@@ -27,7 +27,7 @@ def toy():
 def files(tmp_path_factory) -> Path:
     """Scenes, and files that are not what an option wants."""
     root = tmp_path_factory.mktemp("files")
-    write_image_folder(root / "scenes", 4, seed=3)
+    write_image_folder(root / "scenes", 4, seed=3, split="test")
     (root / "scenes" / "labels.csv").unlink()
     (root / "binary.txt").write_bytes(bytes(range(256)) * 4)
     (root / "latin1.txt").write_bytes("caf\xe9\nna\xefve\n".encode("latin-1"))

@@ -46,7 +46,7 @@ def _data(site: Path) -> dict:
 def toy(tmp_path_factory):
     """The toy demo's pieces on a few hundred scenes: model, cache, TextSpan report, labels."""
     folder = tmp_path_factory.mktemp("explorer")
-    write_image_folder(folder / "scenes", N_SCENES, seed=0)
+    write_image_folder(folder / "scenes", N_SCENES, seed=0, split="test")
     clip = cs.HookedCLIP.from_pretrained("toy")
     cache = cs.cache_decomposition(clip, folder / "scenes", folder / "cache",
                                    show_progress=False)

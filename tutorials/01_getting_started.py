@@ -54,7 +54,7 @@ print(clip.visual.n_layers, "layers x", clip.visual.n_heads, "heads; image size"
 # normalized tensor the model reads. The captions name every attribute of a scene.
 
 # %%
-scenes = make_scenes(8, seed=1)  # synthetic scenes with known attributes
+scenes = make_scenes(8, seed=1, split="test")  # synthetic scenes, held out from training
 images = torch.stack([clip.preprocess(image) for image in scenes.tensors()])
 fig, _ = plot_top_images(scenes.tensors(), titles=scenes.captions, ncols=4)
 fig

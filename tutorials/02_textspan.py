@@ -57,7 +57,7 @@ print(clip.visual.n_layers, "layers x", clip.visual.n_heads, "heads; image size"
 # shape as the label, and the cache keeps the labels too.
 
 # %%
-scenes = SyntheticScenes(600, seed=2, label="shape", transform=clip.preprocess)
+scenes = SyntheticScenes(600, seed=2, label="shape", transform=clip.preprocess, split="test")
 folder = tempfile.mkdtemp()
 cache = cs.cache_decomposition(clip, scenes, folder + "/cache", show_progress=False)
 print("cached heads:", cache.heads.shape)
@@ -131,7 +131,7 @@ for family in ["shape", "color"]:
 best = probes["color"].flatten().argmax().item()
 layer, head = divmod(best, clip.visual.n_heads)
 top = cs.retrieve(cache, layer, head, "a red object", k=8, clip=clip)
-shown = make_scenes(600, seed=2).tensors()[top.indices]  # the same scenes, unnormalized
+shown = make_scenes(600, seed=2, split="test").tensors()[top.indices]  # same scenes, raw
 fig, _ = plot_top_images(shown, scores=top.scores, ncols=8,
                          title=f"L{layer}.H{head}: top images for 'a red object'")
 fig

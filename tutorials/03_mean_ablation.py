@@ -55,11 +55,11 @@ print(clip.visual.n_layers, "layers x", clip.visual.n_heads, "heads; image size"
 # "a photo of a circle", ...). The test scenes are a different seed, labelled by their shape.
 
 # %%
-reference = SyntheticScenes(256, seed=3, transform=clip.preprocess)
+reference = SyntheticScenes(256, seed=3, transform=clip.preprocess, split="validation")
 means = cs.component_means(clip, reference, show_progress=False)
 shape = cs.ZeroShotClassifier.from_prompts(
     clip, {value: zero_shot_prompts("shape", value) for value in ATTRIBUTES["shape"]})
-test = SyntheticScenes(256, seed=4, label="shape", transform=clip.preprocess)
+test = SyntheticScenes(256, seed=4, label="shape", transform=clip.preprocess, split="test")
 images = torch.stack([test[i][0] for i in range(8)])
 labels = [test[i][1] for i in range(8)]
 print("classes:", list(ATTRIBUTES["shape"]), "| first labels:", labels)

@@ -71,7 +71,7 @@ class ClassTokenContribution(cs.ClipSpanAttribution):
 # to the cosine.
 
 # %%
-scenes = make_scenes(4, seed=5)
+scenes = make_scenes(4, seed=5, split="test")
 images = torch.stack([clip.preprocess(x) for x in scenes.tensors()])
 texts = ["a circle", "a square"]
 scores, delta = ClassTokenContribution(clip).attribute(images, texts=texts,

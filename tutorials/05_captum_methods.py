@@ -55,7 +55,7 @@ print(clip.visual.n_layers, "layers x", clip.visual.n_heads, "heads; image size"
 # `additional_forward_args`; `target=t` picks the cosine with text `t`.
 
 # %%
-scenes = make_scenes(4, seed=6)
+scenes = make_scenes(4, seed=6, split="test")
 images = torch.stack([clip.preprocess(x) for x in scenes.tensors()])
 texts = clip.encode_text(["a circle", "a square", "a red object"])
 clip(images, texts)  # [B, T] cosines

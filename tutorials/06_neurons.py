@@ -41,7 +41,7 @@ from captum_clipspan.toy.scenes import family_prompts, make_scenes
 from captum_clipspan.visualization import plot_neuron_grid, plot_neuron_images
 
 clip = cs.HookedCLIP.from_pretrained("toy")
-scenes = make_scenes(400, seed=2024)
+scenes = make_scenes(400, seed=2024, split="test")
 images = clip.preprocess_images(list(scenes.images))
 images.shape
 

@@ -116,8 +116,8 @@ def _data(args: argparse.Namespace, clip: Any) -> tuple[Any, Any]:
 
         from ..toy.scenes import make_scenes
 
-        scenes = make_scenes(args.n, seed=args.seed)
-        status(f"{args.n} synthetic scenes (seed {args.seed})")
+        scenes = make_scenes(args.n, seed=args.seed, split="test")
+        status(f"{args.n} synthetic scenes (test split, seed {args.seed})")
         return clip.preprocess_images([Image.fromarray(image) for image in scenes.images]), (
             scenes.images)
     return cs.ImageFolder(existing(args.data, "image folder", "folder"), clip.preprocess), None

@@ -98,7 +98,7 @@ def neuron_table(clip: HookedCLIP | None = None, layers: Sequence[int] = (0, 1, 
     Args:
         clip: the toy (default: ``HookedCLIP.from_pretrained("toy")``).
         layers: MLP layers to read.
-        n_images: scenes (drawn with ``seed``; the toy was trained on seed 0).
+        n_images: test-split scenes (drawn with ``seed``; held out from training by construction).
         seed: the scenes' seed.
         top: how many of the strongest neurons the ``top`` columns average.
         top_k: top images per neuron.
@@ -112,7 +112,7 @@ def neuron_table(clip: HookedCLIP | None = None, layers: Sequence[int] = (0, 1, 
         ``top_text_variance``, ``hit_rate`` and ``purity`` (:func:`attribute_hits`).
     """
     clip = HookedCLIP.from_pretrained("toy") if clip is None else clip
-    scenes = make_scenes(n_images, seed=seed)
+    scenes = make_scenes(n_images, seed=seed, split="test")
     images = clip.preprocess_images(list(scenes.images))
     rows = []
     for layer in layers:
