@@ -16,16 +16,14 @@ Captum's layer methods add them).
 
 from __future__ import annotations
 
-import threading
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
-from transformer_lens.hook_points import HookPoint
-from transformer_lens.HookedRootModule import HookedRootModule
 
 from . import activation_cache
+from .hook_points import HookedRootModule, HookPoint
 from .spec import AttentionPoolSpec, AttentionSpec, BlockSpec, Context, MLPSpec, TowerSpec
 
 
@@ -427,7 +425,9 @@ class HookedViT(HookedRootModule):
     ``pool.hook_pattern|z|mlp_out`` (attention pools), ``hook_pooled`` (``[B, D]``, before the
     projection) and ``hook_image_embed`` (``[B, E]``).
 
-    Calls on one model are serialized (``lock``), so one ``HookedViT`` can be shared by threads.
+    One ``HookedViT`` can be shared by threads: hooks are per thread (a forward pass runs only
+    the hooks its own thread added, :mod:`~captum_clipspan.hooked.hook_points`) and calls that
+    must not interleave hold ``lock``.
 
     Args:
         visual: the image tower (``model.visual`` of an open_clip model, a ``transformers``
@@ -448,9 +448,9 @@ class HookedViT(HookedRootModule):
         spec = visual if isinstance(visual, TowerSpec) else tower_spec(visual)
         super().__init__()
         _register_quietly(self, "spec", spec)
+        _register_quietly(self, "_source", visual)
         self.model = spec.module
         self.family = spec.family
-        self.lock = threading.RLock()
         self.n_layers = len(spec.blocks)
         self.n_heads = spec.blocks[0].attention.n_heads
         self.d_head = spec.blocks[0].attention.d_head
@@ -470,6 +470,16 @@ class HookedViT(HookedRootModule):
         self.d_model = self._infer_width()
         self.output_dim = self.proj.shape[1] if self.proj is not None else self._pooled_width()
         self.setup()
+
+    def __reduce__(self) -> tuple[type[HookedViT], tuple[nn.Module]]:
+        """Copies and pickles rebuild the hooked view over the copied tower, since the spec's
+        functions close over the original tower's modules; they start with no hooks and a lock
+        of their own."""
+        if isinstance(self._source, TowerSpec):
+            raise TypeError("a HookedViT built from a TowerSpec cannot be copied or pickled (its "
+                            "functions close over the original modules); build it from the "
+                            "tower module, HookedViT(visual), to copy it.")
+        return type(self), (self._source,)
 
     def _infer_width(self) -> int:
         return self.spec.blocks[0].attention.out_weight.shape[0]
