@@ -5,6 +5,8 @@ re-implementation of the authors' ``SecondOrderPrsNeurons`` (``second_order_lens
 
 from __future__ import annotations
 
+import re
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -339,6 +341,27 @@ def test_bad_input_gets_a_clear_error_and_leaves_no_hook(clip64):
     with pytest.raises(ValueError, match="images must have shape"):
         cs.second_order(clip64, images[:, :, :16], 0)
     assert no_hooks_left(clip64.visual)
+
+
+def test_edits_on_the_value_path_are_refused_and_pattern_edits_followed(clip64):
+    images = images_for(clip64)
+    vit = clip64.visual
+    for name in ("blocks.1.attn.hook_v", "blocks.1.attn.hook_z", "blocks.2.hook_resid_pre",
+                 "blocks.0.hook_mlp_out"):
+        with vit.hooks(fwd_hooks=[(name, lambda tensor, hook: tensor * 2)]), pytest.raises(
+                ValueError, match=rf"hooks on \['{re.escape(name)}'\].*do not carry"):
+            cs.second_order(clip64, images, 0)
+    # an edited pattern is read from the run: the same as the unedited effects when the edit is
+    # the identity, and different when it changes the pattern
+    plain = cs.second_order(clip64, images, 0)
+    with vit.hooks(fwd_hooks=[("blocks.1.attn.hook_pattern", lambda tensor, hook: tensor)]):
+        same = cs.second_order(clip64, images, 0)
+    with vit.hooks(fwd_hooks=[("blocks.1.attn.hook_pattern",
+                               lambda tensor, hook: torch.ones_like(tensor) / tensor.shape[-1])]):
+        uniform = cs.second_order(clip64, images, 0)
+    torch.testing.assert_close(same, plain, rtol=0, atol=1e-12)
+    assert not torch.allclose(uniform, plain)
+    assert no_hooks_left(vit)
 
 
 def test_an_mlp_without_exposed_hidden_units_is_refused_by_name(clip64):

@@ -435,12 +435,30 @@ def neuron_effects(
     return parts[0] if len(parts) == 1 else concatenate_effects(parts)
 
 
+# Hook points whose edits the effects follow: they change the patterns, norm scales or hidden
+# units that are read from the run. An edit anywhere else on the way from the MLP's output to the
+# embedding (values, head outputs, the residual stream, the pool) is in no map, so it is refused.
+FOLLOWED_HOOKS = ("hook_q", "hook_k", "hook_attn_scores", "hook_pattern", "hook_pre",
+                  "hook_pre_linear", "hook_post", "hook_scale", "hook_embed", "hook_patch_embed")
+
+
+def check_followed(hooked: Sequence[str]) -> None:
+    """Raise for user hooks whose edits no neuron effect would carry (see ``FOLLOWED_HOOKS``)."""
+    foreign = [name for name in hooked if name.rsplit(".", 1)[-1] not in FOLLOWED_HOOKS]
+    if foreign:
+        raise ValueError(f"hooks on {foreign} may edit the path from the MLP's output to the "
+                         "embedding, which the neuron effects' maps do not carry; the effects "
+                         f"follow edits of {list(FOLLOWED_HOOKS)} only. Remove the other hooks "
+                         "while computing neuron effects.")
+
+
 def _effects(vit: HookedViT, images: Tensor, layer: int, later: tuple[int, ...], indices: Tensor,
              text_embeddings: Tensor | None, dtype: torch.dtype, order: str, convention: str,
              normalize: bool) -> NeuronEffects:
     centered = convention == "centered"
     with torch.no_grad(), vit.lock:
         hooked = user_hooks(vit)
+        check_followed(hooked)
         pattern_hooked = {l: any(name.startswith(f"blocks.{l}.attn.hook_") and name.endswith(
             ("hook_pattern", "hook_attn_scores")) for name in hooked) for l in later}
         weights = readout_weights(vit, dtype)
