@@ -113,7 +113,7 @@ def decompose(
         parts = _assemble(vit, capture, weights, term_map, head_outs, convention, normalize,
                           text_embeddings)
     if hooked:
-        check_consistent(parts, hooked, dtype)
+        check_consistent(parts, hooked, vit.dtype)  # the tolerance of the model's own precision
     return parts
 
 
