@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
 import torch
@@ -23,20 +24,27 @@ def rows_reduce(vit: HookedViT) -> bool:
 CAPTURE_BUDGET = 1 << 30
 """Bytes of captured rows one forward pass may hold; :func:`decompose` splits larger batches.
 Only towers whose pool reads every row with its own weight (attention pools, per-token norms
-before a mean) keep rows: ``(2L + 2 + L_s) * R * D`` values per image, plus patterns at token
-granularity."""
+before a mean) keep rows: ``(2L + 2) * R * D`` values per image (a selected layer's head outputs
+in place of its attention output), plus the queries of the pooled rows and the keys and values of
+every token at token granularity."""
+
+PATTERN_BLOCK = 1 << 21
+"""Bytes of attention pattern (some images and heads of one layer) rebuilt at once after the
+pass at token granularity: small enough to stay in cache between the scores, the softmax and the
+contraction with the row weights."""
 
 
 def capture_bytes_per_image(vit: HookedViT, granularity: str, n_selected: int,
                             dtype: torch.dtype) -> int:
     """What :class:`_Capture` keeps per image, in bytes (an upper bound)."""
-    rows = 1 if rows_reduce(vit) else vit.n_pool_rows
+    reduce = rows_reduce(vit)
+    rows = 1 if reduce else vit.n_pool_rows
     width = vit.d_model * (2 * vit.n_layers + 2)
-    if granularity != "layer":
-        width += n_selected * vit.n_heads * (vit.d_head + 1)
+    if granularity != "layer":  # z instead of the attention output
+        width += n_selected * (vit.n_heads * (vit.d_head + 1) - vit.d_model)
     values = rows * width
-    if granularity == "token":
-        values += n_selected * vit.n_heads * vit.n_tokens * (rows + vit.d_head)
+    if granularity == "token" and not reduce:
+        values += n_selected * vit.n_heads * vit.d_head * (rows + 2 * vit.n_tokens)
     return values * torch.empty((), dtype=dtype).element_size()
 
 
@@ -51,11 +59,18 @@ class _Capture:
 
     When every pooled row enters with the same weight up to a per-image factor (a class-token
     pool, or a mean pool without a per-token norm) the rows are averaged at once; otherwise they
-    are kept and contracted with the row weights after the pass.
+    are kept and contracted with the row weights after the pass. At token granularity the
+    pooled pattern rows of a layer whose rows reduce are mapped during the pass; otherwise the
+    pooled queries, the keys and the values are kept, and :meth:`pooled_pattern` rebuilds the
+    pattern after the pass, one layer at a time, once the row weights are known.
+
+    Args:
+        token_maps: at token granularity, ``layer -> [G, H, d, X]`` each head's folded map
+            (:meth:`~.readout.ReadoutMap.fold`), called once per selected layer.
     """
 
     def __init__(self, vit: HookedViT, granularity: str, layers: Sequence[int],
-                 dtype: torch.dtype, token_maps: dict[int, Tensor] | None,
+                 dtype: torch.dtype, token_maps: Callable[[int], Tensor] | None,
                  pattern_hooked: dict[int, bool]) -> None:
         self.vit, self.granularity, self.layers, self.dtype = vit, granularity, tuple(layers), dtype
         self.rows = vit.pool_rows
@@ -96,41 +111,83 @@ class _Capture:
 
     def values_hook(self, layer: int):
         def hook(values: Tensor, hook: Any) -> None:
-            if self.pattern_hooked[layer]:
-                self.scratch[f"v.{layer}"] = values
+            q_rows, keys = self.scratch.pop("q")[:, self.rows], self.scratch.pop("k")
+            if not self.layer_reduces(layer):  # the pattern waits for the row weights
+                self.store.update({f"q.{layer}": q_rows, f"k.{layer}": keys,
+                                   f"values.{layer}": values})
                 return
             attn = self.vit.blocks[layer].attn
-            q_rows = self.scratch.pop("q")[:, self.rows].to(self.dtype)
-            keys = self.scratch.pop("k").to(self.dtype)
-            pattern = attn.softmax(attn.scores(q_rows, keys, rows=self.rows), self.dtype)
-            self.tokens_from_pattern(layer, pattern, values)
+            scores = attn.scores(q_rows.to(self.dtype), keys.to(self.dtype), rows=self.rows)
+            pooled = attn.softmax(scores, self.dtype).mean(dim=2)[:, None]  # [B, 1, H, N]
+            self.map_tokens(layer, pooled, values)
         return hook
 
     def pattern_hook(self, layer: int):
         def hook(pattern: Tensor, hook: Any) -> None:
-            rows = pattern[:, :, self.rows].to(self.dtype)
-            self.tokens_from_pattern(layer, rows, self.scratch.pop(f"v.{layer}"))
+            rows, values = pattern[:, :, self.rows].to(self.dtype), self.scratch.pop(f"v.{layer}")
+            if self.layer_reduces(layer):
+                self.map_tokens(layer, rows.mean(dim=2)[:, None], values)
+            else:
+                self.store.update({f"pattern.{layer}": rows, f"values.{layer}": values})
         return hook
 
-    def token_buffer(self, values: Tensor) -> Tensor:
+    def pooled_pattern(self, layer: int, weights: Tensor) -> Tensor:
+        """``[B, G, H, N]`` the pattern's pooled rows contracted with the row weights ``[B, G,
+        R]`` after the pass: from the hooked pattern, or rebuilt from the kept queries and keys
+        in blocks of images and heads of at most :data:`PATTERN_BLOCK` bytes (cache-sized: far
+        faster than one layer's whole pattern, and never more than one layer's)."""
+        if f"pattern.{layer}" in self.store:
+            return torch.einsum("bgr,bhrn->bghn", weights, self.store.pop(f"pattern.{layer}"))
+        attn = self.vit.blocks[layer].attn
+        q_rows, keys = self.store.pop(f"q.{layer}"), self.store.pop(f"k.{layer}")
+        per_head = q_rows.shape[1] * keys.shape[1] * weights.element_size()
+        heads = max(1, min(attn.n_heads, PATTERN_BLOCK // per_head))
+        images = max(1, PATTERN_BLOCK // (per_head * attn.n_heads)) if heads == attn.n_heads else 1
+        rows = []
+        for start in range(0, len(keys), images):
+            part = slice(start, start + images)
+            blocks = []
+            for first in range(0, attn.n_heads, heads):
+                block = slice(first, first + heads)
+                scores = attn.scores(q_rows[part, :, block].to(self.dtype),
+                                     keys[part, :, block].to(self.dtype), self.rows, block)
+                pattern = attn.softmax(scores, self.dtype)  # [b, h, R, N]
+                blocks.append(torch.matmul(weights[part, None], pattern))  # [b, h, G, N]
+            rows.append(torch.cat(blocks, dim=1) if len(blocks) > 1 else blocks[0])
+        return (torch.cat(rows) if len(rows) > 1 else rows[0]).transpose(1, 2)
+
+    def token_buffer(self, values: Tensor, columns: int) -> Tensor:
         """The ``[B, L_s, N, H, X]`` output, allocated once and filled layer by layer (memory:
         the returned tensor, not a stack of copies)."""
         if "tokens" not in self.store:
-            columns = next(iter(self.token_maps.values())).shape[-1]
             self.store["tokens"] = values.new_empty(
-                values.shape[0], len(self.layers), values.shape[1], values.shape[2], columns)
+                values.shape[0], len(self.layers), values.shape[1], values.shape[2], columns,
+                dtype=self.dtype)
         return self.store["tokens"]
 
-    def tokens_from_pattern(self, layer: int, pattern: Tensor, values: Tensor) -> None:
-        values = values.to(self.dtype)
-        buffer = self.token_buffer(values)
-        if self.layer_reduces(layer):  # the row weights are a per-image factor: map now
-            pooled = pattern.mean(dim=2)[:, None]  # [B, 1, H, N]
-            buffer[:, self.layers.index(layer)] = token_terms(pooled, values,
-                                                              self.token_maps[layer])
-        else:
-            self.store[f"pattern.{layer}"] = pattern
-            self.store[f"values.{layer}"] = values
+    def map_tokens(self, layer: int, pooled_pattern: Tensor, values: Tensor) -> None:
+        """Write one layer's token terms ``[B, N, H, X]`` (pooled pattern ``[B, G, H, N]``,
+        values ``[B, N, H, d]``) into the output buffer."""
+        maps = self.token_maps(layer)
+        buffer = self.token_buffer(values, maps.shape[-1])
+        buffer[:, self.layers.index(layer)] = token_terms(pooled_pattern, values.to(self.dtype),
+                                                          maps)
+
+    @contextmanager
+    def attached(self) -> Iterator[None]:
+        """The capture's hooks on the tower for the duration of the block, removed afterwards
+        (also when it raises). Only these hooks are touched: ``HookedViT.hooks()`` would visit
+        every hook point of the tower on exit, a measurable cost per call."""
+        handles = []
+        try:
+            for name, hook in self.hooks():
+                point = self.vit.hook_dict[name]
+                handles.append((point, point.add_hook(hook)))
+            yield
+        finally:
+            for point, handle in handles:
+                handle.hook.remove()
+                point.fwd_hooks.remove(handle)
 
     def hooks(self) -> list[tuple[str, Any]]:
         vit = self.vit
@@ -151,7 +208,8 @@ class _Capture:
             if vit.pool.has_mlp:
                 hooks.append(("pool.hook_mlp_out", self.save_whole("pool_mlp")))
         for layer in range(vit.n_layers):
-            hooks.append((f"blocks.{layer}.hook_attn_out", self.save(f"attn.{layer}")))
+            if self.granularity == "layer" or layer not in self.layers:  # else: from the heads
+                hooks.append((f"blocks.{layer}.hook_attn_out", self.save(f"attn.{layer}")))
             hooks.append((f"blocks.{layer}.hook_mlp_out", self.save(f"mlp.{layer}")))
             if vit.blocks[layer].attn.ln_out.exists:
                 hooks.append((f"blocks.{layer}.attn.ln_out.hook_scale",
@@ -165,12 +223,15 @@ class _Capture:
             if vit.blocks[layer].attn.ln.exists:
                 hooks.append((prefix + "ln.hook_scale",
                               self.save(f"z_scale.{layer}", reduce=False)))
-            if self.granularity == "token":
+            if self.granularity != "token":
+                continue
+            if self.pattern_hooked[layer]:  # the pattern as the user's hooks left it
+                hooks.append((prefix + "hook_v", self.save_scratch(f"v.{layer}")))
+                hooks.append((prefix + "hook_pattern", self.pattern_hook(layer)))
+            else:
                 hooks.append((prefix + "hook_q", self.save_scratch("q")))
                 hooks.append((prefix + "hook_k", self.save_scratch("k")))
                 hooks.append((prefix + "hook_v", self.values_hook(layer)))
-                if self.pattern_hooked[layer]:
-                    hooks.append((prefix + "hook_pattern", self.pattern_hook(layer)))
         return hooks
 
 

@@ -28,7 +28,6 @@ from .readout import (
     pool_rows,
     readout_constant,
     readout_map,
-    token_terms,
 )
 from .terms import CONVENTIONS, GRANULARITIES, Decomposition, concatenate
 from .weights import _attention_constant, _head_output, compute_dtype, readout_weights
@@ -103,12 +102,15 @@ def decompose(
             ("hook_pattern", "hook_attn_scores")) for name in hooked) for l in range(vit.n_layers)}
         weights = readout_weights(vit, dtype)
         centered = convention == "centered"
-        term_map = readout_map(weights, centered, text_embeddings)
+        rows_through_map = len(images) * (3 * vit.n_layers + 1 + (
+            len(selected) * vit.n_heads if granularity != "layer" else 0))
+        term_map = readout_map(weights, centered, text_embeddings).for_rows(
+            vit.n_tokens * rows_through_map if granularity == "token" else rows_through_map)
         head_outs = {layer: _head_output(vit, layer, dtype) for layer in selected}
-        token_maps = ({layer: term_map.fold(head_outs[layer]) for layer in selected}
+        token_maps = ((lambda layer: term_map.fold(head_outs[layer]))
                       if granularity == "token" else None)
         capture = _Capture(vit, granularity, selected, dtype, token_maps, pattern_hooked)
-        with vit.hooks(fwd_hooks=capture.hooks()):
+        with capture.attached():
             vit(images)
         parts = _assemble(vit, capture, weights, term_map, head_outs, convention, normalize,
                           text_embeddings)
@@ -148,11 +150,13 @@ def _assemble(vit: HookedViT, capture: _Capture, weights: ReadoutWeights, term_m
         rows = store[key]
         return pool_rows(reduced_omega if rows.shape[1] == 1 else omega, rows)
 
-    embed = term_map(pooled("embed"))
-    attns = torch.stack([term_map(pooled(f"attn.{l}")) for l in range(n_layers)], 1)
-    mlps = torch.stack([term_map(pooled(f"mlp.{l}")) for l in range(n_layers)], 1)
-    bias_terms = torch.stack([_bias_term(vit, capture, omega, l, term_map)
-                              for l in range(n_layers)], 1)  # [B, L, X]
+    # Every whole-layer term through the readout at once: [B, G, K, D] -> [B, K, X].
+    mlp_keys = [f"mlp.{l}" for l in range(n_layers)]
+    attn_keys = [f"attn.{l}" for l in range(n_layers) if f"attn.{l}" in store]
+    whole = term_map(torch.stack([pooled(key) for key in ["embed", *mlp_keys, *attn_keys]], 2))
+    embed, mlps = whole[:, 0], whole[:, 1:n_layers + 1]
+    bias_terms = term_map(torch.stack([_bias_rows(vit, capture, omega, l)
+                                       for l in range(n_layers)], 2))  # [B, L, X]
 
     heads = tokens = attn_biases = ln_bias = None
     layer_index = list(capture.layers)
@@ -161,6 +165,12 @@ def _assemble(vit: HookedViT, capture: _Capture, weights: ReadoutWeights, term_m
                              for l in layer_index], 1)
     if capture.granularity == "token":
         tokens = _fill_token_terms(capture, omega, reduced_omega)
+    stored = dict(zip(attn_keys, whole[:, n_layers + 1:].unbind(1), strict=True))
+    # A selected layer's attention is its heads plus the part in no head (its output is not
+    # kept during the pass: one tensor per layer less to hold).
+    attns = torch.stack([stored[f"attn.{l}"] if f"attn.{l}" in stored
+                         else heads[:, layer_index.index(l)].sum(dim=1) + bias_terms[:, l]
+                         for l in range(n_layers)], 1)
 
     constant = readout_constant(weights, pool_weights, post_scale, text_embeddings)
     pool_mlp = None
@@ -212,15 +222,20 @@ def _row_omega(capture: _Capture, omega: Tensor, layer: int,
     return omega
 
 
-def _bias_term(vit: HookedViT, capture: _Capture, omega: Tensor, layer: int,
-               term_map: ReadoutMap) -> Tensor:
-    """``[B, X]`` the part of one attention layer in no head."""
+def _bias_rows(vit: HookedViT, capture: _Capture, omega: Tensor, layer: int) -> Tensor:
+    """``[B, G, D]`` the part of one attention layer in no head, pooled (before the readout)."""
     scaled, plain = _attention_constant(vit, layer, capture.dtype)
     weights = omega.sum(dim=-1)[..., None] * plain  # [B, G, D]
     if f"out_scale.{layer}" in capture.store:
         weights = weights + _row_omega(capture, omega, layer, ("out_scale",)).sum(
             dim=-1)[..., None] * scaled
-    return term_map(weights)
+    return weights
+
+
+def _bias_term(vit: HookedViT, capture: _Capture, omega: Tensor, layer: int,
+               term_map: ReadoutMap) -> Tensor:
+    """``[B, X]`` the part of one attention layer in no head."""
+    return term_map(_bias_rows(vit, capture, omega, layer))
 
 
 def _head_terms(capture: _Capture, omega: Tensor, reduced_omega: Tensor, layer: int,
@@ -233,15 +248,14 @@ def _head_terms(capture: _Capture, omega: Tensor, reduced_omega: Tensor, layer: 
 
 
 def _fill_token_terms(capture: _Capture, omega: Tensor, reduced_omega: Tensor) -> Tensor:
-    """``[B, L_s, N, H, X]`` the token terms, completed in place in the capture's buffer."""
+    """``[B, L_s, N, H, X]`` the token terms, completed in place in the capture's buffer: a
+    layer mapped during the pass takes the image's factor, the others are mapped now that the
+    row weights are known, one layer's pattern at a time."""
     store = capture.store
-    tokens = store["tokens"]
     for index, layer in enumerate(capture.layers):
-        if f"pattern.{layer}" not in store:  # mapped during the pass, up to the image's factor
-            tokens[:, index].mul_(reduced_omega.sum(dim=1)[:, 0, None, None, None])
+        if f"values.{layer}" not in store:  # mapped during the pass, up to the image's factor
+            store["tokens"][:, index].mul_(reduced_omega.sum(dim=1)[:, 0, None, None, None])
             continue
-        weights = _row_omega(capture, omega, layer)
-        pooled_pattern = torch.einsum("bgr,bhrn->bghn", weights, store.pop(f"pattern.{layer}"))
-        tokens[:, index] = token_terms(pooled_pattern, store.pop(f"values.{layer}"),
-                                       capture.token_maps[layer])
-    return tokens
+        pooled_pattern = capture.pooled_pattern(layer, _row_omega(capture, omega, layer))
+        capture.map_tokens(layer, pooled_pattern, store.pop(f"values.{layer}"))
+    return store["tokens"]

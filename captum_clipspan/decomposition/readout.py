@@ -59,26 +59,53 @@ class ReadoutWeights:
 
 @dataclass
 class ReadoutMap:
-    """The readout's linear part, one branch per pool head ``g``: ``sum_g (r_g @ value[g]) @
-    output[g]`` for pooled rows ``r`` ``[B, G, ..., D]``. ``value`` is ``None`` (the identity,
-    ``G = 1``) for class-token and mean pooling."""
+    """The readout's linear part, one branch per pool head ``g``: ``(sum_g (r_g @ value[g]) @
+    output[g]) @ post`` for pooled rows ``r`` ``[B, G, ..., D]``. ``value`` is ``None`` (the
+    identity, ``G = 1``) for class-token and mean pooling; ``post`` is ``None`` (the identity)
+    when it is folded into ``output``, which pays when it narrows the width (texts).
+    """
 
     value: Tensor | None  # [G, D, V]
-    output: Tensor  # [G, V, X]
+    output: Tensor  # [G, V, Y]
+    post: Tensor | None = None  # [Y, X]
 
     def __call__(self, pooled: Tensor) -> Tensor:
         """``[B, G, ..., D]`` -> ``[B, ..., X]``."""
         if self.value is not None:
             pooled = torch.einsum("bg...d,gdv->bg...v", pooled, self.value)
-        return torch.einsum("bg...v,gvx->b...x", pooled, self.output)
+        out = torch.einsum("bg...v,gvx->b...x", pooled, self.output)
+        return out if self.post is None else out @ self.post
+
+    def folded_output(self) -> Tensor:
+        """``[G, V, X]``: ``output @ post``."""
+        return self.output if self.post is None else self.output @ self.post
+
+    def for_rows(self, n_rows: int) -> ReadoutMap:
+        """The map to apply to about ``n_rows`` rows (per pool head): with ``post`` folded into
+        ``output`` when that costs less than applying ``post`` to every row."""
+        n_groups, v_width, _ = self.output.shape
+        if self.post is None or n_rows <= n_groups * v_width:
+            return self
+        return ReadoutMap(self.value, self.folded_output())
 
     def fold(self, head_out: Tensor) -> Tensor:
-        """Each head's whole path to the output: ``[H, d, D]`` -> ``[G, H, d, X]``."""
-        if self.value is not None:
+        """Each head's whole path to the output: ``[H, d, D]`` -> ``[G, H, d, X]``, contracted in
+        the cheaper of the two orders (through the pool's values first, or through the whole
+        readout first)."""
+        output = self.folded_output()
+        if self.value is None:
+            return torch.einsum("hkD,gDx->ghkx", head_out, output)
+        (n_heads, d_head, width), (groups, _, v_width), columns = (
+            head_out.shape, self.value.shape, output.shape[-1])
+        values_first = n_heads * d_head * width * groups * v_width + (
+            groups * n_heads * d_head * v_width * columns)
+        readout_first = groups * width * v_width * columns + (
+            n_heads * d_head * width * groups * columns)
+        if values_first <= readout_first:
             head_out = torch.einsum("hkD,gDv->ghkv", head_out, self.value)
-        else:
-            head_out = head_out[None]
-        return torch.einsum("ghkv,gvx->ghkx", head_out, self.output)
+            return torch.einsum("ghkv,gvx->ghkx", head_out, output)
+        whole = torch.einsum("gDv,gvx->gDx", self.value, output)
+        return torch.einsum("hkD,gDx->ghkx", head_out, whole)
 
 
 def norm_then(norm: NormWeights | None, matrix: Tensor, center: bool) -> Tensor:
@@ -128,8 +155,10 @@ def readout_map(weights: ReadoutWeights, center: bool,
     if weights.value_weight is None:
         return ReadoutMap(None, norm_then(weights.pre_norm, post_map, center)[None])
     value = norm_then(weights.pre_norm, weights.value_weight.transpose(0, 1), center)
-    output = torch.einsum("gdk,kx->gdx", weights.out_weight, post_map)
-    return ReadoutMap(value.transpose(0, 1), output)
+    if post_map.shape[1] < post_map.shape[0]:  # texts: fold the narrow end in once
+        output = torch.einsum("gdk,kx->gdx", weights.out_weight, post_map)
+        return ReadoutMap(value.transpose(0, 1), output)
+    return ReadoutMap(value.transpose(0, 1), weights.out_weight, post_map)
 
 
 def readout_constant(weights: ReadoutWeights, pool_weights: Tensor, post_scale: Tensor,
@@ -220,6 +249,11 @@ def pool_rows(weights: Tensor, rows: Tensor) -> Tensor:
     return torch.einsum("bgr,br...->bg...", weights, rows)
 
 
+TOKEN_BUDGET = 1 << 26
+"""Bytes of intermediate (values through every pool head's map, or values weighted by every pool
+head) :func:`token_terms` holds at once; larger batches go a few images at a time."""
+
+
 def token_terms(pooled_pattern: Tensor, values: Tensor, token_maps: Tensor) -> Tensor:
     """Per (token, head) terms ``[B, N, H, X]``.
 
@@ -229,4 +263,33 @@ def token_terms(pooled_pattern: Tensor, values: Tensor, token_maps: Tensor) -> T
         values: ``[B, N, H, d]`` the value vectors (value bias included).
         token_maps: ``[G, H, d, X]`` from :meth:`ReadoutMap.fold`.
     """
-    return torch.einsum("bghn,bnhd,ghdx->bnhx", pooled_pattern, values, token_maps)
+    n_groups, n_heads, d_head, columns = token_maps.shape
+    n_tokens = values.shape[1]
+    heads_first = values.permute(2, 0, 1, 3)  # [H, B, N, d]
+    weights = pooled_pattern.permute(2, 0, 3, 1)  # [H, B, N, G]
+    # Narrow outputs (texts) go through every pool head's map first, one GEMM per head, then
+    # take the pattern's weights; wide ones weight the values per pool head first and contract
+    # pool heads and head width at once. Either way one GEMM of depth d or G * d per head.
+    through_maps = n_groups == 1 or columns <= d_head
+    if through_maps:
+        maps = token_maps.permute(1, 2, 0, 3).reshape(n_heads, d_head, n_groups * columns)
+        per_image = n_heads * n_tokens * n_groups * columns
+    else:
+        maps = token_maps.permute(1, 0, 2, 3).reshape(n_heads, n_groups * d_head, columns)
+        per_image = n_heads * n_tokens * n_groups * d_head
+    step = max(1, TOKEN_BUDGET // (per_image * values.element_size()))
+    parts = []
+    for start in range(0, values.shape[0], step):
+        part = slice(start, start + step)
+        rows = heads_first[:, part]
+        batch = rows.shape[1]
+        if through_maps:
+            mapped = torch.bmm(rows.reshape(n_heads, -1, d_head), maps)
+            mapped = mapped.view(n_heads, batch, n_tokens, n_groups, columns)
+            terms = torch.matmul(weights[:, part].unsqueeze(-2), mapped).squeeze(-2)
+        else:
+            weighted = weights[:, part, :, :, None] * rows[:, :, :, None]  # [H, b, N, G, d]
+            terms = torch.bmm(weighted.reshape(n_heads, batch * n_tokens, -1), maps)
+            terms = terms.view(n_heads, batch, n_tokens, columns)
+        parts.append(terms)
+    return (torch.cat(parts, dim=1) if len(parts) > 1 else parts[0]).permute(1, 2, 0, 3)

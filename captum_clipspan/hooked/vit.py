@@ -187,13 +187,16 @@ class HookedAttention(nn.Module):
     def is_split(self) -> bool:
         return self.force_split or any(is_hooked(point) for point in self.hooked_points())
 
-    def scores(self, q: Tensor, k: Tensor, rows: slice | None = None) -> Tensor:
+    def scores(self, q: Tensor, k: Tensor, rows: slice | None = None,
+               heads: slice | None = None) -> Tensor:
         """Attention scores ``[B, H, N_q, N]`` of queries ``q`` ``[B, N_q, H, d]`` (the query
-        rows ``rows`` of the sequence) against all keys; the one score function of both the
-        forward pass and the decomposition."""
-        scores = torch.einsum("bqhd,bkhd->bhqk", q, k) * self.scale
+        rows ``rows`` of the sequence) against all keys, for the heads ``heads`` that ``q`` and
+        ``k`` hold (all by default); the one score function of both the forward pass and the
+        decomposition."""
+        scores = torch.einsum("bqhd,bkhd->bhqk", q * self.scale, k)  # scale the smaller side
         if self.spec.score_bias is not None:
             bias = self.spec.score_bias()
+            bias = bias if heads is None else bias[heads]
             scores = scores + (bias if rows is None else bias[:, rows]).to(scores.dtype)
         return scores
 
