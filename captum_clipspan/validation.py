@@ -148,6 +148,25 @@ def resolve_heads(heads: Any, layers: int | Sequence[int] | None, n_layers: int,
     return selected, mask
 
 
+def check_choice(value: Any, name: str, choices: Sequence[str]) -> str:
+    """One of a fixed set of names, or a ``ValueError`` naming what is accepted.
+
+    Examples::
+
+        >>> check_choice("centered", "convention", ("reference", "centered"))
+        'centered'
+    """
+    if not isinstance(value, str) or value not in choices:
+        raise ValueError(f"{name} must be one of {tuple(choices)}, got {value!r}.")
+    return value
+
+
+def check_eval_mode(vit: Any, why: str) -> None:
+    """Refuse a tower in training mode (dropout would make ``why`` meaningless)."""
+    if vit.model.training:
+        raise ValueError(f"the model is in training mode; call clip.eval() first ({why}).")
+
+
 def check_count(value: Any, name: str, minimum: int = 1) -> int:
     """A size or count (images, texts, workers, ...) -> ``int``, refused below ``minimum``.
 

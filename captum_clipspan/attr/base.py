@@ -25,7 +25,7 @@ from torch import Tensor
 from ..decomposition import CONVENTIONS, Decomposition, decompose
 from ..hooked.clip import HookedCLIP
 from ..hooked.vit import HookedViT
-from ..validation import TargetType, TextsType, resolve_target, resolve_texts
+from ..validation import TargetType, TextsType, check_choice, resolve_target, resolve_texts
 
 __all__ = ["ClipSpanAttribution", "ResolvedTexts", "TargetType", "TextsType", "patch_grid",
            "upsample"]
@@ -93,8 +93,7 @@ class ClipSpanAttribution(Attribution):
         if not isinstance(clip, HookedCLIP):
             raise TypeError(f"expected a HookedCLIP (HookedCLIP.from_open_clip(model) or "
                             f".from_pretrained(name)), got {type(clip).__name__}.")
-        if convention not in CONVENTIONS:
-            raise ValueError(f"convention must be one of {CONVENTIONS}, got {convention!r}.")
+        check_choice(convention, "convention", CONVENTIONS)
         Attribution.__init__(self, clip)
         self.clip = clip
         self.convention = convention

@@ -23,7 +23,7 @@ from torch import Tensor
 from ..decomposition import compute_dtype, decompose
 from ..decomposition.neuron_maps import ORDERS, neuron_effects
 from ..hooked.clip import HookedCLIP
-from ..validation import resolve_layer
+from ..validation import check_choice, resolve_layer
 from .base import ClipSpanAttribution, ResolvedTexts, TargetType, TextsType, patch_grid
 from .baselines import _PatchMapAttribution
 
@@ -63,8 +63,7 @@ class NeuronContribution(ClipSpanAttribution):
     def __init__(self, clip: HookedCLIP, layer: int, order: str = "second",
                  convention: str = "reference") -> None:
         super().__init__(clip, convention)
-        if order not in ORDERS:
-            raise ValueError(f"order must be one of {ORDERS}, got {order!r}.")
+        check_choice(order, "order", ORDERS)
         n_layers = clip.visual.n_layers
         self.layer = resolve_layer(layer, n_layers)
         if order == "second" and self.layer == n_layers - 1:

@@ -18,7 +18,7 @@ from torch.utils.data import DataLoader, Dataset
 from ..decomposition import CONVENTIONS, PER_IMAGE_FIELDS, decompose
 from ..hooked.clip import HookedCLIP
 from ..sources import ImageFolder, ImageSource, as_dataset, dataset_length
-from ..validation import check_count, resolve_layers
+from ..validation import check_choice, check_count, resolve_layers
 from .batches import Rows, batch_bounds, cut, gaps, loaded_pieces
 from .checksums import checked_fields, row_checksums
 from .distributed import World
@@ -101,8 +101,7 @@ def cache_decomposition(
         >>> cache = cs.cache_decomposition(clip, "images/", "cache/", layers=[-4, -3, -2, -1])
         >>> cache.heads.shape   # [N, 4, H, E]
     """
-    if convention not in CONVENTIONS:
-        raise ValueError(f"convention must be one of {CONVENTIONS}, got {convention!r}.")
+    check_choice(convention, "convention", CONVENTIONS)
     if dtype not in ("float16", "float32"):
         raise ValueError(f"dtype must be 'float16' or 'float32', got {dtype!r}.")
     if granularity not in GRANULARITIES:

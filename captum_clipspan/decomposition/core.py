@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch import Tensor
 
-from ..validation import check_text_embeddings, resolve_layers
+from ..validation import check_choice, check_eval_mode, check_text_embeddings, resolve_layers
 from .capture import _Capture, _row_weights, images_per_pass
 from .consistency import check_consistent, user_hooks
 from .readout import (
@@ -79,13 +79,10 @@ def decompose(
         >>> (parts.total() - parts.image_embed).abs().max()   # ~1e-7 in fp32
     """
     vit = getattr(clip, "visual", clip)
-    if granularity not in GRANULARITIES:
-        raise ValueError(f"granularity must be one of {GRANULARITIES}, got {granularity!r}.")
-    if convention not in CONVENTIONS:
-        raise ValueError(f"convention must be one of {CONVENTIONS}, got {convention!r}.")
-    if vit.model.training:
-        raise ValueError("the model is in training mode; call clip.eval() first (patch dropout and "
-                         "dropout make the decomposition meaningless in training mode).")
+    check_choice(granularity, "granularity", GRANULARITIES)
+    check_choice(convention, "convention", CONVENTIONS)
+    check_eval_mode(vit, "patch dropout and dropout make the decomposition meaningless in "
+                    "training mode")
     vit.check_images(images)
     selected = resolve_layers(layers, vit.n_layers)
     dtype = compute_dtype(vit.dtype)

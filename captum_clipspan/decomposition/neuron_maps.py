@@ -31,7 +31,14 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch import Tensor
 
-from ..validation import check_indices, check_text_embeddings, resolve_layer, resolve_texts
+from ..validation import (
+    check_choice,
+    check_eval_mode,
+    check_indices,
+    check_text_embeddings,
+    resolve_layer,
+    resolve_texts,
+)
 from .capture import CAPTURE_BUDGET, _Capture, _row_weights, capture_bytes_per_image
 from .consistency import user_hooks
 from .core import _bias_term, _row_omega
@@ -404,13 +411,9 @@ def neuron_effects(
             range, texts of the wrong width, or bad arguments.
     """
     vit = getattr(clip, "visual", clip)
-    if order not in ORDERS:
-        raise ValueError(f"order must be one of {ORDERS}, got {order!r}.")
-    if convention not in CONVENTIONS:
-        raise ValueError(f"convention must be one of {CONVENTIONS}, got {convention!r}.")
-    if vit.model.training:
-        raise ValueError("the model is in training mode; call clip.eval() first (dropout makes "
-                         "neuron effects meaningless in training mode).")
+    check_choice(order, "order", ORDERS)
+    check_choice(convention, "convention", CONVENTIONS)
+    check_eval_mode(vit, "dropout makes neuron effects meaningless in training mode")
     vit.check_images(images)
     layer = resolve_layer(layer, vit.n_layers)
     mlp = vit.blocks[layer].mlp

@@ -43,7 +43,7 @@ from ..decomposition.neuron_maps import _resolve_neurons, neuron_effects
 from ..hooked.clip import HookedCLIP, check_texts
 from ..sources import ImageSource, as_dataset, dataset_length
 from ..text import text_bank
-from ..validation import check_text_embeddings, resolve_layer
+from ..validation import check_choice, check_text_embeddings, resolve_layer
 from .passes import PassFolder, State
 from .principal import first_components, squared_norms, variance_along
 from .report import NeuronReport
@@ -104,8 +104,7 @@ class NeuronLens:
         self.neurons = _resolve_neurons(neurons, mlp.d_mlp, self.layer)
         if len(set(self.neurons.tolist())) != len(self.neurons):
             raise ValueError("neurons has repeated indices; give each neuron once.")
-        if convention not in CONVENTIONS:
-            raise ValueError(f"convention must be one of {CONVENTIONS}, got {convention!r}.")
+        check_choice(convention, "convention", CONVENTIONS)
         self.texts = text_bank(bank) if isinstance(bank, (str, Path)) else check_texts(bank)
         if text_embeddings is not None:
             text_embeddings = check_text_embeddings(text_embeddings, clip.embed_dim)
