@@ -14,12 +14,16 @@ cannot hold a scene the toys were trained on. For each seed in ``--seeds`` the s
 * **spurious**: the spurious-cue study with k heads, against the expectation over every choice of
   k random heads, the expected best of 5 and 20 draws, and the oracle chosen on validation.
 
+Each part runs on every toy of ``--toys``, on held-out scenes of the world it was trained on
+(``"toy"``: the simple world; ``"toy-clutter"``, the 6 x 8 second generation: the clutter world,
+where colour alone cannot find the objects), the spurious part on its spurious variant.
+
 Spread is the sample standard deviation over seeds (``mean ± sd``); a difference whose 95%
 interval holds 0 is printed as "cannot separate". Markdown goes to stdout (progress to stderr).
 
 Usage::
 
-    python scripts/evaluate_claims.py                      # everything, 3 seeds (~15 CPU min)
+    python scripts/evaluate_claims.py                      # everything, 3 seeds, both toys
     python scripts/evaluate_claims.py --parts segmentation --seeds 0 1 2 3 4 --n-segmentation 200
 """
 
@@ -48,6 +52,7 @@ from captum_clipspan.segmentation.benchmarking import (  # noqa: E402
 )
 from captum_clipspan.segmentation.methods import MODEL_FREE_METHODS  # noqa: E402
 from captum_clipspan.toy import SceneSegmentation, toy_bank  # noqa: E402
+from captum_clipspan.toy.model import toy_world  # noqa: E402
 from captum_clipspan.toy.probes import (  # noqa: E402
     family_classifier,
     head_roles,
@@ -63,11 +68,15 @@ SEGMENTATION_CLAIMS = (("decomposition", "chefer"), ("decomposition", "color_rar
                        ("chefer", "color_rarity"), ("decomposition", "rollout"))
 """Pairs whose difference the README states or implies (the decomposition leads)."""
 INVESTIGATED_HEADS = ("L3.H1", "L2.H0")
+TOYS = ("toy", "toy-clutter")
+SPURIOUS_TOY = {"toy": "toy-spurious", "toy-clutter": "toy-clutter-spurious"}
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     p.add_argument("--parts", nargs="+", choices=PARTS, default=list(PARTS))
+    p.add_argument("--toys", nargs="+", choices=TOYS, default=list(TOYS),
+                   help="the toys to evaluate (the spurious part reads their spurious variants)")
     p.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2],
                    help="test-split seeds (>= 3 for a spread)")
     p.add_argument("--n-probe", type=int, default=1000, help="scenes per seed for the probe")
@@ -98,9 +107,11 @@ def spread(values: Sequence[float], digits: int = 3, scale: float = 1.0) -> str:
 
 def probe_seed(clip: Any, seed: int, args: argparse.Namespace, work: Path) -> dict[str, Any]:
     """One seed of the probe part: probe, TextSpan (default and normalized scoring), roles."""
-    folder = write_image_folder(work / f"probe-{seed}", args.n_probe, seed=seed, split="test")
+    world = toy_world(args.toy)
+    folder = write_image_folder(work / f"probe-{args.toy}-{seed}", args.n_probe, seed=seed,
+                                split="test", world=world)
     labels = read_labels(folder)
-    cache = cs.cache_decomposition(clip, folder, work / f"probe-cache-{seed}",
+    cache = cs.cache_decomposition(clip, folder, work / f"probe-cache-{args.toy}-{seed}",
                                    batch_size=args.batch_size, show_progress=False)
     probes = probe_heads(clip, cache, labels)
     texts, families = toy_bank()
@@ -140,7 +151,7 @@ def text_directions(clip: Any, texts: Sequence[str],
     return result
 
 
-def probe_section(runs: list[dict[str, Any]], n: int) -> list[str]:
+def probe_section(runs: list[dict[str, Any]], n: int, toy: str) -> list[str]:
     """The probe table, the agreement table and the mean-ablation table, mean ± sd."""
     families = list(ATTRIBUTES)
     layers = runs[0]["layers"]
@@ -148,7 +159,8 @@ def probe_section(runs: list[dict[str, Any]], n: int) -> list[str]:
     stacked = {f: torch.stack([r["probes"][f]["heads"] for r in runs]).numpy() for f in families}
     best = {f: np.unravel_index(stacked[f].mean(0).argmax(), stacked[f].shape[1:])
             for f in families}
-    lines = [f"### Per-head probe ({len(runs)} test seeds x {n} scenes; mean ± sd)", "",
+    lines = [f"### {toy}: per-head probe ({len(runs)} test seeds x {n} scenes of the "
+             f"{toy_world(toy)} world; mean ± sd)", "",
              "| head | " + " | ".join(families) + " |", "|---" * (len(families) + 1) + "|"]
     for row, layer in enumerate(layers):
         for head in range(n_heads):
@@ -160,7 +172,7 @@ def probe_section(runs: list[dict[str, Any]], n: int) -> list[str]:
     chance = ", ".join(f"{f} {1 / len(v):.2f}" for f, v in ATTRIBUTES.items())
     lines += ["", f"Chance: {chance}. Bold: the best head per family by the mean.", ""]
 
-    lines += ["### TextSpan against ground truth", "",
+    lines += [f"### {toy}: TextSpan against ground truth", "",
               "Planted: the family whose values explain the largest share (R²) of the variance of "
               "the head's direct effect (no text involved). Probe: the family the head alone "
               "classifies best, relative to chance. TextSpan: the family most of its first 3 "
@@ -176,7 +188,8 @@ def probe_section(runs: list[dict[str, Any]], n: int) -> list[str]:
         lines.append(f"| {role['head']} | {role['planted']} ({share}){note} | {role['probe']} | "
                      f"{role['textspan']} | {role['textspan_normalized']} | "
                      f"{'; '.join(role['texts'])} | {explained} |")
-    lines += ["", "| agreement (share of heads) | all 16 heads | heads carrying a family "
+    lines += ["", f"| agreement (share of heads) | all {len(runs[0]['roles'])} heads | heads "
+              "carrying a family "
               "(R² >= 0.1) |", "|---|---|---|"]
     for name, (a, b) in {"TextSpan = planted": ("textspan", "planted"),
                          "TextSpan (normalized) = planted": ("textspan_normalized", "planted"),
@@ -198,7 +211,7 @@ def probe_section(runs: list[dict[str, Any]], n: int) -> list[str]:
               "texts | along count texts | TextSpan labels over seeds | normalized scoring |",
               "|---|---|---|---|---|---|---|---|---|"]
     names = [role["head"] for role in runs[0]["roles"]]
-    for head in INVESTIGATED_HEADS:
+    for head in INVESTIGATED_HEADS if toy == "toy" else ():
         index = names.index(head)
         row, column = divmod(index, n_heads)
         lines.append(
@@ -211,7 +224,7 @@ def probe_section(runs: list[dict[str, Any]], n: int) -> list[str]:
             f"{', '.join(r['roles'][index]['textspan'] for r in runs)} | "
             f"{', '.join(r['roles'][index]['textspan_normalized'] for r in runs)} |")
     settings = list(runs[0]["ablation"])
-    lines += ["", "### Direct mean-ablation, shape classification (mean ± sd)", "",
+    lines += ["", f"### {toy}: direct mean-ablation, shape classification (mean ± sd)", "",
               "| setting | accuracy |", "|---|---|"]
     lines += [f"| {s} | {spread([r['ablation'][s] for r in runs])} |" for s in settings]
     return lines + [""]
@@ -220,7 +233,8 @@ def probe_section(runs: list[dict[str, Any]], n: int) -> list[str]:
 # Segmentation ---------------------------------------------------------------------------------
 
 def segmentation_seed(clip: Any, seed: int, args: argparse.Namespace) -> dict[str, Any]:
-    data = SceneSegmentation(args.n_segmentation, seed=seed, split="test", **seg.for_model(clip))
+    data = SceneSegmentation(args.n_segmentation, seed=seed, split="test",
+                             world=toy_world(args.toy), **seg.for_model(clip))
     texts = cs.ZeroShotClassifier.from_prompts(clip, SceneSegmentation.class_prompts())
     return benchmark_terms(clip, data, texts, batch_size=args.batch_size)
 
@@ -248,8 +262,9 @@ def segmentation_section(runs: list[dict[str, Any]], args: argparse.Namespace) -
     summaries = {m: [summarize_terms(run[m]) for run in runs] for m in methods}
     order = sorted(methods, key=lambda m: -np.mean([s["miou"] for s in summaries[m]]))
     n = sum(int(summaries[methods[0]][i]["n"]) for i in range(len(runs)))
-    lines = [f"### Zero-shot segmentation ({len(runs)} test seeds x {args.n_segmentation} "
-             "scenes; percent, mean ± sd over seeds)", "",
+    lines = [f"### {args.toy}: zero-shot segmentation ({len(runs)} test seeds x "
+             f"{args.n_segmentation} scenes of the {toy_world(args.toy)} world; percent, "
+             "mean ± sd over seeds)", "",
              "| method | " + " | ".join(label for label, _ in METRICS.values()) + " |",
              "|---" * (len(METRICS) + 1) + "|"]
     for method in order:
@@ -296,7 +311,7 @@ def spurious_section(runs: list[dict[str, Any]], args: argparse.Namespace) -> li
         ("unmodified", "-", [r["before"] for r in runs]),
         ("texture heads ablated (TextSpan)", "; ".join(sorted({heads(r["heads"]) for r in runs})),
          [r["after"] for r in runs]),
-        ("random heads, one draw (mean over all sets)", "-",
+        ("random heads, one draw (mean over the sets)", "-",
          [r["random_expectation"]["mean"] for r in runs])]
     for d in runs[0]["random_expectation"]["best_of"]:
         rows.append((f"random heads, best of {d} (expected)", "-",
@@ -308,8 +323,10 @@ def spurious_section(runs: list[dict[str, Any]], args: argparse.Namespace) -> li
               "; ".join(sorted({heads(r["oracle"]["heads"]) for r in runs})),
               [r["oracle"]["after"] for r in runs])]
     n_sets = len(runs[0]["random_expectation"]["sets"])
-    lines = [f"### Spurious cue, k = {args.k} ({len(runs)} test seeds x 16 groups x "
-             f"{args.n_per_group} scenes; mean ± sd)", "",
+    exhaustive = runs[0]["random_expectation"]["exhaustive"]
+    lines = [f"### {SPURIOUS_TOY[args.toy]}: spurious cue, k = {args.k} ({len(runs)} test "
+             f"seeds x 16 groups x {args.n_per_group} scenes of the {toy_world(args.toy)} "
+             "world; mean ± sd)", "",
              "| setting | heads | average | worst group | minority groups |",
              "|---|---|---:|---:|---:|"]
     for name, pairs, scores in rows:
@@ -326,7 +343,8 @@ def spurious_section(runs: list[dict[str, Any]], args: argparse.Namespace) -> li
         ranks.append(1 + int((worst > run["after"]["worst_group"]).sum()))
         gains.append(run["after"]["worst_group"] - run["before"]["worst_group"])
     lines += ["", f"Worst-group gain of the TextSpan heads: {spread(gains)}; their rank by "
-              f"test worst group among all {n_sets} sets of {args.k} heads, per seed: "
+              f"test worst group among {'all' if exhaustive else 'a sample of'} {n_sets} sets "
+              f"of {args.k} heads, per seed: "
               f"{', '.join(map(str, ranks))} (1 = best; ties share the better rank)."]
     return lines + [""]
 
@@ -339,29 +357,32 @@ def main(argv: Sequence[str] | None = None) -> None:
     out = [f"<!-- python scripts/evaluate_claims.py {' '.join(sys.argv[1:])} -->", ""]
     start = time.perf_counter()
     with tempfile.TemporaryDirectory() as scratch:
-        if "probe" in args.parts:
-            toy = cs.HookedCLIP.from_pretrained("toy")
-            runs = []
-            for seed in args.seeds:
-                log(f"probe, seed {seed}")
-                runs.append(probe_seed(toy, seed, args, Path(scratch)))
-            out += probe_section(runs, args.n_probe)
-        if "segmentation" in args.parts:
-            toy = cs.HookedCLIP.from_pretrained("toy")
-            runs = []
-            for seed in args.seeds:
-                log(f"segmentation, seed {seed}")
-                runs.append(segmentation_seed(toy, seed, args))
-            out += segmentation_section(runs, args)
-        if "spurious" in args.parts:
-            runs = []
-            for seed in args.seeds:
-                log(f"spurious, seed {seed}")
-                runs.append(spurious_benchmark(
-                    k=args.k, n_reference=args.n_reference, n_per_group=args.n_per_group,
-                    batch_size=args.batch_size * 2, show_progress=False, scene_seed=seed,
-                    reference_seed=1000 + seed, oracle_seed=2000 + seed))
-            out += spurious_section(runs, args)
+        for toy in args.toys:
+            args.toy = toy
+            out += [f"## {toy}", ""]
+            clip = cs.HookedCLIP.from_pretrained(args.toy)
+            if "probe" in args.parts:
+                runs = []
+                for seed in args.seeds:
+                    log(f"{args.toy}: probe, seed {seed}")
+                    runs.append(probe_seed(clip, seed, args, Path(scratch)))
+                out += probe_section(runs, args.n_probe, args.toy)
+            if "segmentation" in args.parts:
+                runs = []
+                for seed in args.seeds:
+                    log(f"{args.toy}: segmentation, seed {seed}")
+                    runs.append(segmentation_seed(clip, seed, args))
+                out += segmentation_section(runs, args)
+            if "spurious" in args.parts:
+                runs = []
+                for seed in args.seeds:
+                    log(f"{SPURIOUS_TOY[args.toy]}: spurious, seed {seed}")
+                    runs.append(spurious_benchmark(
+                        k=args.k, n_reference=args.n_reference, n_per_group=args.n_per_group,
+                        batch_size=args.batch_size * 2, show_progress=False, scene_seed=seed,
+                        reference_seed=1000 + seed, oracle_seed=2000 + seed,
+                        toy=SPURIOUS_TOY[args.toy]))
+                out += spurious_section(runs, args)
     log(f"done in {(time.perf_counter() - start) / 60:.1f} min")
     print("\n".join(out))
 

@@ -41,6 +41,7 @@ Usage::
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import math
 import platform
@@ -66,6 +67,7 @@ from captum_clipspan.toy.scenes import (  # noqa: E402
     ATTRIBUTES,
     FAMILIES,
     PREFIXES,
+    WORLDS,
     SpuriousCue,
     caption,
     make_scenes,
@@ -129,6 +131,13 @@ def parse_args() -> argparse.Namespace:
         help="train on scenes whose shape and background texture co-occur with this "
         "probability (datasets.SpuriousCue; 0: independent attributes, the default toy)",
     )
+    p.add_argument("--world", choices=WORLDS, default="simple",
+                   help="the scenes: 'simple', or 'clutter' (distractors and confetti in the "
+                   "objects' colors, scenes.WORLDS)")
+    p.add_argument("--layers", type=int, default=None,
+                   help="vision layers (default: TOY_MODEL_CONFIG's 4)")
+    p.add_argument("--heads", type=int, default=None,
+                   help="vision heads per layer at the config's width (default: 4)")
     p.add_argument("--amp", choices=("none", "bf16"), default="bf16")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--eval-every", type=int, default=250)
@@ -138,6 +147,19 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--checkpoint", type=Path, default=None, help="resumable state file")
     p.add_argument("--bench", type=int, default=0, help="time this many steps and exit")
     return p.parse_args()
+
+
+def model_config(args: argparse.Namespace) -> dict:
+    """TOY_MODEL_CONFIG with ``--layers`` and ``--heads`` (head width = width / heads)."""
+    config = copy.deepcopy(TOY_MODEL_CONFIG)
+    vision = config["vision_cfg"]
+    if args.layers is not None:
+        vision["layers"] = args.layers
+    if args.heads is not None:
+        if vision["width"] % args.heads:
+            raise SystemExit(f"--heads {args.heads} does not divide the width {vision['width']}")
+        vision["head_width"] = vision["width"] // args.heads
+    return config
 
 
 def lr_at(step: int, args: argparse.Namespace) -> float:
@@ -159,7 +181,7 @@ def make_batch(step: int, args: argparse.Namespace, rng: np.random.Generator, to
     cue = SpuriousCue(p=args.spurious) if args.spurious else None
     # The train split only: validation and test scenes are other indices of stream 0 (scenes.py).
     scenes = make_scenes(args.batch_size, seed=args.seed, start=step * args.batch_size,
-                         split="train", spurious=cue)
+                         split="train", spurious=cue, world=args.world)
     labels = np.stack([scenes.labels(f) for f in FAMILIES], axis=1)  # [B, F]
     texts: dict[str, tuple[int, np.ndarray]] = {}
     for i, attrs in enumerate(scenes.attributes):
@@ -221,13 +243,15 @@ def reproduce_command(args: argparse.Namespace) -> str:
     return "python scripts/train_toy_clip.py " + " ".join(kept)
 
 
-def evaluate(model, tokenizer, n: int, spurious: bool = False) -> dict[str, float]:
+def evaluate(model, tokenizer, n: int, spurious: bool = False,
+             world: str = "simple") -> dict[str, float]:
     model.eval()
-    acc = zero_shot_accuracy(model, tokenizer, toy_preprocess, n=n, seed=EVAL_SEED)
+    acc = zero_shot_accuracy(model, tokenizer, toy_preprocess, n=n, seed=EVAL_SEED, world=world)
     if spurious:
         from captum_clipspan.toy.spurious import group_shape_accuracy
 
-        acc.update(group_shape_accuracy(model, tokenizer, n_per_group=max(1, n // 16)))
+        acc.update(group_shape_accuracy(model, tokenizer, n_per_group=max(1, n // 16),
+                                        world=world))
     model.train()
     return acc
 
@@ -251,7 +275,8 @@ def main() -> None:
 
     tokenizer = WordTokenizer(context_length=TOY_MODEL_CONFIG["text_cfg"]["context_length"])
     assert tokenizer.vocab_size == TOY_MODEL_CONFIG["text_cfg"]["vocab_size"], tokenizer.vocab_size
-    model = build_toy_clip()
+    config = model_config(args)
+    model = build_toy_clip(config)
     model.train()
     opt = torch.optim.AdamW(param_groups(model, args.weight_decay), lr=args.lr, betas=(0.9, 0.98))
     n_params = sum(p.numel() for p in model.parameters())
@@ -318,7 +343,7 @@ def main() -> None:
             total = args.steps = min(args.steps, done + max(1, cooldown))
             print(f"decay starts at step {done}; total steps {total}", flush=True)
         if done % args.eval_every == 0 and done < total:
-            acc = evaluate(model, tokenizer, args.eval_n, bool(args.spurious))
+            acc = evaluate(model, tokenizer, args.eval_n, bool(args.spurious), args.world)
             history.append({"step": done, **acc})
             print(f"eval step {done}: {fmt(acc)}", flush=True)
             if args.checkpoint is not None:
@@ -350,18 +375,22 @@ def main() -> None:
     # Score the weights as shipped (fp16 round trip).
     model.load_state_dict({k: v.float() for k, v in load_file(str(weights)).items()})
     model.eval()
-    acc = zero_shot_accuracy(model, tokenizer, toy_preprocess, n=args.final_eval_n, seed=EVAL_SEED)
+    acc = zero_shot_accuracy(model, tokenizer, toy_preprocess, n=args.final_eval_n, seed=EVAL_SEED,
+                             world=args.world)
     acc_ens = zero_shot_accuracy(
-        model, tokenizer, toy_preprocess, n=args.final_eval_n, seed=EVAL_SEED, ensemble=True
+        model, tokenizer, toy_preprocess, n=args.final_eval_n, seed=EVAL_SEED, ensemble=True,
+        world=args.world,
     )
     if args.spurious:
         from captum_clipspan.toy.spurious import group_shape_accuracy
 
-        acc.update(group_shape_accuracy(model, tokenizer, n_per_group=args.final_eval_n // 16))
+        acc.update(group_shape_accuracy(model, tokenizer, n_per_group=args.final_eval_n // 16,
+                                        world=args.world))
     print(f"final zero-shot (mean over templates): {fmt(acc)}")
     print(f"final zero-shot (prompt ensemble):     {fmt(acc_ens)}")
     info = {
-        "model_config": TOY_MODEL_CONFIG,
+        "model_config": config,
+        "world": args.world,
         "preprocess_config": TOY_PREPROCESS_CONFIG,
         "tokenizer": "toy_tokenizer.json",
         "vocab": list(tokenizer.words),
@@ -372,7 +401,7 @@ def main() -> None:
             **{
                 k: (str(v) if isinstance(v, Path) else v)
                 for k, v in vars(args).items()
-                if k not in ("out_dir", "checkpoint", "bench", "weights")
+                if k not in ("out_dir", "checkpoint", "bench", "weights", "p_each_map")
             },
             "scene_seed": args.seed,
             "caption_rng_seed": args.seed + 1,

@@ -287,3 +287,57 @@ def test_dataset_and_folder_carry_the_split(tmp_path):
     with open(folder / "labels.csv", newline="") as handle:
         rows = list(csv.DictReader(handle))
     assert [row["caption"] for row in rows] == make_scenes(3, seed=2, split="test").captions
+
+
+def test_clutter_world_is_the_simple_scene_with_clutter_on_its_background():
+    simple = make_scenes(64, seed=3, split="test")
+    clutter = make_scenes(64, seed=3, split="test", world="clutter")
+    assert clutter.world == "clutter" and simple.world == "simple" and simple.clutter is None
+    assert clutter.attributes == simple.attributes and clutter.captions == simple.captions
+    np.testing.assert_array_equal(clutter.masks, simple.masks)
+    np.testing.assert_array_equal(clutter.object_masks, simple.object_masks)
+    # the objects keep every pixel; distractors never touch them
+    np.testing.assert_array_equal(clutter.images[clutter.masks], simple.images[simple.masks])
+    assert not (clutter.clutter & clutter.masks).any()
+    changed = (clutter.images != simple.images).any(-1)
+    assert changed[clutter.clutter].all()
+    assert not changed[clutter.masks].any()
+    # every scene has at least one distractor, painted in an object color
+    assert clutter.clutter.any((1, 2)).all()
+    palette = {tuple(rgb) for rgb in COLOR_RGB.values()}
+    assert {tuple(p) for p in clutter.images[clutter.clutter]} <= palette
+    # distractors stay out of the objects' column
+    columns = {"left": 0, "center": 1, "right": 2}
+    for i, attrs in enumerate(clutter.attributes):
+        column = columns[attrs["position"]]
+        assert not clutter.clutter[i][:, column * 64 // 3 + 2:(column + 1) * 64 // 3 - 2].any()
+
+
+def test_clutter_world_everywhere_scenes_are_drawn(tmp_path):
+    ds = SyntheticScenes(5, seed=2, split="test", world="clutter")
+    direct = make_scenes(5, seed=2, split="test", world="clutter")
+    np.testing.assert_array_equal(ds.scene(3).images[0], direct.images[3])
+    assert ds.scene(3).clutter.shape == (1, 64, 64)
+    folder = write_image_folder(tmp_path / "f", 3, seed=2, split="test", world="clutter")
+    from PIL import Image
+
+    np.testing.assert_array_equal(np.asarray(Image.open(folder / "00001.png")), direct.images[1])
+    with pytest.raises(ValueError, match=r"unknown world 'busy'.*'simple', 'clutter'"):
+        make_scenes(2, world="busy")
+    with pytest.raises(ValueError, match="unknown world"):
+        SyntheticScenes(2, world="busy")
+
+
+def test_colour_alone_cannot_find_the_objects_in_the_clutter_world():
+    """The model-free colour-rarity map finds the simple world's objects, not the clutter's."""
+    from captum_clipspan.segmentation.controls import color_rarity
+    from captum_clipspan.segmentation.metrics import threshold_free_terms
+
+    def colour_score(world: str) -> float:
+        scenes = make_scenes(200, seed=5, split="test", world=world)
+        maps = color_rarity(scenes.tensors())
+        return float(threshold_free_terms(maps, torch.from_numpy(scenes.masks))["top_iou"].mean())
+
+    simple, clutter = colour_score("simple"), colour_score("clutter")
+    assert simple > 0.7, simple
+    assert clutter < simple - 0.3, (simple, clutter)

@@ -66,8 +66,10 @@ def add_common_options(parser: argparse.ArgumentParser, out: str | None,
     """
     parser.add_argument("--model", default=model,
                         help=f"open_clip model name (e.g. ViT-B-16), 'toy' (the embedded model "
-                             f"trained on synthetic scenes; runs offline) or 'toy-spurious' (a "
-                             f"toy trained with shape and background texture paired); default: "
+                             f"trained on synthetic scenes; runs offline), 'toy-spurious' (a "
+                             f"toy trained with shape and background texture paired), or the "
+                             f"second generation of both, 'toy-clutter' and "
+                             f"'toy-clutter-spurious' (6 x 8 heads, cluttered scenes); default: "
                              f"{model}")
     parser.add_argument("--pretrained", default=None,
                         help="open_clip pretrained tag or checkpoint path (e.g. "
@@ -115,6 +117,14 @@ def is_toy(args: argparse.Namespace) -> bool:
     from .. import registry
 
     return args.model in registry.names("model")
+
+
+def synthetic_world(args: argparse.Namespace) -> str:
+    """The world of the synthetic scenes for ``--model``: the one its toy was trained on
+    (``"clutter"`` for the second-generation toys), ``"simple"`` for any other model."""
+    from ..toy.model import TOY_MODELS, toy_world
+
+    return toy_world(args.model) if args.model in TOY_MODELS else "simple"
 
 
 def weights_note(args: argparse.Namespace) -> str | None:

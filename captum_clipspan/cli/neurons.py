@@ -15,6 +15,7 @@ from .common import (
     out_dir,
     save_figure,
     status,
+    synthetic_world,
     weights_note,
 )
 
@@ -116,7 +117,7 @@ def _data(args: argparse.Namespace, clip: Any) -> tuple[Any, Any]:
 
         from ..toy.scenes import make_scenes
 
-        scenes = make_scenes(args.n, seed=args.seed, split="test")
+        scenes = make_scenes(args.n, seed=args.seed, split="test", world=synthetic_world(args))
         status(f"{args.n} synthetic scenes (test split, seed {args.seed})")
         return clip.preprocess_images([Image.fromarray(image) for image in scenes.images]), (
             scenes.images)

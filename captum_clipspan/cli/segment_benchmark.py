@@ -13,6 +13,7 @@ from .common import (
     names_or_file,
     out_dir,
     status,
+    synthetic_world,
     weights_note,
     write_rows,
 )
@@ -66,7 +67,7 @@ def run(args: argparse.Namespace) -> int:
         from ..toy import SceneSegmentation
 
         data = SceneSegmentation(500 if args.n is None else args.n, seed=args.seed,
-                                 split=args.split, **prepare)
+                                 split=args.split, world=synthetic_world(args), **prepare)
         texts = cs.ZeroShotClassifier.from_prompts(clip, SceneSegmentation.class_prompts())
     else:
         source = existing(args.data, "segmentation data")
@@ -107,7 +108,7 @@ def _neuron_reports(args: argparse.Namespace, clip: object) -> list:
         from ..toy.segmentation import neuron_reports
 
         status("fitting the neuron lens on 400 reference scenes (validation split, seed 7)")
-        return neuron_reports(clip)
+        return neuron_reports(clip, world=synthetic_world(args))
     return [cs.NeuronReport.load(existing(path, "--neurons report")) for path in args.neurons]
 
 

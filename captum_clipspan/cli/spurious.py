@@ -86,7 +86,8 @@ def run(args: argparse.Namespace) -> int:
         study = spurious_benchmark(clip, concept=concept, k=args.k, draws=args.draws,
                                    n_reference=args.n_reference, n_per_group=args.n_per_group,
                                    m=args.m, center=center, seed=args.seed,
-                                   batch_size=args.batch_size, scene_seed=args.scene_seed)
+                                   batch_size=args.batch_size, scene_seed=args.scene_seed,
+                                   toy=args.model)
         groups = study["groups"]
         concept = concept or ["the toy's background-texture prompts"]
     else:

@@ -27,6 +27,7 @@ _EXPORTS = {
     "load_toy_clip": "model",
     "toy_clip_info": "model",
     "toy_preprocess": "model",
+    "toy_world": "model",
     "zero_shot_accuracy": "model",
     "WordTokenizer": "tokenizer",
     "toy_bank": "bank",

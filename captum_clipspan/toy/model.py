@@ -43,12 +43,18 @@ __all__ = [
     "load_toy_clip",
     "toy_clip_info",
     "toy_preprocess",
+    "toy_world",
     "zero_shot_accuracy",
 ]
 
 _HERE = Path(__file__).resolve().parent
-TOY_MODELS: dict[str, Path] = {"toy": _HERE, "toy-spurious": _HERE / "spurious"}
-"""The shipped toys by name: the folder holding each one's weights, tokenizer and record."""
+TOY_MODELS: dict[str, Path] = {"toy": _HERE, "toy-spurious": _HERE / "spurious",
+                               "toy-clutter": _HERE / "clutter",
+                               "toy-clutter-spurious": _HERE / "clutter-spurious"}
+"""The shipped toys by name: the folder holding each one's weights, tokenizer and record. The
+first generation (``"toy"``, ``"toy-spurious"``: 4 layers x 4 heads) saw the simple world; the
+second (``"toy-clutter"``, ``"toy-clutter-spurious"``: 6 layers x 8 heads) the clutter world
+(:data:`~captum_clipspan.toy.scenes.WORLDS`), where colour alone cannot find the objects."""
 TOY_WEIGHTS = _HERE / "toy_clip.safetensors"
 TOY_INFO = _HERE / "toy_clip.json"
 TOY_TOKENIZER = _HERE / "toy_tokenizer.json"
@@ -170,6 +176,12 @@ def toy_clip_info(name: str = "toy") -> dict[str, Any]:
     return json.loads((_toy_folder(name) / TOY_INFO.name).read_text())
 
 
+def toy_world(name: str = "toy") -> str:
+    """The world a toy was trained on (:data:`~captum_clipspan.toy.scenes.WORLDS`), from its
+    record: evaluate it on held-out scenes of that world."""
+    return toy_clip_info(name).get("world", "simple")
+
+
 @torch.no_grad()
 def zero_shot_accuracy(
     model: open_clip.model.CLIP,
@@ -180,6 +192,7 @@ def zero_shot_accuracy(
     families: Sequence[str] | None = None,
     ensemble: bool = False,
     batch_size: int = 250,
+    world: str = "simple",
 ) -> dict[str, float]:
     """Zero-shot attribute classification accuracy on held-out synthetic scenes.
 
@@ -197,13 +210,14 @@ def zero_shot_accuracy(
         ensemble: average the normalized prompt embeddings of the templates (CLIP's prompt
             ensembling) instead of averaging the per-template accuracies.
         batch_size: image batch size.
+        world: the scenes' world (:data:`~captum_clipspan.toy.scenes.WORLDS`).
 
     Returns:
         ``{family: accuracy}`` with accuracies in ``[0, 1]``.
     """
     families = list(families or FAMILIES)
     device = next(model.parameters()).device
-    scenes = make_scenes(n, seed=seed, split="validation")
+    scenes = make_scenes(n, seed=seed, split="validation", world=world)
     images = scenes.tensors()
     feats = []
     for i in range(0, n, batch_size):

@@ -1,5 +1,6 @@
 """Registers the toy world with the library (the ``captum_clipspan.plugins`` entry point):
-the shipped models ``"toy"`` and ``"toy-spurious"``, the text bank ``"toy"`` and the segmentation
+the shipped models (``"toy"``, ``"toy-spurious"``, ``"toy-clutter"``, ``"toy-clutter-spurious"``),
+the text bank ``"toy"`` and the segmentation
 dataset ``"scenes"``."""
 
 from __future__ import annotations

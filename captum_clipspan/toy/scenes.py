@@ -55,6 +55,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from .render import CLUTTER_SLOTS, paint_clutter, shape_mask, texture_mask, uniforms
+
 __all__ = [
     "ATTRIBUTES",
     "BACKGROUND_RGB",
@@ -67,6 +69,7 @@ __all__ = [
     "SPURIOUS_PAIRS",
     "SpuriousCue",
     "SyntheticScenes",
+    "WORLDS",
     "caption",
     "caption_vocabulary",
     "family_prompts",
@@ -126,7 +129,12 @@ _SLOT_TEXTURE_X = len(FAMILIES)
 _SLOT_TEXTURE_Y = _SLOT_TEXTURE_X + 1
 _SLOT_JITTER = _SLOT_TEXTURE_Y + 1
 _SLOT_CUE = _SLOT_JITTER + 2 * _MAX_COUNT
-_MASK64 = (1 << 64) - 1
+_SLOT_CLUTTER = _SLOT_CUE + 2
+
+WORLDS: tuple[str, ...] = ("simple", "clutter")
+"""The scene worlds: ``"simple"`` (the objects over a textured background) and ``"clutter"``
+(the same scene, same attributes and masks, plus distractors and confetti in the objects' colors,
+:func:`~captum_clipspan.toy.render.paint_clutter`, so that colour alone cannot segment it)."""
 
 SPLITS: tuple[str, ...] = ("train", "validation", "test")
 """The scene splits; see the module docstring for how they are kept apart."""
@@ -205,6 +213,9 @@ class Scenes:
         attributes: one ``{family: value}`` dict per scene, covering every family.
         captions: one caption per scene naming every attribute.
         split: the split the scenes were drawn from (:data:`SPLITS`).
+        world: the scenes' world (:data:`WORLDS`).
+        clutter: bool distractor pixels ``[N, H, W]`` of a ``"clutter"`` world (confetti
+            excluded), ``None`` in the simple world. Captions never name distractors.
 
     Examples::
 
@@ -219,6 +230,8 @@ class Scenes:
     attributes: list[dict[str, str]]
     captions: list[str]
     split: str = "train"
+    world: str = "simple"
+    clutter: np.ndarray | None = None
 
     def __len__(self) -> int:
         return len(self.attributes)
@@ -310,57 +323,6 @@ def scene_ids(n: int, seed: int = 0, start: int = 0,
     return TRAIN_STREAM, np.arange(first, first + n, dtype=np.int64)
 
 
-def _splitmix64(x: np.ndarray) -> np.ndarray:
-    # uint64 array arithmetic wraps modulo 2**64, which is what the mixer wants.
-    x = x + np.uint64(0x9E3779B97F4A7C15)
-    x = (x ^ (x >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
-    x = (x ^ (x >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
-    return x ^ (x >> np.uint64(31))
-
-
-def _uniforms(seed: int, index: np.ndarray, n_slots: int) -> np.ndarray:
-    """Counter-based uniforms in [0, 1): shape [N, n_slots], depending only on (seed, index)."""
-    key = _splitmix64(np.array([seed & _MASK64], dtype=np.uint64))
-    base = _splitmix64(key ^ index.astype(np.uint64))
-    slots = np.arange(1, n_slots + 1, dtype=np.uint64) * np.uint64(0xD1B54A32D192ED03)
-    bits = _splitmix64(base[:, None] ^ slots[None, :])
-    return (bits >> np.uint64(11)).astype(np.float64) * (1.0 / (1 << 53))
-
-
-def _shape_mask(shape: str, dx: np.ndarray, dy: np.ndarray, r: np.ndarray) -> np.ndarray:
-    """Boolean mask of ``shape`` centred at the origin; dx [n,1,W], dy [n,H,1], r [n,1,1]."""
-    if shape == "circle":
-        return dx * dx + dy * dy <= r * r
-    if shape == "square":
-        return np.maximum(np.abs(dx), np.abs(dy)) <= 0.82 * r
-    if shape == "triangle":
-        return (dy >= -r) & (dy <= 0.75 * r) & (np.abs(dx) <= 0.5715 * (dy + r))
-    if shape == "cross":
-        ax, ay, arm = np.abs(dx), np.abs(dy), 0.3 * r
-        return ((ax <= arm) & (ay <= r)) | ((ay <= arm) & (ax <= r))
-    if shape == "ring":
-        d2 = dx * dx + dy * dy
-        return (d2 <= r * r) & (d2 >= (0.55 * r) ** 2)
-    raise ValueError(f"unknown shape {shape!r}")
-
-
-def _texture_mask(texture: str, x: np.ndarray, y: np.ndarray, size: int) -> np.ndarray:
-    """Pattern pixels; x [n,1,W] and y [n,H,1] are integer pixel coords with a random phase."""
-    cell = max(2, size // 16)
-    if texture == "plain":
-        return np.zeros(np.broadcast_shapes(x.shape, y.shape), dtype=bool)
-    if texture == "striped":
-        return ((x + y) // cell) % 2 == 0
-    if texture == "checkered":
-        return ((x // cell) + (y // cell)) % 2 == 0
-    if texture == "dotted":
-        period = 2 * cell
-        cx = (x % period) - (period - 1) / 2
-        cy = (y % period) - (period - 1) / 2
-        return cx * cx + cy * cy <= (cell / 2) ** 2 - 1.5
-    raise ValueError(f"unknown texture {texture!r}")
-
-
 def _resolve_fixed(size: int | str, fixed: Mapping[str, str]) -> tuple[int, dict[str, int]]:
     pinned = dict(fixed)
     if isinstance(size, str):
@@ -374,7 +336,7 @@ def _resolve_fixed(size: int | str, fixed: Mapping[str, str]) -> tuple[int, dict
 
 def make_scenes(
     n: int, seed: int = 0, size: int | str = 64, *, start: int = 0, split: str = "train",
-    spurious: SpuriousCue | None = None, **fixed: str
+    spurious: SpuriousCue | None = None, world: str = "simple", **fixed: str
 ) -> Scenes:
     """Render ``n`` random scenes.
 
@@ -390,6 +352,9 @@ def make_scenes(
             docstring); evaluations pass one of the last two.
         spurious: a :class:`SpuriousCue` planting a correlation between two families
             (applied before ``fixed``, so pinning both families of a cue renders one group).
+        world: ``"simple"`` (default) or ``"clutter"`` (:data:`WORLDS`): scene ``i`` of the
+            clutter world is scene ``i`` of the simple world with distractors and confetti
+            painted over its background.
         **fixed: ``family=value`` pairs pinning attribute families, e.g. ``shape="circle"``.
 
     Returns:
@@ -405,10 +370,12 @@ def make_scenes(
         (['red'], 2)
     """
     side, pinned = _resolve_fixed(size, fixed)
+    if world not in WORLDS:
+        raise ValueError(f"unknown world {world!r}; choose from {list(WORLDS)}.")
     if n < 0:
         raise ValueError(f"n must be >= 0, got {n}")
     stream, index = scene_ids(n, seed, start, split)
-    u = _uniforms(stream, index, _SLOT_CUE + 2)
+    u = uniforms(stream, index, _SLOT_CLUTTER + (CLUTTER_SLOTS if world == "clutter" else 0))
 
     labels: dict[str, np.ndarray] = {}
     for j, family in enumerate(FAMILIES):
@@ -441,7 +408,7 @@ def make_scenes(
                 dx = xs - cx[sel, None, None].astype(np.float32)
                 dy = ys - cy[sel, None, None].astype(np.float32)
                 r = radius[sel, None, None].astype(np.float32)
-                object_masks[sel, k] = _shape_mask(shape, dx, dy, r)
+                object_masks[sel, k] = shape_mask(shape, dx, dy, r)
     masks = object_masks.any(axis=1)
 
     ix = np.arange(side, dtype=np.int64)
@@ -453,7 +420,7 @@ def make_scenes(
         if sel.size and texture != "plain":
             x = ix[None, None, :] + phase_x[sel, None, None]
             y = ix[None, :, None] + phase_y[sel, None, None]
-            pattern[sel] = _texture_mask(texture, x, y, side)
+            pattern[sel] = texture_mask(texture, x, y, side)
 
     base = np.array([BACKGROUND_RGB[v][0] for v in ATTRIBUTES["background"]], dtype=np.uint8)
     patt = np.array([BACKGROUND_RGB[v][1] for v in ATTRIBUTES["background"]], dtype=np.uint8)
@@ -461,16 +428,21 @@ def make_scenes(
     bg = labels["background"]
     images = np.where(pattern[..., None], patt[bg][:, None, None], base[bg][:, None, None])
     images = np.where(masks[..., None], obj[labels["color"]][:, None, None], images)
+    images = np.ascontiguousarray(images, dtype=np.uint8)
+    clutter = (paint_clutter(images, masks, labels["position"], obj, u[:, _SLOT_CLUTTER:])
+               if world == "clutter" else None)
 
     attributes = [{f: ATTRIBUTES[f][int(labels[f][i])] for f in FAMILIES} for i in range(n)]
     captions = [caption(a) for a in attributes]
     return Scenes(
-        images=np.ascontiguousarray(images, dtype=np.uint8),
+        images=images,
         masks=masks,
         object_masks=object_masks,
         attributes=attributes,
         captions=captions,
         split=split,
+        world=world,
+        clutter=clutter,
     )
 
 
@@ -610,6 +582,7 @@ class SyntheticScenes(torch.utils.data.Dataset):
         label: an attribute family; when given, items are ``(image, label_index)``.
         transform: callable applied to the float image tensor ``[3, H, W]`` in ``[0, 1]``.
         split: the scenes' split (:data:`SPLITS`; evaluations: ``"validation"`` or ``"test"``).
+        world: the scenes' world (:data:`WORLDS`).
 
     Examples::
 
@@ -630,9 +603,13 @@ class SyntheticScenes(torch.utils.data.Dataset):
         label: str | None = None,
         transform: Callable[[torch.Tensor], torch.Tensor] | None = None,
         split: str = "train",
+        world: str = "simple",
     ) -> None:
         if label is not None:
             _check_family(label)
+        if world not in WORLDS:
+            raise ValueError(f"unknown world {world!r}; choose from {list(WORLDS)}.")
+        self.world = world
         scene_ids(int(n), int(seed), 0, split)  # refuses a bad split or seed now, not per item
         self.split = split
         self.n, self.seed, self.size = int(n), int(seed), int(size)
@@ -649,7 +626,7 @@ class SyntheticScenes(torch.utils.data.Dataset):
             start = c * self._CHUNK
             count = min(self._CHUNK, self.n - start)
             self._cache[c] = make_scenes(count, self.seed, self.size, start=start,
-                                         split=self.split)
+                                         split=self.split, world=self.world)
         return self._cache[c]
 
     def scene(self, index: int) -> Scenes:
@@ -663,6 +640,8 @@ class SyntheticScenes(torch.utils.data.Dataset):
             attributes=chunk.attributes[j : j + 1],
             captions=chunk.captions[j : j + 1],
             split=self.split,
+            world=self.world,
+            clutter=None if chunk.clutter is None else chunk.clutter[j : j + 1],
         )
 
     def attributes(self, index: int) -> dict[str, str]:
@@ -689,7 +668,7 @@ class SyntheticScenes(torch.utils.data.Dataset):
 
 
 def write_image_folder(path: str | Path, n: int, seed: int = 0, size: int = 64,
-                       split: str = "train") -> Path:
+                       split: str = "train", world: str = "simple") -> Path:
     """Write ``n`` scenes as PNG files plus a ``labels.csv`` for command-line demos.
 
     Args:
@@ -698,6 +677,7 @@ def write_image_folder(path: str | Path, n: int, seed: int = 0, size: int = 64,
         seed: random seed.
         size: image side in pixels.
         split: the scenes' split (:data:`SPLITS`; evaluations: ``"validation"`` or ``"test"``).
+        world: the scenes' world (:data:`WORLDS`).
 
     Returns:
         The folder. It holds ``00000.png``, ``00001.png``, ... and ``labels.csv`` with columns
@@ -716,7 +696,8 @@ def write_image_folder(path: str | Path, n: int, seed: int = 0, size: int = 64,
         writer = csv.DictWriter(fh, fieldnames=fields)
         writer.writeheader()
         for start in range(0, n, 1024):
-            scenes = make_scenes(min(1024, n - start), seed, size, start=start, split=split)
+            scenes = make_scenes(min(1024, n - start), seed, size, start=start, split=split,
+                                 world=world)
             for j, image in enumerate(scenes.images):
                 name = f"{start + j:05d}.png"
                 Image.fromarray(image).save(folder / name)

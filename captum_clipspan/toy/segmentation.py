@@ -26,6 +26,9 @@ class SceneSegmentation(_SegmentationData):
         transform, size: as in :class:`~captum_clipspan.segmentation.ImagenetSegmentation`.
         split: ``"test"`` (default) or ``"validation"``; ``"train"`` is refused
             (:func:`~captum_clipspan.toy.scenes.held_out`).
+        world: ``"simple"`` (default) or ``"clutter"``, whose distractors and confetti in the
+            objects' colors keep a model-free colour map from finding the objects
+            (:data:`~captum_clipspan.toy.scenes.WORLDS`).
 
     Examples::
 
@@ -36,9 +39,10 @@ class SceneSegmentation(_SegmentationData):
     """
 
     def __init__(self, n: int, seed: int = 2024, transform: Callable | None = None,
-                 size: int | tuple[int, int] | None = None, split: str = "test") -> None:
+                 size: int | tuple[int, int] | None = None, split: str = "test",
+                 world: str = "simple") -> None:
         super().__init__(transform, size)
-        self.scenes = make_scenes(n, seed=seed, split=held_out(split))
+        self.scenes = make_scenes(n, seed=seed, split=held_out(split), world=world)
 
     def __len__(self) -> int:
         return len(self.scenes)
@@ -61,7 +65,8 @@ class SceneSegmentation(_SegmentationData):
 
 def neuron_reports(clip: HookedCLIP, n: int = 400, seed: int = 7,
                    layers: Sequence[int] | None = None, top_k: int = 100, n_components: int = 4,
-                   batch_size: int = 100, split: str = "validation") -> list[NeuronReport]:
+                   batch_size: int = 100, split: str = "validation",
+                   world: str = "simple") -> list[NeuronReport]:
     """The neuron lens fitted on reference scenes, one report per MLP layer, for the
     ``"neurons"`` heat-map method (``options={"neurons": {"reports": neuron_reports(clip)}}``).
 
@@ -76,6 +81,7 @@ def neuron_reports(clip: HookedCLIP, n: int = 400, seed: int = 7,
         batch_size: images per forward pass.
         split: the reference scenes' split, ``"validation"`` (default: kept apart from the
             ``"test"`` scenes that are scored) or ``"test"``; ``"train"`` is refused.
+        world: the reference scenes' world (:data:`~captum_clipspan.toy.scenes.WORLDS`).
 
     Returns:
         One :class:`~captum_clipspan.NeuronReport` per layer.
@@ -88,7 +94,7 @@ def neuron_reports(clip: HookedCLIP, n: int = 400, seed: int = 7,
         ...               options={"neurons": {"reports": reports}})
     """
     layers = range(clip.visual.n_layers - 1) if layers is None else layers
-    images = clip.preprocess_images(list(make_scenes(n, seed=seed,
-                                                     split=held_out(split)).images))
+    images = clip.preprocess_images(list(make_scenes(n, seed=seed, split=held_out(split),
+                                                     world=world).images))
     return [NeuronLens(clip, layer, bank="toy", top_k=top_k, n_components=n_components)
             .fit(images, batch_size=batch_size, show_progress=False) for layer in layers]

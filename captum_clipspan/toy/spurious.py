@@ -75,13 +75,14 @@ class GroupedScenes:
 
 
 def balanced_groups(n_per_group: int, seed: int = _HELD_OUT_SEED,
-                    split: str = "test") -> GroupedScenes:
+                    split: str = "test", world: str = "simple") -> GroupedScenes:
     """``n_per_group`` scenes of each shape x texture group (other attributes random).
 
     Group ``g`` is rendered from scene indices ``g * n_per_group ...`` of ``seed`` with its shape
     and texture pinned, so the groups share no scene and the set is the same on every call.
     ``split`` is ``"test"`` (default) or ``"validation"`` (e.g. to choose an oracle);
-    ``"train"`` is refused.
+    ``"train"`` is refused. ``world`` is the scenes' world (:data:`~captum_clipspan.toy.scenes.
+    WORLDS`).
     """
     if isinstance(n_per_group, bool) or not isinstance(n_per_group, int) or n_per_group < 1:
         raise ValueError(f"n_per_group must be a positive int, got {n_per_group!r}.")
@@ -91,7 +92,7 @@ def balanced_groups(n_per_group: int, seed: int = _HELD_OUT_SEED,
         for t, texture in enumerate(TEXTURES):
             g = s * len(TEXTURES) + t
             scenes = make_scenes(n_per_group, seed=seed, start=g * n_per_group, split=split,
-                                 shape=shape, texture=texture)
+                                 world=world, shape=shape, texture=texture)
             images.append(scenes.tensors())
             labels += [s] * n_per_group
             groups += [g] * n_per_group
@@ -104,9 +105,9 @@ def balanced_groups(n_per_group: int, seed: int = _HELD_OUT_SEED,
 @torch.no_grad()
 def group_shape_accuracy(model: Any, tokenizer: Callable[[list[str]], Tensor],
                          n_per_group: int = 50, batch_size: int = 256,
-                         split: str = "validation") -> dict[str, float]:
+                         split: str = "validation", world: str = "simple") -> dict[str, float]:
     """Zero-shot shape accuracy of an open_clip toy on :func:`balanced_groups` of ``split``
-    (default ``"validation"``: training monitors it).
+    (default ``"validation"``: training monitors it) in ``world``.
 
     Returns:
         ``{"shape_average", "shape_majority", "shape_minority", "shape_worst_group"}``.
@@ -115,7 +116,7 @@ def group_shape_accuracy(model: Any, tokenizer: Callable[[list[str]], Tensor],
     from ..text import ZeroShotClassifier
     from . import toy_preprocess
 
-    data = balanced_groups(n_per_group, split=split)
+    data = balanced_groups(n_per_group, split=split, world=world)
     device = next(model.parameters()).device
     prompts = family_prompts("shape", SHAPES)
     flat = [p for per_shape in prompts.values() for p in per_shape]
@@ -142,11 +143,12 @@ def shape_classifier(clip: Any) -> Any:
 
 
 def reference_scenes(n: int, p: float = 0.95, seed: int = _REFERENCE_SEED,
-                     split: str = "validation") -> Tensor:
+                     split: str = "validation", world: str = "simple") -> Tensor:
     """``n`` unlabelled scenes of the training distribution (shape and texture paired with
     probability ``p``), held out from training (``split``: ``"validation"`` by default, or
     ``"test"``): the reference set of TextSpan and the means."""
-    return make_scenes(n, seed=seed, split=held_out(split), spurious=SpuriousCue(p=p)).tensors()
+    return make_scenes(n, seed=seed, split=held_out(split), spurious=SpuriousCue(p=p),
+                       world=world).tensors()
 
 
 def texture_concept() -> list[str]:
@@ -160,7 +162,8 @@ def spurious_benchmark(clip: Any = None, concept: Any = None, k: int = 2, draws:
                        show_progress: bool = True, scene_seed: int = _HELD_OUT_SEED,
                        reference_seed: int = _REFERENCE_SEED, controls: bool = True,
                        best_of: tuple[int, ...] = (5, 20),
-                       oracle_seed: int = _ORACLE_SEED) -> dict[str, Any]:
+                       oracle_seed: int = _ORACLE_SEED,
+                       toy: str = "toy-spurious") -> dict[str, Any]:
     """The paper's spurious-cue experiment on the spurious toy, with ground-truth groups.
 
     TextSpan (the ``"toy"`` bank) labels the heads on :func:`reference_scenes`, the ``k``
@@ -190,6 +193,8 @@ def spurious_benchmark(clip: Any = None, concept: Any = None, k: int = 2, draws:
             (``oracle_seed``, ``n_per_group`` each), scored on the test groups.
         best_of: numbers of random draws whose expected best is reported.
         oracle_seed: seed of the validation groups the oracle is chosen on.
+        toy: the shipped spurious toy (``"toy-spurious"`` or ``"toy-clutter-spurious"``): the
+            model loaded when ``clip`` is ``None``, and whose world the scenes are drawn from.
 
     Returns:
         :func:`~captum_clipspan.spurious_cue_study`'s dict, plus ``"groups"`` (the group
@@ -201,20 +206,22 @@ def spurious_benchmark(clip: Any = None, concept: Any = None, k: int = 2, draws:
     from ..hooked.clip import HookedCLIP
     from ..spurious import spurious_cue_study
     from . import toy_preprocess
+    from .model import toy_world
 
+    world = toy_world(toy)
     if clip is None:
-        clip = HookedCLIP.from_pretrained("toy-spurious")
-    data = balanced_groups(n_per_group, seed=scene_seed)
+        clip = HookedCLIP.from_pretrained(toy)
+    data = balanced_groups(n_per_group, seed=scene_seed, world=world)
     classifier = shape_classifier(clip)
     study = spurious_cue_study(
-        clip, toy_preprocess(reference_scenes(n_reference, seed=reference_seed)),
+        clip, toy_preprocess(reference_scenes(n_reference, seed=reference_seed, world=world)),
         toy_preprocess(data.images), classifier,
         texture_concept() if concept is None else concept, data.labels,
         data.groups, k=k, draws=draws, seed=seed, bank="toy", m=m, center=center,
         n_groups=len(data.group_names), batch_size=batch_size, show_progress=show_progress)
     if controls:
         study.update(_controls(clip, study["means"], data, classifier, k, best_of, n_per_group,
-                               oracle_seed, seed, batch_size))
+                               oracle_seed, seed, batch_size, world))
     majority = set(data.groups[data.majority].tolist())
     for kind, chosen in (("majority", sorted(majority)),
                          ("minority", sorted(set(data.groups.tolist()) - majority))):
@@ -228,7 +235,7 @@ def spurious_benchmark(clip: Any = None, concept: Any = None, k: int = 2, draws:
 
 def _controls(clip: Any, means: Any, data: GroupedScenes, classifier: Any, k: int,
               best_of: tuple[int, ...], n_per_group: int, oracle_seed: int, seed: int,
-              batch_size: int) -> dict[str, Any]:
+              batch_size: int, world: str) -> dict[str, Any]:
     """Every choice of ``k`` heads on the test groups, and the oracle chosen on validation."""
     from ..spurious import ablate_heads, oracle_heads, random_heads_expectation
     from . import toy_preprocess
@@ -237,7 +244,7 @@ def _controls(clip: Any, means: Any, data: GroupedScenes, classifier: Any, k: in
     expectation = random_heads_expectation(
         clip, means, toy_preprocess(data.images), classifier, data.labels, data.groups, k,
         best_of=best_of, seed=seed, n_groups=n_groups, batch_size=batch_size)
-    validation = balanced_groups(n_per_group, seed=oracle_seed, split="validation")
+    validation = balanced_groups(n_per_group, seed=oracle_seed, split="validation", world=world)
     chosen = random_heads_expectation(
         clip, means, toy_preprocess(validation.images), classifier, validation.labels,
         validation.groups, k, best_of=(), seed=seed, n_groups=n_groups, batch_size=batch_size)
