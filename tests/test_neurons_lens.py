@@ -229,6 +229,34 @@ def _sharded(rank, world, store, images, path, result):
         dist.destroy_process_group()
 
 
+def _sharded_apart(rank, world, store, images, path, errors):
+    torch.set_num_threads(1)
+    toy = cs.HookedCLIP.from_pretrained("toy")
+    dist.init_process_group("gloo", init_method=f"file://{store}", rank=rank,
+                            world_size=world, timeout=datetime.timedelta(seconds=60))
+    try:
+        mine = images.flip(0) if rank else images  # process 1 is given other images
+        NeuronLens(toy, LAYER, bank="toy", neurons=list(range(8)), top_k=TOP_K,
+                   n_components=4).fit(mine, batch_size=16, work_dir=path, show_progress=False)
+    except ValueError as error:
+        (errors / f"rank{rank}.txt").write_text(str(error))
+    finally:
+        dist.destroy_process_group()
+
+
+def test_processes_given_different_images_are_refused_in_every_process(toy, images, tmp_path):
+    errors = tmp_path / "errors"
+    errors.mkdir()
+    mp.spawn(_sharded_apart, args=(2, tmp_path / "store", images, tmp_path / "lens", errors),
+             nprocs=2)
+    for rank in (0, 1):
+        said = (errors / f"rank{rank}.txt").read_text()
+        assert said.startswith("the processes of this 2-process neuron lens pass disagree on "
+                               "images (process 1 differs from process 0)"), said
+        assert "model" not in said.split("disagree on ")[1].split(";")[0]  # only the images
+    assert not list((tmp_path / "lens").glob("*.pt"))
+
+
 def test_two_processes_give_the_one_process_report(toy, images, report, tmp_path):
     result = tmp_path / "sharded.pt"
     mp.spawn(_sharded, args=(2, tmp_path / "store", images, tmp_path / "lens", result),

@@ -50,9 +50,10 @@ class World:
                                    "run the same pass again to resume it.")
         return [value for _, value in gathered]
 
-    def agree(self, terms: Callable[[], dict[str, str]]) -> None:
+    def agree(self, terms: Callable[[], dict[str, str]], what: str = "cache pass") -> None:
         """Compute ``terms`` (what defines the pass, by name) in every process and raise a
         ValueError in every process, naming each term that differs, unless all agree.
+        ``what`` names the pass in the message.
 
         Values are said in the message when short, unless they start with ``"digest "``.
         """
@@ -72,7 +73,7 @@ class World:
                 others = [rank for rank, value in enumerate(values) if value != values[0]]
                 parts.append(f"{name} (process {', '.join(map(str, others))} differs from "
                              "process 0)")
-        raise ValueError(f"the processes of this {self.size}-process cache pass disagree on "
+        raise ValueError(f"the processes of this {self.size}-process {what} disagree on "
                          f"{'; '.join(parts)}; give every process the same model, images and "
                          "arguments.")
 

@@ -96,11 +96,7 @@ class PassFolder:
         self.stack.callback(self.world.close)
         try:
             self.bounds = batch_bounds(source, n, batch_size)
-            identities = self.world.step(lambda: self._plan(settings))
-            if len(set(identities)) > 1:
-                raise ValueError(f"the processes of this {self.world.size}-process pass were "
-                                 "given different models, images or settings; give every "
-                                 "process the same arguments.")
+            self.world.agree(lambda: self._plan(settings), what="neuron lens pass")
             self.world.step(lambda: self._open(overwrite) if self.world.rank == 0 else None)
             self.world.step(self._lock_rank)
         except BaseException:
@@ -118,7 +114,9 @@ class PassFolder:
         """The image file of each row for an image folder, else ``[]``."""
         return list(self.source.files) if isinstance(self.source, ImageFolder) else []
 
-    def _plan(self, settings: dict) -> str:
+    def _plan(self, settings: dict) -> dict[str, str]:
+        """Record what the pass is computed from; returns it by name, for the processes to
+        compare (:meth:`~captum_clipspan.cache.distributed.World.agree`)."""
         folder = isinstance(self.source, ImageFolder)
         self.meta = {"version": 1, "n": self.n, "fingerprint": model_fingerprint(self.clip),
                      "settings": settings,
@@ -126,7 +124,10 @@ class PassFolder:
                      "model_name": self.clip.model_name,
                      "root": str(self.source.root.resolve()) if folder else None}
         self.identity = pass_identity(self.meta)
-        return self.identity
+        return {"model": f"digest {self.meta['fingerprint']}",
+                "images": f"digest {pass_identity({'source': self.meta['source']})}",
+                "number of images": str(self.n),
+                "settings": f"digest {pass_identity({'settings': settings})}"}
 
     def _open(self, overwrite: bool) -> None:
         """In process 0: lock the folder, refuse another analysis's folder, clear on overwrite."""
