@@ -12,6 +12,7 @@ from .common import (
     add_cache_options,
     add_common_options,
     build_cache,
+    class_templates,
     describe_weights,
     image_folder,
     load_model,
@@ -61,7 +62,8 @@ def run(args: argparse.Namespace) -> int:
                            "sub-folder named after it (labels come from the sub-folders).")
     names = _class_names(args.classes, folder.classes)
     status(f"encoding the prompts of {len(names)} classes")
-    classifier = cs.ZeroShotClassifier(clip, names)  # the study matches folders to it by name
+    # the study matches folders to the classifier by name
+    classifier = cs.ZeroShotClassifier(clip, names, templates=class_templates(args))
     if args.mode == "direct":
         cache = build_cache(args, clip, folder, [-1])
         if cache is None:

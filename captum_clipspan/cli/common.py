@@ -127,6 +127,15 @@ def synthetic_world(args: argparse.Namespace) -> str:
     return toy_world(args.model) if args.model in TOY_MODELS else "simple"
 
 
+def class_templates(args: argparse.Namespace) -> list[str] | None:
+    """Zero-shot templates for ``--model``: a toy's own (its tokenizer knows only the scenes'
+    words), ``None`` (the package's templates) for any other model."""
+    from ..toy.model import TOY_MODELS
+    from ..toy.scenes import TEMPLATES
+
+    return list(TEMPLATES) if args.model in TOY_MODELS else None
+
+
 def weights_note(args: argparse.Namespace) -> str | None:
     """The warning for a run with random weights (``None`` for trained ones)."""
     if is_toy(args) or args.pretrained is not None:

@@ -8,6 +8,7 @@ from pathlib import Path
 from .common import (
     add_common_options,
     add_count,
+    class_templates,
     existing,
     load_model,
     names_or_file,
@@ -75,7 +76,7 @@ def run(args: argparse.Namespace) -> int:
                 else seg.ImagenetSegmentation(source, **prepare))
         names = _class_names(args, source)
         status(f"encoding the prompts of {len(names)} classes")
-        texts = cs.ZeroShotClassifier(clip, names)
+        texts = cs.ZeroShotClassifier(clip, names, templates=class_templates(args))
     if args.data != "synthetic" and args.n is not None:
         import torch.utils.data
 

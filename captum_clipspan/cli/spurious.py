@@ -9,6 +9,7 @@ import json
 from .common import (
     add_common_options,
     add_count,
+    class_templates,
     default_bank,
     existing,
     is_toy,
@@ -106,7 +107,8 @@ def run(args: argparse.Namespace) -> int:
                                     clip.preprocess))
         names = list(args.classes or cs.WaterbirdsDataset.classes)
         # y's classes by name, each said in the prompts as --classes gives it
-        classifier = cs.ZeroShotClassifier(clip, dict(zip(data.classes, names, strict=True)))
+        classifier = cs.ZeroShotClassifier(clip, dict(zip(data.classes, names, strict=True)),
+                                           templates=class_templates(args))
         from ..text_cache import encode_texts_cached
 
         bank = cs.text_bank(default_bank(args))

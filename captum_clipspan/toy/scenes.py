@@ -69,6 +69,7 @@ __all__ = [
     "SPURIOUS_PAIRS",
     "SpuriousCue",
     "SyntheticScenes",
+    "TEMPLATES",
     "WORLDS",
     "caption",
     "caption_vocabulary",
@@ -536,6 +537,12 @@ def caption(
     if bg_words:
         parts += ["on", _article(bg_words[0]), *bg_words, "background"]
     return prefix + " ".join(parts)
+
+
+TEMPLATES: tuple[str, ...] = tuple(f"{prefix}a {{}}" for prefix in PREFIXES[:3])
+"""Class-name templates in the toy's own words (``"a photo of a {}"``), for a
+:class:`~captum_clipspan.ZeroShotClassifier` of a toy: the package's general templates use words
+the toy tokenizer does not know."""
 
 
 def zero_shot_prompts(family: str, value: str) -> list[str]:
