@@ -18,6 +18,7 @@ from ..retrieval import head_similarity, nearest_neighbors
 from ..text import ZeroShotClassifier
 from .images import ImageRows, write_thumbnail
 from .maps import PatchMaps, encode_int8, head_patch_maps, plan_maps
+from .neurons import NeuronsArg, load_neuron_reports, neuron_pages
 from .scores import head_scores
 from .selection import TextBases, TopImages, featured_rows, top_images
 from .site import THUMBS, clear_thumbnails, write_site
@@ -31,14 +32,18 @@ def explore(cache: DecompositionCache | str | Path, report: TextSpanReport | str
             classifier: ZeroShotClassifier | None = None, labels: Any = None,
             n_images: int = 4, n_neighbors: int = 6, spotlight: int = 12,
             max_patch_maps: int = 2000, thumb_size: int = 96, batch_size: int = 64,
-            title: str | None = None, show_progress: bool = True) -> Path:
+            neurons: NeuronsArg | None = None, neuron_images: int = 6,
+            max_neuron_images: int = 2000, title: str | None = None,
+            show_progress: bool = True) -> Path:
     """Write the explorer: ``out_dir/index.html``, its scripts, data and thumbnails. The site
     opens by double-click (``file://``), fetches nothing and runs no model.
 
     Pages: the head grid (layers x heads) coloured by a chosen score; a head's TextSpan texts
     with its top and bottom images along each (patch maps on them), nearest neighbours through
     the head and the heads most like it; an image's coordinates along every head's texts and its
-    patch maps per head; a search that filters heads by a word in their texts.
+    patch maps per head; a search that filters heads by a word in their texts. With
+    ``neurons``: a neuron list per MLP layer (filtered by the same search) and a page per neuron
+    with its texts and coefficients, its variance explained and its top images.
 
     Args:
         cache: a :class:`~captum_clipspan.DecompositionCache` or its folder.
@@ -58,7 +63,14 @@ def explore(cache: DecompositionCache | str | Path, report: TextSpanReport | str
         max_patch_maps: the most (image, head) pairs given patch maps (each costs a share of a
             forward pass); head pages come first, then the spotlight images.
         thumb_size: the largest thumbnail side in pixels.
-        batch_size: images per forward pass for the patch maps.
+        batch_size: images per forward pass for the patch maps (each image's maps of every
+            head come from one pass).
+        neurons: a :class:`~captum_clipspan.NeuronReport` of this model, a file written by
+            its ``save``, or a list of either, at most one per MLP layer. Their top images are
+            shown where the lens read this cache's image files; otherwise their pages show
+            texts only and say so.
+        neuron_images: top images per neuron page.
+        max_neuron_images: the most images the neuron pages add to the site's thumbnails.
         title: the page title (default: the model's name and the image count).
         show_progress: status lines and progress bars on stderr.
 
@@ -70,51 +82,70 @@ def explore(cache: DecompositionCache | str | Path, report: TextSpanReport | str
         >>> cache = cs.cache_decomposition(clip, "photos/", "cache/")
         >>> report = cs.TextSpan(clip, bank="general").fit(cache, m=5)
         >>> cs.explore(cache, report, "explorer/", clip=clip)   # open explorer/index.html
+        >>> layer9 = cs.NeuronLens(clip, layer=9, bank="general").fit("photos/")   # a report
+        >>> cs.explore(cache, report, "explorer/", clip=clip, neurons=layer9)   # + neuron pages
     """
     started = time.perf_counter()
     cache = cache if isinstance(cache, DecompositionCache) else DecompositionCache.open(cache)
     report = report if isinstance(report, TextSpanReport) else TextSpanReport.load(report)
     for name, value in (("n_images", n_images), ("n_neighbors", n_neighbors),
-                        ("thumb_size", thumb_size), ("batch_size", batch_size)):
+                        ("thumb_size", thumb_size), ("batch_size", batch_size),
+                        ("neuron_images", neuron_images)):
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
             raise ValueError(f"{name} must be a positive int, got {value!r}.")
+    if isinstance(max_neuron_images, bool) or not isinstance(max_neuron_images, int) or (
+            max_neuron_images < 0):
+        raise ValueError(f"max_neuron_images must be an int >= 0, got {max_neuron_images!r}.")
     if len(cache) < 2:
         raise ValueError(f"the explorer needs a cache of at least 2 images, got {len(cache)}.")
     if clip is not None:
         cache.check_model(clip)
+    reports = [] if neurons is None else load_neuron_reports(neurons, cache.meta["fingerprint"])
     rows = ImageRows(_image_files(cache, images), None if clip is None else clip.preprocess)
     if classifier is None and clip is not None and cache.classes and labels is None and (
             cache.labels >= 0).all():
         classifier = ZeroShotClassifier(clip, cache.classes)
 
-    def step(message: str) -> None:
-        if show_progress:
+    timings: dict[str, float] = {}
+    last = [started, "setup"]
+
+    def step(message: str, name: str) -> None:
+        """Say what comes next; time what came before (the breakdown in the last line)."""
+        now = time.perf_counter()
+        timings[last[1]] = timings.get(last[1], 0.0) + now - last[0]
+        last[:] = [now, name]
+        if show_progress and message:
             print(f"clipspan explore: {message}", file=sys.stderr, flush=True)
 
-    step(f"scoring {len(cache.layers) * cache.n_heads} heads over {len(cache)} images")
+    step(f"scoring {len(cache.layers) * cache.n_heads} heads over {len(cache)} images", "scores")
     scores = head_scores(cache, report, classifier, labels)
     bases = TextBases.from_report(report, cache)
     tops = top_images(cache, bases, n_images)
-    step("nearest neighbours and head similarity")
+    step("nearest neighbours and head similarity", "neighbours")
     neighbours = _neighbours(cache, bases, tops, min(n_neighbors, len(cache) - 1))
     similarity = head_similarity(cache).matrix
     chosen = list(dict.fromkeys(tops.top[:, 0, 0].tolist()))[:max(spotlight, 0)]
     featured = featured_rows(tops, [row for found in neighbours for near in found.values()
                                     for row, _ in near] + chosen)
+    if reports:
+        step(f"pages of {sum(map(len, reports))} neurons in {len(reports)} layers", "neurons")
+    pages = neuron_pages(reports, rows.files, neuron_images, max_neuron_images, featured)
+    featured += pages.rows
     maps = None
     if clip is not None and max_patch_maps > 0:
-        step("patch maps of the thumbnails (PatchContribution)")
+        step("patch maps of the thumbnails (one decomposition pass per image)", "maps")
         # Per head: the top and bottom image of every text, then the second ones, ...
         order = torch.stack([tops.top, tops.bottom], -1).transpose(1, 2)  # [K, n, m, 2]
         plan = plan_maps([order[k, :, :bases.counts[k]].flatten().tolist()
                           for k in range(len(bases.heads))], chosen, max_patch_maps)
         maps = head_patch_maps(clip, rows, bases, plan, batch_size, show_progress)
+    step(f"{len(featured)} thumbnails", "thumbnails")
     out = Path(out_dir)
-    clear_thumbnails(out)
+    clear_thumbnails(out, keep=[f"{row}.jpg" for row in featured])
     (out / THUMBS).mkdir(parents=True, exist_ok=True)
-    step(f"{len(featured)} thumbnails")
     for row in featured:
         write_thumbnail(rows.view(row), out / THUMBS / f"{row}.jpg", thumb_size)
+    step("", "data")
     data = {
         "title": title or f"{cache.meta.get('model_name') or 'model'}: heads over "
                           f"{len(cache)} images",
@@ -127,9 +158,14 @@ def explore(cache: DecompositionCache | str | Path, report: TextSpanReport | str
         "heads": _heads_json(cache, report, bases, tops, maps, neighbours, similarity),
         "m": bases.basis.shape[1],
         "images": _images_json(cache, rows, bases, tops, maps, featured, classifier, labels),
+        "neurons": pages.layers,
     }
     index = write_site(out, data)
-    step(f"wrote {index} in {time.perf_counter() - started:.1f} s; open it in a browser")
+    step("", "")
+    breakdown = ", ".join(f"{name} {seconds:.1f} s" for name, seconds in timings.items())
+    if show_progress:
+        print(f"clipspan explore: wrote {index} in {time.perf_counter() - started:.1f} s "
+              f"({breakdown}); open it in a browser", file=sys.stderr, flush=True)
     return index
 
 

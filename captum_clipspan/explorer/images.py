@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import io
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from torch import Tensor
 
@@ -49,8 +51,9 @@ class ImageRows:
 
         image = self.rgb(row)
         if self.preprocess is not None:
-            pixels = model_view(self.preprocess, image).permute(1, 2, 0).mul(255).round()
-            return Image.fromarray(pixels.to(torch.uint8).numpy())
+            # In numpy: a few small torch ops per thumbnail cost more than the view itself.
+            pixels = np.rint(model_view(self.preprocess, image).numpy() * 255).astype(np.uint8)
+            return Image.fromarray(np.ascontiguousarray(pixels.transpose(1, 2, 0)))
         side = min(image.size)
         left, top = (image.width - side) // 2, (image.height - side) // 2
         return image.crop((left, top, left + side, top + side))
@@ -58,9 +61,15 @@ class ImageRows:
 
 def write_thumbnail(image: Any, path: Path, size: int) -> None:
     """Save a PIL image as a JPEG of at most ``size`` pixels a side (never enlarged: the page
-    scales small images up)."""
+    scales small images up). A file already holding the same bytes (a rebuild) is left alone:
+    rewriting a file frees and reallocates its blocks, which on some disks costs milliseconds."""
     from PIL import Image
 
     if max(image.size) > size:
         image = image.resize((size, size), Image.Resampling.LANCZOS)
-    image.save(path, "JPEG", quality=90)
+    buffer = io.BytesIO()
+    image.save(buffer, "JPEG", quality=90)
+    data = buffer.getvalue()
+    if path.is_file() and path.stat().st_size == len(data) and path.read_bytes() == data:
+        return
+    path.write_bytes(data)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import shutil
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -16,12 +17,19 @@ DATA_FILE = "explorer-data.js"
 PAGE_FILES = ("index.html", "explorer.js", "explorer.css")
 
 
-def clear_thumbnails(out: Path) -> None:
+def clear_thumbnails(out: Path, keep: Iterable[str] = ()) -> None:
     """Remove the thumbnails of an earlier build in ``out`` (only where ``out`` holds an
-    explorer: its data file), so the folder holds only what the new build references."""
+    explorer: its data file), so the folder holds only what the new build references.
+
+    Thumbnails named in ``keep`` (file names, ``"12.jpg"``) stay: the new build writes them
+    again, or leaves them when their bytes are unchanged (:func:`~.images.write_thumbnail`),
+    which costs far less than removing them (milliseconds a file on some disks).
+    """
     if (out / DATA_FILE).is_file():
+        kept = set(keep)
         for thumbnail in (out / THUMBS).glob("*.jpg"):
-            thumbnail.unlink()
+            if thumbnail.name not in kept:
+                thumbnail.unlink()
 
 
 def write_site(out: Path, data: dict[str, Any]) -> Path:

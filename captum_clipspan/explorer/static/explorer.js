@@ -1,12 +1,16 @@
 /* clipspan explorer: renders window.EXPLORER_DATA (written by captum_clipspan.explore).
  * Plain JavaScript, no libraries, nothing fetched: every view is built from the data script,
- * and navigation is by URL hash (#/, #/head/L.H, #/image/ROW), which works under file://. */
+ * and navigation is by URL hash (#/, #/head/L.H, #/image/ROW, #/neurons, #/neuron/L.N), which
+ * works under file://. */
 "use strict";
 
 const D = window.EXPLORER_DATA;
 const view = document.getElementById("view");
 const tooltip = document.getElementById("tooltip");
 const HEAD_INDEX = new Map();
+const NEURON_INDEX = new Map();  // "L.N" -> [layer entry, neuron entry]
+const NEURONS_OF_IMAGE = new Map();  // cache row -> ["L.N", ...] whose top images include it
+const NEURON_ROWS = 300;  // neurons listed per layer before "show all"
 const state = { score: 0, query: "" };
 
 /* ---------- small helpers ---------- */
@@ -235,6 +239,8 @@ function renderGrid() {
                                placeholder: "e.g. red, circle, stripes", size: 26 });
   const count = el("span", { id: "match-count", class: "help" });
   const matches = el("ul", { class: "matches", id: "matches" });
+  const neuronNote = D.neurons && D.neurons.length ?
+    el("p", { class: "help", id: "neuron-note" }) : null;
   const cells = [];
   const table = gridTable({ cell: (layerRow, h, key, k) => {
     const value = scoreValue(score, layerRow, h);
@@ -275,6 +281,14 @@ function renderGrid() {
     count.textContent = state.query ?
       `${found} of ${cells.length} heads have a text containing “${state.query}”.` :
       "Type a word to keep only the heads with a TextSpan text containing it.";
+    if (neuronNote) {
+      const total = allNeurons().length;
+      const hits = allNeurons().filter(([layer, n]) => neuronMatch(layer, n, state.query) >= 0);
+      neuronNote.replaceChildren(state.query ?
+        `${hits.length} of ${total} MLP neurons have a text containing “${state.query}”: ` :
+        `${total} MLP neurons are read in words too: `,
+        el("a", { href: "#/neurons", id: "neuron-link", text: "open the neuron list" }), ".");
+    }
   }
   search.addEventListener("input", applySearch);
 
@@ -294,7 +308,7 @@ function renderGrid() {
            null),
     el("div", { class: "legend" }, el("span", { class: "swatch" }),
        el("span", { text: "grey: no value (no TextSpan result, or the score needs labels)" })),
-    table, count, matches);
+    table, count, matches, neuronNote);
   applySearch();
 }
 
@@ -402,12 +416,11 @@ function coefficients(image) {
   }));
 }
 
-function coefBar(c) {
+function coefBar(c, what = "of this text's largest coordinate over all images") {
   const width = Math.round(40 * Math.min(1, Math.abs(c.relative)));
   const left = c.relative >= 0 ? 40 : 40 - width;
-  return el("span", { class: "coef", title: `${Math.round(100 * c.relative)}% of this text's ` +
-                                            "largest coordinate over all images" },
-    el("span", { class: "val", text: signed(c.value) }),
+  return el("span", { class: "coef", title: `${Math.round(100 * c.relative)}% ${what}` },
+    el("span", { class: "val", text: signed(c.value, c.digits || 3) }),
     el("span", { class: "track" },
       el("span", { class: "fill", style: `left:${left}px;width:${width}px;background:` +
                                          (c.relative >= 0 ? "#d7191c" : "#2c7bb6") }),
@@ -477,7 +490,178 @@ function renderImage(row, params) {
     table,
     showAll || order.length <= 12 ? null : el("p", {}, el("a", {
       href: imageLink(row, head.key) + "&all=1", id: "show-all",
-      text: `show all ${order.length} heads` })));
+      text: `show all ${order.length} heads` })),
+    ...imageNeurons(row));
+  window.scrollTo(0, 0);
+}
+
+// The neurons whose pages show this image among their top images.
+function imageNeurons(row) {
+  const keys = NEURONS_OF_IMAGE.get(row) || [];
+  if (!keys.length) return [];
+  return [el("h2", { text: "Neurons with this image among their top images" }),
+    el("ul", { class: "matches", id: "image-neurons" }, keys.map((key) => {
+      const [layer, neuron] = NEURON_INDEX.get(key);
+      return el("li", {}, el("a", { href: neuronLink(key), text: neuronName(layer, neuron) }),
+        ": ", neuronSummary(layer, neuron, 3));
+    }))];
+}
+
+/* ---------- MLP neurons ---------- */
+
+function neuronKey(layer, neuron) { return `${layer.layer}.${neuron.neuron}`; }
+function neuronName(layer, neuron) { return `L${layer.layer}.N${neuron.neuron}`; }
+function neuronLink(key) { return `#/neuron/${key}`; }
+function allNeurons() { return (D.neurons || []).flatMap((l) => l.neurons.map((n) => [l, n])); }
+
+// Index of the neuron's first text containing the query (-1: none; 0 without a query).
+function neuronMatch(layer, neuron, query) {
+  if (!query) return 0;
+  const needle = query.toLowerCase();
+  return neuron.texts.findIndex(([t]) => layer.texts[t].toLowerCase().includes(needle));
+}
+
+// "+text; −text; ..." of a neuron's first `count` texts (the query highlighted).
+function neuronSummary(layer, neuron, count) {
+  const parts = [];
+  neuron.texts.slice(0, count).forEach(([t, coef], i) => {
+    if (i) parts.push("; ");
+    parts.push(el("span", { class: coef >= 0 ? "pos" : "neg", text: coef >= 0 ? "+" : "−" }),
+               ...highlight(layer.texts[t], state.query));
+  });
+  return parts;
+}
+
+const SUMMARY_TEXTS = 4;  // texts per neuron in the list
+
+// The first text matching the search when it is not among those the list shows.
+function laterMatch(layer, neuron) {
+  const j = neuronMatch(layer, neuron, state.query);
+  if (!state.query || j < SUMMARY_TEXTS) return null;
+  const [t, coef] = neuron.texts[j];
+  return el("span", { class: "help" }, ` … text ${j + 1}: `,
+    el("span", { class: coef >= 0 ? "pos" : "neg", text: coef >= 0 ? "+" : "−" }),
+    ...highlight(layer.texts[t], state.query));
+}
+
+const NEURON_HELP = "Second-order effect: what a neuron's output adds to the image embedding " +
+  "through the attention layers after it (the neuron lens of Gandelsman, Efros & Steinhardt, " +
+  "ICLR 2025). Effect: its average distance from its own mean over the images, ‖φ − μ‖, in " +
+  "units of the unit-norm image embedding. Its main direction (the first principal component " +
+  "of the effect over the neuron's top images) is written as a sparse sum of bank texts; " +
+  "“texts explain”: the share of that variance the texts' sum captures (percent).";
+
+function renderNeurons(params) {
+  const showAll = params.get("all") === "1";
+  const search = el("input", { id: "search", type: "search", value: state.query,
+                               placeholder: "e.g. red, circle, stripes", size: 26 });
+  const count = el("span", { id: "neuron-count", class: "help" });
+  const sections = el("div", { id: "neuron-layers" });
+  const total = allNeurons().length;
+
+  function applySearch() {
+    state.query = search.value.trim();
+    let found = 0;
+    sections.replaceChildren(...D.neurons.map((layer) => {
+      const hits = layer.neurons.filter((n) => neuronMatch(layer, n, state.query) >= 0);
+      found += hits.length;
+      const shown = showAll ? hits : hits.slice(0, NEURON_ROWS);
+      const table = shown.length ? el("table", { class: "neurons" },
+        el("tr", {}, ["neuron", "effect ‖φ − μ‖", "texts explain", "first texts (+ toward, " +
+                      "− away from)"].map((t) => el("th", { text: t }))),
+        shown.map((n) => el("tr", { class: "neuron-row", "data-neuron": neuronKey(layer, n) },
+          el("td", {}, el("a", { href: neuronLink(neuronKey(layer, n)),
+                                 text: neuronName(layer, n) })),
+          el("td", { class: "num", text: fmt(n.effect, 4) }),
+          el("td", { class: "num", text: `${fmt(n.text_variance, 1)}%` }),
+          el("td", {}, neuronSummary(layer, n, SUMMARY_TEXTS), laterMatch(layer, n))))) :
+        el("p", { class: "help", text: "No neuron of this layer has a text containing it." });
+      return el("section", { class: "neuron-layer", "data-layer": layer.layer },
+        el("h2", { text: `Layer ${layer.layer}: ${layer.neurons.length} neurons` +
+                         (state.query ? ` (matching: ${hits.length})` : "") }),
+        el("p", { class: "help" }, `Read over ${layer.count.toLocaleString()} images ` +
+           `(${layer.convention} convention), strongest effect first.`,
+           layer.note ? el("span", { class: "nomap", text: " " + layer.note }) : null),
+        table,
+        shown.length < hits.length ? el("p", {}, el("a", { href: "#/neurons?all=1",
+          text: `${hits.length - shown.length} more: show all` })) : null);
+    }));
+    count.textContent = state.query ?
+      `${found} of ${total} neurons have a text containing “${state.query}”.` :
+      `${total} neurons in ${D.neurons.length} layer${D.neurons.length > 1 ? "s" : ""}. ` +
+      "Type a word to keep only the neurons with a text containing it.";
+  }
+  search.addEventListener("input", applySearch);
+
+  view.replaceChildren(
+    el("div", { class: "crumbs" }, el("a", { href: "#/", text: "← head grid" })),
+    el("h1", { text: `MLP neurons of ${D.model || "the model"}` }),
+    el("p", { class: "lead" }, "Each row is one neuron of an MLP layer, read in words by the " +
+      "neuron lens. Click a neuron for its texts with their coefficients, its variance " +
+      "explained and its top images."),
+    el("p", { class: "help", text: NEURON_HELP }),
+    el("div", { class: "controls" },
+      el("span", {}, el("label", { for: "search", text: "Search texts: " }), search), count),
+    sections);
+  applySearch();
+}
+
+function renderNeuron(key) {
+  const found = NEURON_INDEX.get(key);
+  if (!found) return renderMissing(`No neuron ${key} in this explorer.`);
+  const [layer, neuron] = found;
+  const largest = Math.max(...neuron.texts.map(([, c]) => Math.abs(c)), 1e-30);
+  const texts = neuron.texts.map(([t, coef], i) => el("tr", { class: "neuron-text" },
+    el("td", { class: "num", text: String(i + 1) }),
+    el("td", {}, coefBar({ text: layer.texts[t], value: coef, relative: coef / largest, digits: 4 },
+                         "of the neuron's largest coefficient"))));
+  const stats = [
+    ["effect ‖φ − μ‖", fmt(neuron.effect, 4), "average over the images of the distance of the " +
+     "neuron's second-order effect from its mean, in units of the unit-norm image embedding"],
+    ["mean ‖φ‖", fmt(neuron.mean_norm, 4), "average norm of the effect itself (same units)"],
+    ["first component explains", `${fmt(neuron.pc_variance, 1)}%`, "share of the top images' " +
+     "squared distance from the mean along the neuron's main direction"],
+    ["texts explain", `${fmt(neuron.text_variance, 1)}%`, "the same share along the texts' " +
+     "sparse sum (the variance explained by the texts below)"],
+    ["texts vs component", `cos ${fmt(neuron.cosine, 2)}`, "cosine of the texts' sum with the " +
+     "main direction (1: the texts reproduce it exactly)"],
+    ["top images hold", `${fmt(neuron.top_share, 1)}%`, "share of the neuron's squared " +
+     `distance from its mean over all ${layer.count.toLocaleString()} images that its top ` +
+     "images (those the lens kept) hold"]];
+  let images;
+  if (!layer.tied) {
+    images = el("p", { class: "nomap", id: "neuron-untied", text: layer.note });
+  } else if (!neuron.top.length) {
+    images = el("p", { class: "nomap", text: "None of this neuron's top images is shown: " +
+      "they are not this cache's images, or the build's image limit (max_neuron_images) was " +
+      "reached." });
+  } else {
+    images = el("div", { class: "thumbs", id: "neuron-images" },
+      neuron.top.map(([row, norm]) => thumb(row, null, 0, `‖φ − μ‖ ${fmt(norm, 4)}`)));
+  }
+  view.replaceChildren(
+    el("div", { class: "crumbs" }, el("a", { href: "#/", text: "← head grid" }), " · ",
+       el("a", { href: "#/neurons", text: "neuron list" })),
+    el("h1", { text: `Layer ${layer.layer}, MLP neuron ${neuron.neuron} ` +
+                     `(${neuronName(layer, neuron)})` }),
+    el("div", { class: "scoreline" }, stats.map(([name, value, help]) => el("span",
+      { title: help }, `${name}: `, el("b", { text: value })))),
+    el("p", { class: "help", text: NEURON_HELP }),
+    el("h2", { text: "Its texts" }),
+    el("p", { class: "help" }, "The neuron's main direction as a sparse sum of bank texts " +
+      "(orthogonal matching pursuit over the bank's embeddings, centred and scaled per " +
+      "dimension as the lens's authors do), largest weight first. Coefficient: the text's " +
+      "weight in that sum (no unit; + the effect points toward the text, − away from it); bar: " +
+      "its size relative to the largest. Texts explain " +
+      `${fmt(neuron.text_variance, 1)}% of the variance over the top images.`),
+    el("table", { class: "contribs", id: "neuron-texts" },
+      el("tr", {}, el("th", { text: "#" }), el("th", { text: "coefficient, bar, text" })),
+      texts),
+    el("h2", { text: "Top images" }),
+    el("p", { class: "help", text: "The images where the neuron's second-order effect is " +
+      "furthest from its mean (number under each: ‖φ − μ‖, unit-norm embedding units), " +
+      "largest first. Click an image to open it." }),
+    images);
   window.scrollTo(0, 0);
 }
 
@@ -494,12 +678,15 @@ function renderAbout() {
     ["Coordinate along a text", "The head's direct effect on an image minus its mean over " +
      "all images, projected on the text's TextSpan direction (cosine-similarity units)."],
     ["Patch map", "The same quantity split over image patches (per-token terms of the " +
-     "decomposition, computed with captum_clipspan's PatchContribution when the site was " +
-     "built). Red: the patch pushes the head's output toward the text; blue: away. Each text " +
+     "decomposition when the site was built: the values of captum_clipspan's " +
+     "PatchContribution for the head alone). Red: the patch pushes the head's output toward the text; blue: away. Each text " +
      "has one colour scale, stated beside it, shared by all its images."],
     ["Spotlight images", `${D.spotlight.length} images whose pages show every head's patch ` +
      `maps; other images have maps for the heads whose pages show them.`],
   ];
+  if (D.neurons && D.neurons.length) {
+    notes.push(["MLP neurons", NEURON_HELP]);
+  }
   view.replaceChildren(
     el("div", { class: "crumbs" }, el("a", { href: "#/", text: "← head grid" })),
     el("h1", { text: "How to read this explorer" }),
@@ -522,6 +709,8 @@ function route() {
   if (parts[0] === "head") renderHead(parts[1], params);
   else if (parts[0] === "image") renderImage(Number(parts[1]), params);
   else if (parts[0] === "about") renderAbout();
+  else if (parts[0] === "neurons" && D.neurons && D.neurons.length) renderNeurons(params);
+  else if (parts[0] === "neuron") renderNeuron(parts[1]);
   else renderGrid();
 }
 
@@ -532,6 +721,19 @@ function start() {
     return;
   }
   D.heads.forEach((head, k) => HEAD_INDEX.set(head.key, k));
+  for (const [layer, neuron] of allNeurons()) {
+    const key = neuronKey(layer, neuron);
+    NEURON_INDEX.set(key, [layer, neuron]);
+    for (const [row] of neuron.top) {
+      if (!NEURONS_OF_IMAGE.has(row)) NEURONS_OF_IMAGE.set(row, []);
+      NEURONS_OF_IMAGE.get(row).push(key);
+    }
+  }
+  if (D.neurons && D.neurons.length) {
+    const nav = document.querySelector("header nav");
+    nav.insertBefore(el("a", { href: "#/neurons", id: "nav-neurons", text: "Neurons" }),
+                     nav.children[1] || null);
+  }
   document.title = `${D.title} — clipspan explorer`;
   document.getElementById("subtitle").textContent = D.title;
   window.addEventListener("hashchange", route);
