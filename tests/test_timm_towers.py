@@ -307,3 +307,22 @@ def test_every_open_clip_timm_tower_is_exact_or_refused_by_name():
         counts[family] += 1
     print(dict(sorted(counts.items())))
     assert counts["timm-vit"] and counts["timm-eva"] and counts["timm-relpos"]
+
+
+@pytest.mark.parametrize("family", ["siglip", "pe-core"])
+def test_head_terms_through_an_attention_pool_follow_in_place_weight_edits(family):
+    """Head granularity folds each layer's out-projection with the pool's values once per weight
+    version; the terms equal token granularity's heads, and an in-place edit is seen."""
+    visual = tiny_tower(FAMILIES[family])
+    hooked = cs.HookedViT(visual)
+    images = images_of(hooked)
+    for _ in range(2):
+        with torch.no_grad():
+            expected = F.normalize(visual(images), dim=-1)
+        for convention in ("reference", "centered"):
+            heads = cs.decompose(hooked, images, granularity="head", convention=convention)
+            tokens = cs.decompose(hooked, images, granularity="token", convention=convention)
+            torch.testing.assert_close(heads.heads, tokens.heads, rtol=0, atol=1e-10)
+            torch.testing.assert_close(heads.total(), expected, rtol=0, atol=1e-10)
+        with torch.no_grad():  # the next round reads edited weights: W_O of the last layer
+            hooked.blocks[hooked.n_layers - 1].attn.W_O.mul_(1.5)

@@ -30,7 +30,13 @@ from .readout import (
     readout_map,
 )
 from .terms import CONVENTIONS, GRANULARITIES, Decomposition, concatenate
-from .weights import _attention_constant, _head_output, compute_dtype, readout_weights
+from .weights import (
+    _attention_constant,
+    _cached,
+    _head_output,
+    compute_dtype,
+    readout_weights,
+)
 
 if TYPE_CHECKING:
     from ..hooked.vit import HookedViT
@@ -104,13 +110,19 @@ def decompose(
         term_map = readout_map(weights, centered, text_embeddings).for_rows(
             vit.n_tokens * rows_through_map if granularity == "token" else rows_through_map)
         head_outs = {layer: _head_output(vit, layer, dtype) for layer in selected}
+        # Through an attention pool, each head's output projection folded with the pool's
+        # value map, kept per weight version: two of a head term's three contractions.
+        head_values = {layer: _cached(vit, ("head_values", layer, centered, dtype),
+                                      lambda l=layer: term_map.fold_values(head_outs[l]))
+                       for layer in selected} if (
+            term_map.value is not None and granularity == "head") else {}
         token_maps = ((lambda layer: term_map.fold(head_outs[layer]))
                       if granularity == "token" else None)
         capture = _Capture(vit, granularity, selected, dtype, token_maps, pattern_hooked)
         with capture.attached():
             vit(images)
         parts = _assemble(vit, capture, weights, term_map, head_outs, convention, normalize,
-                          text_embeddings)
+                          text_embeddings, head_values)
     if hooked:
         check_consistent(parts, hooked, vit.dtype)  # the tolerance of the model's own precision
     return parts
@@ -135,7 +147,8 @@ def decompose_batches(clip: Any, images: Tensor, batch_size: int = 8,
 
 def _assemble(vit: HookedViT, capture: _Capture, weights: ReadoutWeights, term_map: ReadoutMap,
               head_outs: dict[int, Tensor], convention: str, normalize: bool,
-              text_embeddings: Tensor | None) -> Decomposition:
+              text_embeddings: Tensor | None,
+              head_values: dict[int, Tensor] | None = None) -> Decomposition:
     store, n_layers, dtype = capture.store, vit.n_layers, capture.dtype
     pool_weights, post_scale = _row_weights(vit, store, store["resid"])
     omega = pool_weights / post_scale[:, None, None]
@@ -158,8 +171,8 @@ def _assemble(vit: HookedViT, capture: _Capture, weights: ReadoutWeights, term_m
     heads = tokens = attn_biases = ln_bias = None
     layer_index = list(capture.layers)
     if capture.granularity != "layer":
-        heads = torch.stack([_head_terms(capture, omega, reduced_omega, l, head_outs[l], term_map)
-                             for l in layer_index], 1)
+        heads = torch.stack([_head_terms(capture, omega, reduced_omega, l, head_outs[l], term_map,
+                                         (head_values or {}).get(l)) for l in layer_index], 1)
     if capture.granularity == "token":
         tokens = _fill_token_terms(capture, omega, reduced_omega)
     stored = dict(zip(attn_keys, whole[:, n_layers + 1:].unbind(1), strict=True))
@@ -236,11 +249,15 @@ def _bias_term(vit: HookedViT, capture: _Capture, omega: Tensor, layer: int,
 
 
 def _head_terms(capture: _Capture, omega: Tensor, reduced_omega: Tensor, layer: int,
-                head_out: Tensor, term_map: ReadoutMap) -> Tensor:
-    """``[B, H, X]`` the head terms of one layer."""
+                head_out: Tensor, term_map: ReadoutMap,
+                head_values: Tensor | None = None) -> Tensor:
+    """``[B, H, X]`` the head terms of one layer (``head_values``: ``[G, H, d, V]``, the heads'
+    outputs already folded with an attention pool's values, :meth:`ReadoutMap.fold_values`)."""
     z = capture.store[f"z.{layer}"]  # [B, R, H, d], or [B, 1, H, d] when averaged in the pass
     weights = _row_omega(capture, omega, layer) if z.shape[1] == capture.n_rows else reduced_omega
     pooled_z = pool_rows(weights, z)  # [B, G, H, d]
+    if head_values is not None:
+        return term_map.after_values(torch.einsum("bghk,ghkv->bghv", pooled_z, head_values))
     return term_map(torch.einsum("bghk,hkD->bghD", pooled_z, head_out))
 
 

@@ -22,8 +22,6 @@ maps ``w_n R`` (``[G, H, n, X]``) are built once per model and layer and kept
 from __future__ import annotations
 
 import hashlib
-import weakref
-from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass, fields
 from typing import TYPE_CHECKING, Any
@@ -53,16 +51,19 @@ from .readout import (
     readout_map,
 )
 from .terms import CONVENTIONS
-from .weights import _detached, _head_output, compute_dtype, norm_weights, readout_weights
+from .weights import (
+    _cached,
+    _detached,
+    _head_output,
+    compute_dtype,
+    norm_weights,
+    readout_weights,
+)
 
 if TYPE_CHECKING:
     from ..hooked.vit import HookedViT
 
 ORDERS = ("second", "first")
-
-MAP_CACHE_BUDGET = 1 << 30
-"""Bytes of neuron maps kept per model (least recently used first out); a map larger than this is
-built for each call instead."""
 
 
 @dataclass
@@ -214,36 +215,11 @@ def first_order_effects(row_weights: Tensor, activations: Tensor, maps: Tensor) 
 
 # Maps, built once per model and layer ----------------------------------------------------------
 
-_MAPS: weakref.WeakKeyDictionary[Any, OrderedDict[tuple, Tensor]] = weakref.WeakKeyDictionary()
-
-
-def _weights_version(vit: HookedViT) -> tuple:
-    """Changes whenever a weight is replaced, moved, converted or edited in place."""
-    return tuple((id(p), p.data_ptr(), p._version, p.dtype, p.device)
-                 for p in vit.model.parameters())
-
-
 def _texts_key(text_embeddings: Tensor | None) -> str | None:
     if text_embeddings is None:
         return None
     data = text_embeddings.detach().to("cpu", torch.float64).contiguous().numpy().tobytes()
     return hashlib.sha1(data).hexdigest()
-
-
-def _cached(vit: HookedViT, key: tuple, build: Any) -> Tensor:
-    """``build()``, kept per model while the maps fit in :data:`MAP_CACHE_BUDGET`."""
-    key = (*key, _weights_version(vit))
-    entries = _MAPS.setdefault(vit, OrderedDict())
-    if key in entries:
-        entries.move_to_end(key)
-        return entries[key]
-    value = build()
-    size = value.numel() * value.element_size()
-    if size <= MAP_CACHE_BUDGET:
-        entries[key] = value
-        while sum(v.numel() * v.element_size() for v in entries.values()) > MAP_CACHE_BUDGET:
-            entries.popitem(last=False)
-    return value
 
 
 def _units(vit: HookedViT, layer: int, dtype: torch.dtype) -> Tensor:

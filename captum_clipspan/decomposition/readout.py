@@ -73,8 +73,17 @@ class ReadoutMap:
         """``[B, G, ..., D]`` -> ``[B, ..., X]``."""
         if self.value is not None:
             pooled = torch.einsum("bg...d,gdv->bg...v", pooled, self.value)
-        out = torch.einsum("bg...v,gvx->b...x", pooled, self.output)
+        return self.after_values(pooled)
+
+    def after_values(self, values: Tensor) -> Tensor:
+        """The map from the pool's values on: ``[B, G, ..., V]`` -> ``[B, ..., X]``."""
+        out = torch.einsum("bg...v,gvx->b...x", values, self.output)
         return out if self.post is None else out @ self.post
+
+    def fold_values(self, head_out: Tensor) -> Tensor:
+        """Each head's path into the pool's values: ``[H, d, D]`` -> ``[G, H, d, V]`` (an
+        attention pool only; :meth:`after_values` maps the rest)."""
+        return torch.einsum("hkD,gDv->ghkv", head_out, self.value)
 
     def folded_output(self) -> Tensor:
         """``[G, V, X]``: ``output @ post``."""
@@ -102,8 +111,7 @@ class ReadoutMap:
         readout_first = groups * width * v_width * columns + (
             n_heads * d_head * width * groups * columns)
         if values_first <= readout_first:
-            head_out = torch.einsum("hkD,gDv->ghkv", head_out, self.value)
-            return torch.einsum("ghkv,gvx->ghkx", head_out, output)
+            return torch.einsum("ghkv,gvx->ghkx", self.fold_values(head_out), output)
         whole = torch.einsum("gDv,gvx->gDx", self.value, output)
         return torch.einsum("hkD,gDx->ghkx", head_out, whole)
 

@@ -1,8 +1,11 @@
-"""Reading the readout's and the heads' weights through the hooked tower's accessors."""
+"""Reading the readout's and the heads' weights through the hooked tower's accessors, and the
+per-model cache of maps folded from them (kept per weight version)."""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+import weakref
+from collections import OrderedDict
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import Tensor
@@ -11,6 +14,36 @@ from .readout import NormWeights, ReadoutWeights, attention_constant, head_outpu
 
 if TYPE_CHECKING:
     from ..hooked.vit import HookedNorm, HookedViT
+
+
+MAP_CACHE_BUDGET = 1 << 30
+"""Bytes of folded maps (the neurons', the heads') kept per model, least recently used first out;
+a map larger than this is built for each call instead."""
+
+
+_MAPS: weakref.WeakKeyDictionary[Any, OrderedDict[tuple, Tensor]] = weakref.WeakKeyDictionary()
+
+
+def _weights_version(vit: HookedViT) -> tuple:
+    """Changes whenever a weight is replaced, moved, converted or edited in place."""
+    return tuple((id(p), p.data_ptr(), p._version, p.dtype, p.device)
+                 for p in vit.model.parameters())
+
+
+def _cached(vit: HookedViT, key: tuple, build: Any) -> Tensor:
+    """``build()``, kept per model while the maps fit in :data:`MAP_CACHE_BUDGET`."""
+    key = (*key, _weights_version(vit))
+    entries = _MAPS.setdefault(vit, OrderedDict())
+    if key in entries:
+        entries.move_to_end(key)
+        return entries[key]
+    value = build()
+    size = value.numel() * value.element_size()
+    if size <= MAP_CACHE_BUDGET:
+        entries[key] = value
+        while sum(v.numel() * v.element_size() for v in entries.values()) > MAP_CACHE_BUDGET:
+            entries.popitem(last=False)
+    return value
 
 
 def compute_dtype(dtype: torch.dtype) -> torch.dtype:

@@ -1,0 +1,74 @@
+"""Head granularity through an attention pool, with and without the folded head maps: each layer's
+out-projection folded with the pool's value map once per weight version
+(``ReadoutMap.fold_values``), against the three contractions per call it replaces. Interleaved
+in one process, median of ``--repeats``, each against ``encode_image``.
+
+Usage::
+
+    python benchmarks/heads_fold.py --family SigLIP
+    python benchmarks/heads_fold.py --family CoCa
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from decomposition import FAMILIES, build  # noqa: E402
+
+import captum_clipspan as cs  # noqa: E402
+import captum_clipspan.decomposition.core as core  # noqa: E402
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--family", choices=FAMILIES, default="SigLIP")
+    parser.add_argument("--batch", type=int, default=8)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--repeats", type=int, default=7)
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    clip, encode = build(args.family, None, "cpu", "fp32")
+    images = torch.randn(args.batch, 3, *clip.visual.image_size,
+                         generator=torch.Generator().manual_seed(0))
+    folded = core._head_terms
+
+    def unfolded(*arguments, head_values=None):  # the path before the folded maps
+        return folded(*arguments[:6], None)
+
+    def seconds(call) -> float:
+        start = time.perf_counter()
+        call()
+        return time.perf_counter() - start
+
+    def heads(head_terms) -> float:
+        core._head_terms = head_terms
+        try:
+            return seconds(lambda: cs.decompose(clip, images, granularity="head"))
+        finally:
+            core._head_terms = folded
+
+    times: dict[str, list[float]] = {"encode_image": [], "folded": [], "unfolded": []}
+    with torch.no_grad():
+        heads(folded), heads(unfolded), encode(images)  # warm up, build the folded maps
+        for _ in range(args.repeats):
+            times["encode_image"].append(seconds(lambda: encode(images)))
+            times["folded"].append(heads(folded))
+            times["unfolded"].append(heads(unfolded))
+    median = {name: statistics.median(values) for name, values in times.items()}
+    print(f"{args.family}, batch {args.batch}, {args.threads} threads, median of {args.repeats}: "
+          f"encode_image {median['encode_image']:.3f} s; heads folded {median['folded']:.3f} s "
+          f"({median['folded'] / median['encode_image']:.3f}x), unfolded "
+          f"{median['unfolded']:.3f} s ({median['unfolded'] / median['encode_image']:.3f}x)")
+
+
+if __name__ == "__main__":
+    main()
