@@ -214,41 +214,40 @@ def test_bad_input_gets_a_clear_error(toy):
         NeuronLens(toy, 0, bank=["a red object"], n_components=2)
 
 
-def _sharded(rank, world, store, images, path, result):
+def _in_process_group(rank, world, store, task, *args):
+    """Run ``task(rank, toy, *args)`` in process ``rank`` of a gloo group of ``world``."""
     torch.set_num_threads(1)
     toy = cs.HookedCLIP.from_pretrained("toy")
     dist.init_process_group("gloo", init_method=f"file://{store}", rank=rank,
                             world_size=world, timeout=datetime.timedelta(seconds=60))
     try:
-        report = NeuronLens(toy, LAYER, bank="toy", neurons=list(range(32)), top_k=TOP_K,
-                            n_components=4).fit(images, batch_size=16, work_dir=path,
-                                                show_progress=False)
-        if rank == 0:
-            report.save(result)
+        task(rank, toy, *args)
     finally:
         dist.destroy_process_group()
 
 
-def _sharded_apart(rank, world, store, images, path, errors):
-    torch.set_num_threads(1)
-    toy = cs.HookedCLIP.from_pretrained("toy")
-    dist.init_process_group("gloo", init_method=f"file://{store}", rank=rank,
-                            world_size=world, timeout=datetime.timedelta(seconds=60))
+def _fit_and_save(rank, toy, images, path, result):
+    report = NeuronLens(toy, LAYER, bank="toy", neurons=list(range(32)), top_k=TOP_K,
+                        n_components=4).fit(images, batch_size=16, work_dir=path,
+                                            show_progress=False)
+    if rank == 0:
+        report.save(result)
+
+
+def _fit_other_images(rank, toy, images, path, errors):
+    mine = images.flip(0) if rank else images  # process 1 is given other images
     try:
-        mine = images.flip(0) if rank else images  # process 1 is given other images
         NeuronLens(toy, LAYER, bank="toy", neurons=list(range(8)), top_k=TOP_K,
                    n_components=4).fit(mine, batch_size=16, work_dir=path, show_progress=False)
     except ValueError as error:
         (errors / f"rank{rank}.txt").write_text(str(error))
-    finally:
-        dist.destroy_process_group()
 
 
 def test_processes_given_different_images_are_refused_in_every_process(toy, images, tmp_path):
     errors = tmp_path / "errors"
     errors.mkdir()
-    mp.spawn(_sharded_apart, args=(2, tmp_path / "store", images, tmp_path / "lens", errors),
-             nprocs=2)
+    mp.spawn(_in_process_group, args=(2, tmp_path / "store", _fit_other_images, images,
+                                      tmp_path / "lens", errors), nprocs=2)
     for rank in (0, 1):
         said = (errors / f"rank{rank}.txt").read_text()
         assert said.startswith("the processes of this 2-process neuron lens pass disagree on "
@@ -259,8 +258,8 @@ def test_processes_given_different_images_are_refused_in_every_process(toy, imag
 
 def test_two_processes_give_the_one_process_report(toy, images, report, tmp_path):
     result = tmp_path / "sharded.pt"
-    mp.spawn(_sharded, args=(2, tmp_path / "store", images, tmp_path / "lens", result),
-             nprocs=2)
+    mp.spawn(_in_process_group, args=(2, tmp_path / "store", _fit_and_save, images,
+                                      tmp_path / "lens", result), nprocs=2)
     sharded = NeuronReport.load(result)
     assert torch.equal(sharded.top_images, report.top_images[:32])
     torch.testing.assert_close(sharded.mean, report.mean[:32])

@@ -110,12 +110,12 @@ def decompose(
         term_map = readout_map(weights, centered, text_embeddings).for_rows(
             vit.n_tokens * rows_through_map if granularity == "token" else rows_through_map)
         head_outs = {layer: _head_output(vit, layer, dtype) for layer in selected}
-        # Through an attention pool, each head's output projection folded with the pool's
-        # value map, kept per weight version: two of a head term's three contractions.
-        head_values = {layer: _cached(vit, ("head_values", layer, centered, dtype),
-                                      lambda l=layer: term_map.fold_values(head_outs[l]))
-                       for layer in selected} if (
-            term_map.value is not None and granularity == "head") else {}
+        # Through an attention pool: each head's output projection folded with the pool's value
+        # map (two of a head term's three contractions), kept per weight version, [L_s, G, H, d, V].
+        head_values = _cached(vit, ("head_values", tuple(selected), centered, dtype),
+                              lambda: torch.stack([term_map.fold_values(head_outs[layer])
+                                                   for layer in selected])) if (
+            term_map.value is not None and granularity == "head") else None
         token_maps = ((lambda layer: term_map.fold(head_outs[layer]))
                       if granularity == "token" else None)
         capture = _Capture(vit, granularity, selected, dtype, token_maps, pattern_hooked)
@@ -148,7 +148,7 @@ def decompose_batches(clip: Any, images: Tensor, batch_size: int = 8,
 def _assemble(vit: HookedViT, capture: _Capture, weights: ReadoutWeights, term_map: ReadoutMap,
               head_outs: dict[int, Tensor], convention: str, normalize: bool,
               text_embeddings: Tensor | None,
-              head_values: dict[int, Tensor] | None = None) -> Decomposition:
+              head_values: Tensor | None) -> Decomposition:
     store, n_layers, dtype = capture.store, vit.n_layers, capture.dtype
     pool_weights, post_scale = _row_weights(vit, store, store["resid"])
     omega = pool_weights / post_scale[:, None, None]
@@ -172,7 +172,8 @@ def _assemble(vit: HookedViT, capture: _Capture, weights: ReadoutWeights, term_m
     layer_index = list(capture.layers)
     if capture.granularity != "layer":
         heads = torch.stack([_head_terms(capture, omega, reduced_omega, l, head_outs[l], term_map,
-                                         (head_values or {}).get(l)) for l in layer_index], 1)
+                                         None if head_values is None else head_values[index])
+                             for index, l in enumerate(layer_index)], 1)
     if capture.granularity == "token":
         tokens = _fill_token_terms(capture, omega, reduced_omega)
     stored = dict(zip(attn_keys, whole[:, n_layers + 1:].unbind(1), strict=True))

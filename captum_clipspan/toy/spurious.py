@@ -163,7 +163,7 @@ def spurious_benchmark(clip: Any = None, concept: Any = None, k: int = 2, draws:
                        reference_seed: int = _REFERENCE_SEED, controls: bool = True,
                        best_of: tuple[int, ...] = (5, 20),
                        oracle_seed: int = _ORACLE_SEED,
-                       toy: str = "toy-spurious") -> dict[str, Any]:
+                       toy: str | None = None) -> dict[str, Any]:
     """The paper's spurious-cue experiment on the spurious toy, with ground-truth groups.
 
     TextSpan (the ``"toy"`` bank) labels the heads on :func:`reference_scenes`, the ``k``
@@ -193,8 +193,9 @@ def spurious_benchmark(clip: Any = None, concept: Any = None, k: int = 2, draws:
             (``oracle_seed``, ``n_per_group`` each), scored on the test groups.
         best_of: numbers of random draws whose expected best is reported.
         oracle_seed: seed of the validation groups the oracle is chosen on.
-        toy: the shipped spurious toy (``"toy-spurious"`` or ``"toy-clutter-spurious"``): the
-            model loaded when ``clip`` is ``None``, and whose world the scenes are drawn from.
+        toy: the shipped toy whose world the scenes are drawn from, and the model loaded when
+            ``clip`` is ``None`` (default: ``clip``'s own name, else ``"toy-spurious"``; e.g.
+            ``"toy-clutter-spurious"``).
 
     Returns:
         :func:`~captum_clipspan.spurious_cue_study`'s dict, plus ``"groups"`` (the group
@@ -206,8 +207,11 @@ def spurious_benchmark(clip: Any = None, concept: Any = None, k: int = 2, draws:
     from ..hooked.clip import HookedCLIP
     from ..spurious import spurious_cue_study
     from . import toy_preprocess
-    from .model import toy_world
+    from .model import TOY_MODELS, toy_world
 
+    if toy is None:  # the clip's own world when it is a shipped toy
+        name = getattr(clip, "model_name", None)
+        toy = name if name in TOY_MODELS else "toy-spurious"
     world = toy_world(toy)
     if clip is None:
         clip = HookedCLIP.from_pretrained(toy)
