@@ -326,3 +326,41 @@ def test_head_terms_through_an_attention_pool_follow_in_place_weight_edits(famil
             torch.testing.assert_close(heads.total(), expected, rtol=0, atol=1e-10)
         with torch.no_grad():  # the next round reads edited weights: W_O of the last layer
             hooked.blocks[hooked.n_layers - 1].attn.W_O.mul_(1.5)
+
+
+@pytest.mark.parametrize("granularity", ["head", "token"])
+def test_heads_norm_stays_fused_while_decomposing(granularity):
+    """EVA02's norm over the heads' outputs runs as the tower's own (fused) module during the
+    pass; its per-row scale is recomputed from the kept rows, and the terms stay exact."""
+    visual = tiny_tower(FAMILIES["eva02"])
+    hooked = cs.HookedViT(visual)
+    images = images_of(hooked)
+    calls = []
+    handles = [block.attn.ln.norm.register_forward_hook(lambda *args: calls.append(1))
+               for block in hooked.blocks]
+    try:
+        parts = cs.decompose(hooked, images, granularity=granularity, convention="centered")
+    finally:
+        for handle in handles:
+            handle.remove()
+    assert len(calls) == hooked.n_layers
+    with torch.no_grad():
+        expected = F.normalize(visual(images), dim=-1)
+    torch.testing.assert_close(parts.total(), expected, rtol=0, atol=1e-10)
+    torch.testing.assert_close(parts.heads.sum(2), parts.attns - parts.attn_biases, rtol=0,
+                               atol=1e-10)
+
+
+def test_an_edit_of_the_heads_norm_scale_is_followed():
+    """A user's hook that rescales EVA02's norm over the heads' outputs is carried by the head
+    terms (its scale is then read from the hook, not recomputed)."""
+    hooked = cs.HookedViT(tiny_tower(FAMILIES["eva02"]))
+    images = images_of(hooked)
+    shrink = [("blocks.1.attn.ln.hook_scale", lambda scale, hook: scale * 0.01)]
+    with hooked.hooks(fwd_hooks=shrink):
+        with torch.no_grad():
+            edited = F.normalize(hooked(images), dim=-1)
+        parts = cs.decompose(hooked, images, granularity="head", convention="centered")
+    with torch.no_grad():
+        assert (F.normalize(hooked(images), dim=-1) - edited).abs().max() > 1e-6
+    torch.testing.assert_close(parts.total(), edited, rtol=0, atol=1e-10)

@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch import Tensor
 
+from ..hooked.vit import is_hooked
 from .readout import token_terms
 
 if TYPE_CHECKING:
@@ -104,6 +105,19 @@ class _Capture:
         """Rows of this layer's heads can be averaged now: no per-row scale inside attention."""
         attn = self.vit.blocks[layer].attn
         return self.reduce and not attn.ln.exists and not attn.ln_out.exists
+
+    def row_scale(self, name: str, layer: int) -> Tensor | None:
+        """``[B, R, 1]`` a per-row scale of a norm inside ``layer``'s attention (``"z_scale"``:
+        over the heads' outputs, ``"out_scale"``: over the attention output), or ``None``
+        without that norm. The heads' norm scale is computed here from the kept rows of ``z``
+        unless a hook captured it, so that the tower's own norm runs fused in the pass."""
+        key = f"{name}.{layer}"
+        if key not in self.store and name == "z_scale" and f"z.{layer}" in self.store:
+            norm = self.vit.blocks[layer].attn.ln
+            if norm.exists:
+                z = self.store[f"z.{layer}"]
+                self.store[key] = norm.scale(z.reshape(*z.shape[:2], -1)).to(self.dtype)
+        return self.store.get(key)
 
     @property
     def n_rows(self) -> int:
@@ -220,7 +234,10 @@ class _Capture:
                 continue
             reduce = self.layer_reduces(layer)
             hooks.append((prefix + "hook_z", self.save(f"z.{layer}", reduce)))
-            if vit.blocks[layer].attn.ln.exists:
+            norm = vit.blocks[layer].attn.ln
+            if norm.exists and (is_hooked(norm.hook_scale) or is_hooked(norm.hook_normalized)):
+                # The user's hooks already run this norm step by step; otherwise it stays
+                # fused and its scale is recomputed from the kept rows (:meth:`row_scale`).
                 hooks.append((prefix + "ln.hook_scale",
                               self.save(f"z_scale.{layer}", reduce=False)))
             if self.granularity != "token":

@@ -226,10 +226,10 @@ def _row_omega(capture: _Capture, omega: Tensor, layer: int,
                scales: tuple[str, ...] = ("z_scale", "out_scale")) -> Tensor:
     """The row weights of one layer's heads, divided by the per-row scales of its norms inside
     attention (sub-LN, post-norm), if any."""
-    for scale in scales:
-        key = f"{scale}.{layer}"
-        if key in capture.store:
-            omega = omega / capture.store[key].reshape(omega.shape[0], 1, -1)
+    for name in scales:
+        scale = capture.row_scale(name, layer)
+        if scale is not None:
+            omega = omega / scale.reshape(omega.shape[0], 1, -1)
     return omega
 
 
@@ -237,7 +237,7 @@ def _bias_rows(vit: HookedViT, capture: _Capture, omega: Tensor, layer: int) -> 
     """``[B, G, D]`` the part of one attention layer in no head, pooled (before the readout)."""
     scaled, plain = _attention_constant(vit, layer, capture.dtype)
     weights = omega.sum(dim=-1)[..., None] * plain  # [B, G, D]
-    if f"out_scale.{layer}" in capture.store:
+    if capture.row_scale("out_scale", layer) is not None:
         weights = weights + _row_omega(capture, omega, layer, ("out_scale",)).sum(
             dim=-1)[..., None] * scaled
     return weights

@@ -83,17 +83,27 @@ class HookedNorm(nn.Module):
         eps = getattr(self.norm, "eps", None)
         return 1e-6 if eps is None else float(eps)
 
+    def scale(self, x: Tensor) -> Tensor:
+        """``[..., 1]`` the scale ``s`` of inputs ``x`` ``[..., D]``, as ``hook_scale`` sees it
+        (the one formula: the forward pass computes it here too)."""
+        return self._scale_of_centered(self._centered(x))
+
+    def _centered(self, x: Tensor) -> Tensor:
+        if type(self.norm).__name__ == "LayerNormFp32":
+            x = x.float()
+        return x - x.mean(-1, keepdim=True) if self.centered else x
+
+    def _scale_of_centered(self, x: Tensor) -> Tensor:
+        return (x.pow(2).mean(-1, keepdim=True) + self.eps).sqrt()
+
     def forward(self, x: Tensor) -> Tensor:
         if self.norm is None:
             return x
         if not (is_hooked(self.hook_scale) or is_hooked(self.hook_normalized)):
             return self.norm(x)
         out_dtype = x.dtype
-        if type(self.norm).__name__ == "LayerNormFp32":
-            x = x.float()
-        if self.centered:
-            x = x - x.mean(-1, keepdim=True)
-        scale = self.hook_scale((x.pow(2).mean(-1, keepdim=True) + self.eps).sqrt())
+        x = self._centered(x)
+        scale = self.hook_scale(self._scale_of_centered(x))
         normalized = self.hook_normalized(x / scale)
         if self.w is not None:
             normalized = normalized * self.w
