@@ -18,11 +18,23 @@ def test_wrong_image_size_names_the_expected_shape(clip32):
         cs.HeadContribution(clip32).attribute(torch.randn(3, 32, 32), texts="a dog")
 
 
-def test_nan_images_are_refused(clip32):
+@pytest.mark.parametrize("value", [float("nan"), float("inf"), -float("inf")])
+def test_nan_images_are_refused(clip32, value):
     images = images_for(clip32)
-    images[0, 0, 0, 0] = float("nan")
+    images[0, 0, 0, 0] = value
     with pytest.raises(ValueError, match="NaN"):
         cs.HeadContribution(clip32).attribute(images, texts="a dog")
+    images[1, 2, 3, 4] = -value  # +inf and -inf together: the sum is NaN as well
+    with pytest.raises(ValueError, match="NaN"):
+        cs.decompose(clip32, images)
+
+
+def test_finite_images_whose_sum_overflows_are_accepted(clip32):
+    images = torch.full((2, 3, 32, 32), 3e38)
+    clip32.visual.check_images(images)  # the sum is infinite, every value finite
+    images[0, 0, 0, 0] = float("nan")
+    with pytest.raises(ValueError, match="NaN"):
+        clip32.visual.check_images(images)
 
 
 def test_non_tensor_images_are_refused(clip32):

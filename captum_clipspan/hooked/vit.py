@@ -586,7 +586,10 @@ class HookedViT(HookedRootModule):
             )
         if not images.is_floating_point():
             raise TypeError(f"images must be a floating-point tensor, got {images.dtype}.")
-        if not torch.isfinite(images).all():
+        # One reduction first: a NaN or an infinity makes the sum non-finite (an overflowing
+        # sum of finite values then passes the exact check).
+        total = images.sum(dtype=torch.promote_types(images.dtype, torch.float32))
+        if not torch.isfinite(total) and not torch.isfinite(images).all():
             raise ValueError("images contain NaN or infinite values.")
 
     def embed(self, images: Tensor) -> tuple[Tensor, Context]:
