@@ -42,7 +42,7 @@ def main() -> None:
     folded = core._head_terms
 
     def unfolded(*arguments, head_values=None):  # the path before the folded maps
-        return folded(*arguments[:6], None)
+        return folded(*arguments[:5], None)
 
     def seconds(call) -> float:
         start = time.perf_counter()

@@ -312,11 +312,15 @@ def test_every_open_clip_timm_tower_is_exact_or_refused_by_name():
 @pytest.mark.parametrize("family", ["siglip", "pe-core"])
 def test_head_terms_through_an_attention_pool_follow_in_place_weight_edits(family):
     """Head granularity folds each layer's out-projection with the pool's values once per weight
-    version; the terms equal token granularity's heads, and an in-place edit is seen."""
+    version (and keeps the readout's map); the terms equal token granularity's heads, and an
+    in-place edit is seen."""
     visual = tiny_tower(FAMILIES[family])
     hooked = cs.HookedViT(visual)
     images = images_of(hooked)
-    for _ in range(2):
+    # Each next round reads one weight edited in place: W_O of the last layer, then the
+    # readout's norm.
+    edits = [hooked.blocks[hooked.n_layers - 1].attn.W_O, hooked.ln_final.w, None]
+    for edit in edits:
         with torch.no_grad():
             expected = F.normalize(visual(images), dim=-1)
         for convention in ("reference", "centered"):
@@ -324,8 +328,9 @@ def test_head_terms_through_an_attention_pool_follow_in_place_weight_edits(famil
             tokens = cs.decompose(hooked, images, granularity="token", convention=convention)
             torch.testing.assert_close(heads.heads, tokens.heads, rtol=0, atol=1e-10)
             torch.testing.assert_close(heads.total(), expected, rtol=0, atol=1e-10)
-        with torch.no_grad():  # the next round reads edited weights: W_O of the last layer
-            hooked.blocks[hooked.n_layers - 1].attn.W_O.mul_(1.5)
+        if edit is not None:
+            with torch.no_grad():
+                edit.mul_(1.5)
 
 
 @pytest.mark.parametrize("granularity", ["head", "token"])

@@ -27,13 +27,14 @@ from .readout import (
     in_text_columns,
     pool_rows,
     readout_constant,
-    readout_map,
 )
 from .terms import CONVENTIONS, GRANULARITIES, Decomposition, concatenate
 from .weights import (
-    _attention_constant,
     _cached,
     _head_output,
+    _weights_version,
+    attention_constants,
+    cached_readout_map,
     compute_dtype,
     readout_weights,
 )
@@ -107,14 +108,17 @@ def decompose(
         centered = convention == "centered"
         rows_through_map = len(images) * (3 * vit.n_layers + 1 + (
             len(selected) * vit.n_heads if granularity != "layer" else 0))
-        term_map = readout_map(weights, centered, text_embeddings).for_rows(
-            vit.n_tokens * rows_through_map if granularity == "token" else rows_through_map)
+        version = _weights_version(vit)
+        term_map = cached_readout_map(
+            vit, weights, centered, dtype, text_embeddings,
+            vit.n_tokens * rows_through_map if granularity == "token" else rows_through_map,
+            version)
         head_outs = {layer: _head_output(vit, layer, dtype) for layer in selected}
         # Through an attention pool: each head's output projection folded with the pool's value
-        # map (two of a head term's three contractions), kept per weight version, [L_s, G, H, d, V].
+        # map (two of a head term's three contractions), kept per weight version, [G, L_s, H, d, V].
         head_values = _cached(vit, ("head_values", tuple(selected), centered, dtype),
                               lambda: torch.stack([term_map.fold_values(head_outs[layer])
-                                                   for layer in selected])) if (
+                                                   for layer in selected], 1), version) if (
             term_map.value is not None and granularity == "head") else None
         token_maps = ((lambda layer: term_map.fold(head_outs[layer]))
                       if granularity == "token" else None)
@@ -122,7 +126,7 @@ def decompose(
         with capture.attached():
             vit(images)
         parts = _assemble(vit, capture, weights, term_map, head_outs, convention, normalize,
-                          text_embeddings, head_values)
+                          text_embeddings, head_values, version)
     if hooked:
         check_consistent(parts, hooked, vit.dtype)  # the tolerance of the model's own precision
     return parts
@@ -147,8 +151,8 @@ def decompose_batches(clip: Any, images: Tensor, batch_size: int = 8,
 
 def _assemble(vit: HookedViT, capture: _Capture, weights: ReadoutWeights, term_map: ReadoutMap,
               head_outs: dict[int, Tensor], convention: str, normalize: bool,
-              text_embeddings: Tensor | None,
-              head_values: Tensor | None) -> Decomposition:
+              text_embeddings: Tensor | None, head_values: Tensor | None,
+              version: tuple) -> Decomposition:
     store, n_layers, dtype = capture.store, vit.n_layers, capture.dtype
     pool_weights, post_scale = _row_weights(vit, store, store["resid"])
     omega = pool_weights / post_scale[:, None, None]
@@ -165,15 +169,12 @@ def _assemble(vit: HookedViT, capture: _Capture, weights: ReadoutWeights, term_m
     attn_keys = [f"attn.{l}" for l in range(n_layers) if f"attn.{l}" in store]
     whole = term_map(torch.stack([pooled(key) for key in ["embed", *mlp_keys, *attn_keys]], 2))
     embed, mlps = whole[:, 0], whole[:, 1:n_layers + 1]
-    bias_terms = term_map(torch.stack([_bias_rows(vit, capture, omega, l)
-                                       for l in range(n_layers)], 2))  # [B, L, X]
+    bias_terms = term_map(_bias_rows(vit, capture, omega, range(n_layers), version))  # [B, L, X]
 
     heads = tokens = attn_biases = ln_bias = None
     layer_index = list(capture.layers)
     if capture.granularity != "layer":
-        heads = torch.stack([_head_terms(capture, omega, reduced_omega, l, head_outs[l], term_map,
-                                         None if head_values is None else head_values[index])
-                             for index, l in enumerate(layer_index)], 1)
+        heads = _head_terms(capture, omega, reduced_omega, head_outs, term_map, head_values)
     if capture.granularity == "token":
         tokens = _fill_token_terms(capture, omega, reduced_omega)
     stored = dict(zip(attn_keys, whole[:, n_layers + 1:].unbind(1), strict=True))
@@ -192,7 +193,8 @@ def _assemble(vit: HookedViT, capture: _Capture, weights: ReadoutWeights, term_m
     if convention == "reference":
         # The constant plus what centering would have removed from every term, shared equally.
         residual = pooled("resid")
-        centered_map = readout_map(weights, True, text_embeddings)
+        centered_map = cached_readout_map(vit, weights, True, dtype, text_embeddings,
+                                          version=version)
         shared = (centered_map(residual) - term_map(residual) + constant) / (2 * n_layers + 1)
         embed = embed + shared
         mlps = mlps + shared[:, None]
@@ -233,33 +235,42 @@ def _row_omega(capture: _Capture, omega: Tensor, layer: int,
     return omega
 
 
-def _bias_rows(vit: HookedViT, capture: _Capture, omega: Tensor, layer: int) -> Tensor:
-    """``[B, G, D]`` the part of one attention layer in no head, pooled (before the readout)."""
-    scaled, plain = _attention_constant(vit, layer, capture.dtype)
-    weights = omega.sum(dim=-1)[..., None] * plain  # [B, G, D]
-    if capture.row_scale("out_scale", layer) is not None:
-        weights = weights + _row_omega(capture, omega, layer, ("out_scale",)).sum(
-            dim=-1)[..., None] * scaled
-    return weights
+def _bias_rows(vit: HookedViT, capture: _Capture, omega: Tensor, layers: Sequence[int],
+               version: tuple | None = None) -> Tensor:
+    """``[B, G, L, D]`` the part of each attention layer in no head, pooled (before the
+    readout)."""
+    constants = attention_constants(vit, capture.dtype, version)[list(layers)]  # [L, 2, D]
+    rows = omega.sum(dim=-1)[..., None, None] * constants[:, 1]  # plain: [B, G, L, D]
+    for index, layer in enumerate(layers):
+        if capture.row_scale("out_scale", layer) is not None:  # scaled by the out-norm's rows
+            rows[:, :, index] += _row_omega(capture, omega, layer, ("out_scale",)).sum(
+                dim=-1)[..., None] * constants[index, 0]
+    return rows
 
 
 def _bias_term(vit: HookedViT, capture: _Capture, omega: Tensor, layer: int,
                term_map: ReadoutMap) -> Tensor:
     """``[B, X]`` the part of one attention layer in no head."""
-    return term_map(_bias_rows(vit, capture, omega, layer))
+    return term_map(_bias_rows(vit, capture, omega, [layer])[:, :, 0])
 
 
-def _head_terms(capture: _Capture, omega: Tensor, reduced_omega: Tensor, layer: int,
-                head_out: Tensor, term_map: ReadoutMap,
+def _head_terms(capture: _Capture, omega: Tensor, reduced_omega: Tensor,
+                head_outs: dict[int, Tensor], term_map: ReadoutMap,
                 head_values: Tensor | None = None) -> Tensor:
-    """``[B, H, X]`` the head terms of one layer (``head_values``: ``[G, H, d, V]``, the heads'
-    outputs already folded with an attention pool's values, :meth:`ReadoutMap.fold_values`)."""
-    z = capture.store[f"z.{layer}"]  # [B, R, H, d], or [B, 1, H, d] when averaged in the pass
-    weights = _row_omega(capture, omega, layer) if z.shape[1] == capture.n_rows else reduced_omega
-    pooled_z = pool_rows(weights, z)  # [B, G, H, d]
+    """``[B, L_s, H, X]`` the head terms of the selected layers (``head_values``: ``[G, L_s, H,
+    d, V]``, the heads' outputs already folded with an attention pool's values,
+    :meth:`ReadoutMap.fold_values`), mapped through the readout at once."""
+    pooled = []
+    for layer in capture.layers:
+        z = capture.store[f"z.{layer}"]  # [B, R, H, d], or [B, 1, H, d] when averaged in the pass
+        weights = (_row_omega(capture, omega, layer) if z.shape[1] == capture.n_rows
+                   else reduced_omega)
+        pooled.append(pool_rows(weights, z))  # [B, G, H, d]
     if head_values is not None:
-        return term_map.after_values(torch.einsum("bghk,ghkv->bghv", pooled_z, head_values))
-    return term_map(torch.einsum("bghk,hkD->bghD", pooled_z, head_out))
+        values = torch.einsum("bglhk,glhkv->bglhv", torch.stack(pooled, 2), head_values)
+        return term_map.after_values(values)
+    return term_map(torch.stack([torch.einsum("bghk,hkD->bghD", rows, head_outs[layer])
+                                 for rows, layer in zip(pooled, capture.layers, strict=True)], 2))
 
 
 def _fill_token_terms(capture: _Capture, omega: Tensor, reduced_omega: Tensor) -> Tensor:

@@ -48,13 +48,13 @@ from .readout import (
     norm_after,
     pool_rows,
     readout_constant,
-    readout_map,
 )
 from .terms import CONVENTIONS
 from .weights import (
     _cached,
     _detached,
     _head_output,
+    cached_readout_map,
     compute_dtype,
     norm_weights,
     readout_weights,
@@ -441,7 +441,7 @@ def _effects(vit: HookedViT, images: Tensor, layer: int, later: tuple[int, ...],
         pattern_hooked = {l: any(name.startswith(f"blocks.{l}.attn.hook_") and name.endswith(
             ("hook_pattern", "hook_attn_scores")) for name in hooked) for l in later}
         weights = readout_weights(vit, dtype)
-        term_map = readout_map(weights, centered, text_embeddings)
+        term_map = cached_readout_map(vit, weights, centered, dtype, text_embeddings)
         capture = _NeuronCapture(vit, layer, later, dtype, pattern_hooked, not centered)
         with vit.hooks(fwd_hooks=capture.hooks()):
             vit(images)
@@ -469,7 +469,8 @@ def _effects(vit: HookedViT, images: Tensor, layer: int, later: tuple[int, ...],
         if not centered:
             residual = pool_rows(omega.sum(-1, keepdim=True) if store["resid"].shape[1] == 1
                                  else omega, store["resid"])
-            shared = (readout_map(weights, True, text_embeddings)(residual) - term_map(residual)
+            shared = (cached_readout_map(vit, weights, True, dtype, text_embeddings)(residual)
+                      - term_map(residual)
                       + readout_constant(weights, pool_weights, post_scale, text_embeddings)
                       ) / (2 * vit.n_layers + 1)
             if order == "second":  # each later layer's share of the readout's constant

@@ -89,13 +89,16 @@ class ReadoutMap:
         """``[G, V, X]``: ``output @ post``."""
         return self.output if self.post is None else self.output @ self.post
 
-    def for_rows(self, n_rows: int) -> ReadoutMap:
-        """The map to apply to about ``n_rows`` rows (per pool head): with ``post`` folded into
-        ``output`` when that costs less than applying ``post`` to every row."""
+    def folds_for(self, n_rows: int) -> bool:
+        """Whether folding ``post`` into ``output`` costs less than applying ``post`` to about
+        ``n_rows`` rows (per pool head)."""
         n_groups, v_width, _ = self.output.shape
-        if self.post is None or n_rows <= n_groups * v_width:
-            return self
-        return ReadoutMap(self.value, self.folded_output())
+        return self.post is not None and n_rows > n_groups * v_width
+
+    def for_rows(self, n_rows: int) -> ReadoutMap:
+        """The map to apply to about ``n_rows`` rows: with ``post`` folded into ``output`` when
+        that is cheaper (:meth:`folds_for`)."""
+        return ReadoutMap(self.value, self.folded_output()) if self.folds_for(n_rows) else self
 
     def fold(self, head_out: Tensor) -> Tensor:
         """Each head's whole path to the output: ``[H, d, D]`` -> ``[G, H, d, X]``, contracted in

@@ -3,6 +3,7 @@ per-model cache of maps folded from them (kept per weight version)."""
 
 from __future__ import annotations
 
+import dataclasses
 import weakref
 from collections import OrderedDict
 from typing import TYPE_CHECKING, Any
@@ -10,7 +11,14 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch import Tensor
 
-from .readout import NormWeights, ReadoutWeights, attention_constant, head_output_weights
+from .readout import (
+    NormWeights,
+    ReadoutMap,
+    ReadoutWeights,
+    attention_constant,
+    head_output_weights,
+    readout_map,
+)
 
 if TYPE_CHECKING:
     from ..hooked.vit import HookedNorm, HookedViT
@@ -30,20 +38,46 @@ def _weights_version(vit: HookedViT) -> tuple:
                  for p in vit.model.parameters())
 
 
-def _cached(vit: HookedViT, key: tuple, build: Any) -> Tensor:
-    """``build()``, kept per model while the maps fit in :data:`MAP_CACHE_BUDGET`."""
-    key = (*key, _weights_version(vit))
+def _nbytes(value: Any) -> int:
+    """Bytes held by a tensor, or by the tensors of a dataclass (a :class:`ReadoutMap`)."""
+    if isinstance(value, Tensor):
+        return value.numel() * value.element_size()
+    if dataclasses.is_dataclass(value):
+        return sum(_nbytes(getattr(value, field.name)) for field in dataclasses.fields(value))
+    return 0
+
+
+def _cached(vit: HookedViT, key: tuple, build: Any, version: tuple | None = None) -> Any:
+    """``build()``, kept per model while the maps fit in :data:`MAP_CACHE_BUDGET` (``version``:
+    :func:`_weights_version` when the caller has read it already this call)."""
+    key = (*key, _weights_version(vit) if version is None else version)
     entries = _MAPS.setdefault(vit, OrderedDict())
     if key in entries:
         entries.move_to_end(key)
         return entries[key]
     value = build()
-    size = value.numel() * value.element_size()
-    if size <= MAP_CACHE_BUDGET:
+    if _nbytes(value) <= MAP_CACHE_BUDGET:
         entries[key] = value
-        while sum(v.numel() * v.element_size() for v in entries.values()) > MAP_CACHE_BUDGET:
+        while sum(_nbytes(v) for v in entries.values()) > MAP_CACHE_BUDGET:
             entries.popitem(last=False)
     return value
+
+
+def cached_readout_map(vit: HookedViT, weights: ReadoutWeights, centered: bool,
+                       dtype: torch.dtype, text_embeddings: Tensor | None = None,
+                       n_rows: int | None = None, version: tuple | None = None) -> ReadoutMap:
+    """:func:`~.readout.readout_map` of ``weights`` (read from ``vit`` at ``dtype``), for about
+    ``n_rows`` rows (:meth:`~.readout.ReadoutMap.for_rows`); kept per weight version when it
+    ends in the joint space (the texts of a call are not kept)."""
+    if text_embeddings is not None:
+        term_map = readout_map(weights, centered, text_embeddings)
+        return term_map if n_rows is None else term_map.for_rows(n_rows)
+    version = _weights_version(vit) if version is None else version
+    key = ("readout_map", centered, dtype)
+    term_map = _cached(vit, key, lambda: readout_map(weights, centered), version)
+    if n_rows is None or not term_map.folds_for(n_rows):
+        return term_map
+    return _cached(vit, (*key, "folded"), lambda: term_map.for_rows(n_rows), version)
 
 
 def compute_dtype(dtype: torch.dtype) -> torch.dtype:
@@ -96,6 +130,15 @@ def _head_output(vit: HookedViT, layer: int, dtype: torch.dtype) -> Tensor:
     attn = vit.blocks[layer].attn
     return head_output_weights(_detached(attn.W_O, dtype), _detached(attn.layer_scale, dtype),
                                norm_weights(attn.ln, dtype), norm_weights(attn.ln_out, dtype))
+
+
+def attention_constants(vit: HookedViT, dtype: torch.dtype,
+                        version: tuple | None = None) -> Tensor:
+    """``[L, 2, D]`` every layer's :func:`_attention_constant` ``(scaled, plain)``, kept per
+    weight version."""
+    return _cached(vit, ("attention_constants", dtype), lambda: torch.stack([
+        torch.stack(_attention_constant(vit, layer, dtype)) for layer in range(vit.n_layers)]),
+        version)
 
 
 def _attention_constant(vit: HookedViT, layer: int, dtype: torch.dtype) -> tuple[Tensor, Tensor]:
