@@ -2,9 +2,10 @@
 
 One configuration per family, random weights (``pretrained=None``; the transformers towers are
 built from ViT-B/16-sized configs in code), batch 8, fp32, on the CPU by default. Each mode runs
-in its own process: after a warm-up, ``--repeats`` calls each followed by the backend's own
-``encode_image`` in the same process; the ratio is the median of the pairs' ratios (robust to
-other jobs on the machine). The ``control`` row times ``encode_image`` against itself: how far
+in its own process: after a warm-up, ``--repeats`` pairs of the call and the backend's own
+``encode_image`` in the same process, every other pair in the other order; the ratio is the
+median of the pairs' ratios (robust to other jobs on the machine), with its quartiles in
+parentheses. The ``control`` row times ``encode_image`` against itself: how far
 from 1.00 it lands is the noise of the measurement. Memory is the peak added by one call: the
 resident set's high-water mark (reset after loading, via clear_refs) on the CPU, the allocator's
 peak on CUDA. ``tokens`` is ``granularity="token"`` without texts, whose output
@@ -156,21 +157,27 @@ def run_mode(args: argparse.Namespace) -> dict:
         call()
         extra = max(meter.peak() - before, 0) - output.get("bytes", 0)
         # Interleave the call with a plain encode_image in the same process, so that the ratio
-        # holds even when other jobs load the machine unevenly over time.
+        # holds even when other jobs load the machine unevenly over time; every other pair runs
+        # encode_image first, so that neither side always finds the memory the other just freed.
         times, ratios = [], []
-        for _ in range(args.repeats):
+        for repeat in range(args.repeats):
+            first, second = (call, encode_image) if repeat % 2 == 0 else (encode_image, call)
             meter.sync()
             start = time.perf_counter()
-            call()
+            first() if first is call else first(images)
             meter.sync()
             middle = time.perf_counter()
-            encode_image(images)
+            second() if second is call else second(images)
             meter.sync()
             end = time.perf_counter()
-            times.append(middle - start)
-            ratios.append((middle - start) / (end - middle))
+            seconds, other = ((middle - start, end - middle) if first is call
+                              else (end - middle, middle - start))
+            times.append(seconds)
+            ratios.append(seconds / other)
+    low, _, high = statistics.quantiles(ratios, n=4) if len(ratios) > 1 else (ratios * 3)
     return {"seconds": statistics.median(times), "ratio": statistics.median(ratios),
-            "extra_mib": extra / 2 ** 20, "output_mib": output.get("bytes", 0) / 2 ** 20}
+            "quartiles": [low, high], "extra_mib": extra / 2 ** 20,
+            "output_mib": output.get("bytes", 0) / 2 ** 20}
 
 
 def measure(args: argparse.Namespace, family: str | None, mode: str) -> dict:
@@ -188,14 +195,15 @@ def measure(args: argparse.Namespace, family: str | None, mode: str) -> dict:
 
 def _row(name: str, results: dict[str, dict], batch: int) -> str:
     def ratio(mode: str) -> str:
-        value = results[mode]["ratio"]
-        return f"{value:.2f}" + ("" if value <= GOALS.get(mode, float("inf")) else " (!)")
+        value, (low, high) = results[mode]["ratio"], results[mode]["quartiles"]
+        return (f"{value:.2f} ({low:.2f}-{high:.2f})"
+                + ("" if value <= GOALS.get(mode, float("inf")) else " (!)"))
 
     tokens_gib = results["tokens"]["extra_mib"] / 1024
     cells = [
         name,
         f"{results['control']['seconds']:.3f}",
-        f"{results['control']['ratio']:.2f}",
+        ratio("control"),
         ratio("layers"),
         ratio("heads"),
         ratio("patches"),
@@ -213,7 +221,7 @@ def main() -> None:
                         help="an open_clip model name (when --family is not given)")
     parser.add_argument("--batch", type=int, default=8)
     parser.add_argument("--texts", type=int, default=16)
-    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--repeats", type=int, default=7)
     parser.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
     parser.add_argument("--dtype", default="fp32", choices=DTYPES)
     parser.add_argument("--modes", default=",".join(MODES),
@@ -234,7 +242,8 @@ def main() -> None:
     where = torch.cuda.get_device_name(args.device) if args.device.startswith("cuda") else (
         f"CPU, {os.cpu_count()} cores, {threads} threads")
     print(f"random weights, batch {args.batch}, {args.dtype}, {where}, {args.texts} texts, "
-          f"median of {args.repeats} interleaved pairs; ratios to the backend's encode_image "
+          f"median (quartiles) of {args.repeats} interleaved pairs, the order alternating; "
+          f"ratios to the backend's encode_image "
           f"(goals: heads <= {GOALS['heads']}, patches <= {GOALS['patches']}, tokens <= "
           f"{TOKEN_GOAL_GIB} GiB beyond the output; (!) marks a miss)\n")
     print("| family | encode_image s | control | layers | heads | patch maps | patch maps img/s "
