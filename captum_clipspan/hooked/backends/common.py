@@ -54,9 +54,14 @@ def mha_pool_spec(attn: nn.MultiheadAttention, queries: Callable[[], Tensor],
         return split_heads(F.linear(queries(), weights[0], biases[0]), n_heads)
 
     def project_kv(x: Tensor) -> tuple[Tensor, Tensor]:
-        weights, biases = mha_weights(attn)
-        return (split_heads(F.linear(x, weights[1], biases[1]), n_heads),
-                split_heads(F.linear(x, weights[2], biases[2]), n_heads))
+        if attn._qkv_same_embed_dim:  # keys and values in one GEMM, as the module runs them
+            width = attn.embed_dim
+            bias = attn.in_proj_bias[width:] if attn.in_proj_bias is not None else None
+            k, v = F.linear(x, attn.in_proj_weight[width:], bias).chunk(2, dim=-1)
+        else:
+            weights, biases = mha_weights(attn)
+            k, v = (F.linear(x, w, b) for w, b in zip(weights[1:], biases[1:], strict=True))
+        return split_heads(k, n_heads), split_heads(v, n_heads)
 
     return AttentionPoolSpec(
         n_heads=n_heads, d_head=attn.head_dim, query=query, project_kv=project_kv,
