@@ -119,7 +119,7 @@ def decompose(
         head_values = _cached(vit, ("head_values", tuple(selected), centered, dtype),
                               lambda: torch.stack([term_map.fold_values(head_outs[layer])
                                                    for layer in selected], 1), version) if (
-            term_map.value is not None and granularity == "head") else None
+            term_map.value is not None and granularity != "layer") else None
         token_maps = ((lambda layer: term_map.fold(head_outs[layer]))
                       if granularity == "token" else None)
         capture = _Capture(vit, granularity, selected, dtype, token_maps, pattern_hooked)
