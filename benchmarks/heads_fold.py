@@ -1,12 +1,15 @@
 """Head granularity through an attention pool, with and without the folded head maps: each layer's
 out-projection folded with the pool's value map once per weight version
 (``ReadoutMap.fold_values``), against the three contractions per call it replaces. Interleaved
-in one process, median of ``--repeats``, each against ``encode_image``.
+in one process, median of ``--repeats``, each against ``encode_image``. With ``--patches``, the
+same for 16-text patch maps (``PatchContribution``, token granularity), whose head terms read the
+same maps.
 
 Usage::
 
     python benchmarks/heads_fold.py --family SigLIP
     python benchmarks/heads_fold.py --family CoCa
+    python benchmarks/heads_fold.py --family SigLIP2 --patches
 """
 
 from __future__ import annotations
@@ -34,6 +37,8 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=8)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--repeats", type=int, default=7)
+    parser.add_argument("--patches", action="store_true",
+                        help="time 16-text patch maps instead of head granularity")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     clip, encode = build(args.family, None, "cpu", "fp32")
@@ -49,10 +54,16 @@ def main() -> None:
         call()
         return time.perf_counter() - start
 
+    texts = torch.nn.functional.normalize(
+        torch.randn(16, clip.visual.output_dim, generator=torch.Generator().manual_seed(1)), dim=-1)
+    maps = cs.PatchContribution(clip)
+    call = ((lambda: maps.attribute(images, texts=texts)) if args.patches
+            else (lambda: cs.decompose(clip, images, granularity="head")))
+
     def heads(head_terms) -> float:
         core._head_terms = head_terms
         try:
-            return seconds(lambda: cs.decompose(clip, images, granularity="head"))
+            return seconds(call)
         finally:
             core._head_terms = folded
 
@@ -65,7 +76,8 @@ def main() -> None:
             times["unfolded"].append(heads(unfolded))
     median = {name: statistics.median(values) for name, values in times.items()}
     print(f"{args.family}, batch {args.batch}, {args.threads} threads, median of {args.repeats}: "
-          f"encode_image {median['encode_image']:.3f} s; heads folded {median['folded']:.3f} s "
+          f"encode_image {median['encode_image']:.3f} s; "
+          f"{'16-text patch maps' if args.patches else 'heads'} folded {median['folded']:.3f} s "
           f"({median['folded'] / median['encode_image']:.3f}x), unfolded "
           f"{median['unfolded']:.3f} s ({median['unfolded'] / median['encode_image']:.3f}x)")
 
