@@ -29,7 +29,8 @@ MAP_CACHE_BUDGET = 1 << 30
 a map larger than this is built for each call instead."""
 
 
-_MAPS: weakref.WeakKeyDictionary[Any, OrderedDict[tuple, Tensor]] = weakref.WeakKeyDictionary()
+# Per model: key -> a tensor or a ReadoutMap.
+_MAPS: weakref.WeakKeyDictionary[Any, OrderedDict[tuple, Any]] = weakref.WeakKeyDictionary()
 
 
 def _weights_version(vit: HookedViT) -> tuple:

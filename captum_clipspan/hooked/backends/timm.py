@@ -266,12 +266,12 @@ def _attention_spec(attn: nn.Module, run: Callable[[Tensor, dict], Tensor],
     half = getattr(attn, "rotate_half", False)
 
     def project(x: Tensor, context: dict) -> tuple[Tensor, Tensor, Tensor]:
+        weights, biases = _qkv_params(attn)
         if getattr(attn, "qkv", None) is not None:  # one GEMM, as timm runs it
-            bias = (torch.cat((attn.q_bias, attn.k_bias, attn.v_bias))
-                    if getattr(attn, "q_bias", None) is not None else attn.qkv.bias)
+            bias = None if biases[0] is None else torch.cat(biases)
             projected = F.linear(x, attn.qkv.weight, bias).chunk(3, dim=-1)
         else:
-            projected = (F.linear(x, w, b) for w, b in zip(*_qkv_params(attn), strict=True))
+            projected = (F.linear(x, w, b) for w, b in zip(weights, biases, strict=True))
         q, k, v = (split_heads(t, n_heads).transpose(1, 2) for t in projected)  # [B, H, N, d]
         q, k = attn.q_norm(q), attn.k_norm(k)
         rope = context.get("rope") if rope_prefix is not None else None
