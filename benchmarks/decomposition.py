@@ -93,6 +93,30 @@ def build(family: str | None, model: str | None, device: str, dtype: str) -> tup
     return clip.eval(), lambda images: clip.model.encode_image(images)
 
 
+def cpu_family_benchmark(description: str, batch: int, threads: int,
+                         repeats: int) -> tuple[argparse.ArgumentParser, Any]:
+    """The options shared by the single-family CPU benchmarks (``--family``, ``--batch``,
+    ``--threads``, ``--repeats``), and ``setup(args)`` -> ``(clip, encode, images)``: the family's
+    model (fp32) with the thread count set, and ``--batch`` random images."""
+    parser = argparse.ArgumentParser(description=description,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--family", choices=FAMILIES, default="SigLIP")
+    parser.add_argument("--batch", type=int, default=batch)
+    parser.add_argument("--threads", type=int, default=threads)
+    parser.add_argument("--repeats", type=int, default=repeats)
+
+    def setup(args: argparse.Namespace) -> tuple[Any, Any, Any]:
+        import torch
+
+        torch.set_num_threads(args.threads)
+        clip, encode = build(args.family, None, "cpu", "fp32")
+        images = torch.randn(args.batch, 3, *clip.visual.image_size,
+                             generator=torch.Generator().manual_seed(0))
+        return clip, encode, images
+
+    return parser, setup
+
+
 class _Meter:
     """Peak memory added by a call: the allocator's on CUDA, the resident set's on the CPU."""
 
@@ -159,21 +183,18 @@ def run_mode(args: argparse.Namespace) -> dict:
         # Interleave the call with a plain encode_image in the same process, so that the ratio
         # holds even when other jobs load the machine unevenly over time; every other pair runs
         # encode_image first, so that neither side always finds the memory the other just freed.
+        pair = {"call": call, "encode_image": lambda: encode_image(images)}
         times, ratios = [], []
         for repeat in range(args.repeats):
-            first, second = (call, encode_image) if repeat % 2 == 0 else (encode_image, call)
-            meter.sync()
-            start = time.perf_counter()
-            first() if first is call else first(images)
-            meter.sync()
-            middle = time.perf_counter()
-            second() if second is call else second(images)
-            meter.sync()
-            end = time.perf_counter()
-            seconds, other = ((middle - start, end - middle) if first is call
-                              else (end - middle, middle - start))
-            times.append(seconds)
-            ratios.append(seconds / other)
+            seconds = {}
+            for name in (pair if repeat % 2 == 0 else reversed(pair)):
+                meter.sync()
+                start = time.perf_counter()
+                pair[name]()
+                meter.sync()
+                seconds[name] = time.perf_counter() - start
+            times.append(seconds["call"])
+            ratios.append(seconds["call"] / seconds["encode_image"])
     low, _, high = statistics.quantiles(ratios, n=4) if len(ratios) > 1 else (ratios * 3)
     return {"seconds": statistics.median(times), "ratio": statistics.median(ratios),
             "quartiles": [low, high], "extra_mib": extra / 2 ** 20,

@@ -14,7 +14,6 @@ Usage::
 
 from __future__ import annotations
 
-import argparse
 import statistics
 import sys
 import time
@@ -24,26 +23,18 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from decomposition import FAMILIES, build  # noqa: E402
+from decomposition import cpu_family_benchmark  # noqa: E402
 
 import captum_clipspan as cs  # noqa: E402
 import captum_clipspan.decomposition.core as core  # noqa: E402
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--family", choices=FAMILIES, default="SigLIP")
-    parser.add_argument("--batch", type=int, default=8)
-    parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--repeats", type=int, default=7)
+    parser, setup = cpu_family_benchmark(__doc__, 8, 2, 7)
     parser.add_argument("--patches", action="store_true",
                         help="time 16-text patch maps instead of head granularity")
     args = parser.parse_args()
-    torch.set_num_threads(args.threads)
-    clip, encode = build(args.family, None, "cpu", "fp32")
-    images = torch.randn(args.batch, 3, *clip.visual.image_size,
-                         generator=torch.Generator().manual_seed(0))
+    clip, encode, images = setup(args)
     folded = core._head_terms
 
     def unfolded(*arguments, head_values=None):  # the path before the folded maps

@@ -24,27 +24,19 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from decomposition import FAMILIES, build  # noqa: E402
+from decomposition import cpu_family_benchmark  # noqa: E402
 
 import captum_clipspan as cs  # noqa: E402
 from captum_clipspan.decomposition import core  # noqa: E402
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--family", choices=FAMILIES, default="SigLIP")
-    parser.add_argument("--batch", type=int, default=4)
-    parser.add_argument("--threads", type=int, default=1)
-    parser.add_argument("--repeats", type=int, default=3)
+    parser, setup = cpu_family_benchmark(__doc__, 4, 1, 3)
     parser.add_argument("--rows", type=int, default=12, help="operators per table")
     parser.add_argument("--phases", action="store_true",
                         help="time the phases of head granularity instead of profiling")
     args = parser.parse_args()
-    torch.set_num_threads(args.threads)
-    clip, encode = build(args.family, None, "cpu", "fp32")
-    images = torch.randn(args.batch, 3, *clip.visual.image_size,
-                         generator=torch.Generator().manual_seed(0))
+    clip, encode, images = setup(args)
     if args.phases:
         phases(clip, encode, images, args)
         return
